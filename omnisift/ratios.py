@@ -1,0 +1,58 @@
+"""How many tokens a ratio keeps, and how one retention target becomes per-modality ratios.
+
+OmniSIFT's ratios count what is *dropped*: `rho_video` of each frame's tokens and `rho_audio` of each
+chunk's audio tokens, rounded down (`floor(n * rho)` dropped). Retention is always counted over audio
+and video tokens together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+RELEASE_RHO_VIDEO = 0.7
+RELEASE_RHO_AUDIO = 0.3
+
+
+def check_ratio(name: str, value: float) -> float:
+    """Return `value` if it is a fraction in [0, 1], else raise a one-line ValueError naming it."""
+    if not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+    return float(value)
+
+
+def kept_count(n: int, rho: float) -> int:
+    """Tokens kept out of `n` when `floor(n * rho)` are dropped."""
+    return n - math.floor(n * rho + 1e-9)
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """Per-modality drop ratios."""
+
+    rho_video: float = RELEASE_RHO_VIDEO
+    rho_audio: float = RELEASE_RHO_AUDIO
+
+    def __post_init__(self) -> None:
+        check_ratio("rho_video", self.rho_video)
+        check_ratio("rho_audio", self.rho_audio)
+
+
+def ratios_for_retention(
+    retention: float, tokens_per_frame: int, frames_per_chunk: int = 2, audio_per_chunk: int = 50,
+    rho_audio: float = RELEASE_RHO_AUDIO,
+) -> Ratios:
+    """Drop ratios that keep about `retention` of a chunk's audio + video tokens.
+
+    Audio keeps the release ratio (`rho_audio`) and video absorbs the rest; when even dropping all
+    video cannot reach the target, audio is cut further. The result is exact up to the floor rule.
+    """
+    check_ratio("retention", retention)
+    total = frames_per_chunk * tokens_per_frame + audio_per_chunk
+    target = retention * total
+    audio_kept = kept_count(audio_per_chunk, rho_audio)
+    video_budget = target - audio_kept
+    if video_budget >= 0:
+        rho_video = 1.0 - video_budget / (frames_per_chunk * tokens_per_frame)
+        return Ratios(rho_video=min(max(rho_video, 0.0), 1.0), rho_audio=rho_audio)
+    return Ratios(rho_video=1.0, rho_audio=min(max(1.0 - target / audio_per_chunk, 0.0), 1.0))
