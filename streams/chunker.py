@@ -1,0 +1,370 @@
+"""The one chunking path every source goes through: timestamped samples in, aligned `AVChunk`s out.
+
+Clock. A stream has one media clock, in seconds, starting at 0 at the stream origin (the earliest first
+timestamp of the expected modalities, or an origin the producer states, e.g. 0 for a file). Chunk `k` of a
+segment covers `[base + 2k, base + 2k + 2)`. Audio is placed by sample index (`round(t * 16000)`); video is
+sampled at 2 fps *by timestamp*: slot `s` (time `s / 2`) shows the last frame whose timestamp is `<= s / 2`
+(sample-and-hold, so variable frame rate and any input rate work).
+
+Faults, per modality:
+- jitter: audio timestamps within `jitter` seconds of the expected position are treated as continuous;
+- gaps: a forward jump up to `max_fill` seconds is filled (silence / the last frame repeated) and flagged;
+- overlaps: audio behind the expected position by less than `max_back` seconds is trimmed; late video frames
+  are dropped;
+- jumps and wraps: a forward jump beyond `max_fill` or a backward jump beyond `max_back` re-bases that
+  modality's clock so it continues where it was, and flags `gap_before`;
+- stalls: when one modality runs more than `max_skew` seconds past a chunk's end while the other has not
+  reached it, the lagging one is filled up to the chunk end and flagged, so a dead microphone does not stop
+  video;
+- a start offset between audio and video is filled at the start (silence / first frame repeated), flagged;
+- `Discontinuity` events (reconnects, loops) start a new segment (see `streams.events`).
+`flush()` at end of stream completes what it can and emits the last partial chunk (`flags.partial`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+import time
+
+import numpy as np
+
+from .chunk import AUDIO_RATE, CHUNK_SECONDS, FRAMES_PER_CHUNK, SAMPLES_PER_CHUNK, VIDEO_FPS, AVChunk, ChunkFlags
+from .events import AudioSample, Discontinuity, Event, VideoSample
+
+SAMPLES_PER_SLOT = int(AUDIO_RATE / VIDEO_FPS)  # 8000
+MIN_PARTIAL = 0.02  # seconds: a final tail shorter than this is dropped
+EPS = 1e-3  # seconds: a frame stamped this little after a slot still counts for it (float rounding)
+
+
+@dataclass
+class ChunkerStats:
+    late_frames: int = 0  # video frames older than the last one, dropped
+    trimmed_samples: int = 0  # overlapping audio samples dropped
+    filled_samples: int = 0  # silence samples inserted
+    repeated_slots: int = 0  # video slots filled with a repeated frame
+    rebases: int = 0  # clock jumps/wraps absorbed
+
+
+@dataclass
+class _Slot:
+    frame: VideoSample | None
+    repeated: bool
+
+
+class Chunker:
+    """Cuts timestamped audio and video into aligned 2-second `AVChunk`s; see the module docstring."""
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        video: bool = True,
+        audio: bool = True,
+        origin: float | None = None,
+        jitter: float = 0.04,
+        max_fill: float = 10.0,
+        max_back: float = 1.0,
+        max_skew: float = 2.0,
+        gap_seconds: float = 0.5,
+        clock=time.time,
+    ) -> None:
+        if not (video or audio):
+            raise ValueError("a stream needs video or audio")
+        self.stream = stream
+        self.video, self.audio = video, audio
+        self.jitter, self.max_fill, self.max_back = jitter, max_fill, max_back
+        self.max_skew, self.gap_seconds = max_skew, gap_seconds
+        self.stats = ChunkerStats()
+        self._clock = clock
+        self._index = 0
+        self._cstart = 0  # sample index (16 kHz) of the start of the chunk being built
+        # audio
+        self._a_pos = 0  # sample index of the next audio sample
+        self._a_pieces: list[tuple[np.ndarray, bool]] = []  # samples from _cstart on, (data, filled)
+        # video
+        self._v_next = 0  # next slot index to assign (slot time = slot / 2)
+        self._slots: dict[int, _Slot] = {}
+        self._v_last: VideoSample | None = None  # last frame, t on the stream clock
+        self._v_interval = 1.0 / VIDEO_FPS
+        # segment / clock mapping
+        self._seg_base = 0.0
+        self._seg_origin = origin  # producer-stated origin of the first segment
+        self._offset: dict[str, float] | None = None  # stream_t = t + offset[m]
+        self._pending: list[Event] = []
+        self._gap_chunks: set[int] = set()  # chunk start sample indices flagged gap_before
+        self._last_wall = 0.0
+
+    # -- public -------------------------------------------------------------------------------------------
+
+    def push(self, event: Event) -> list[AVChunk]:
+        """Feed one event; returns the chunks it completed (usually none or one)."""
+        if isinstance(event, Discontinuity):
+            return self._discontinuity(event)
+        self._last_wall = max(self._last_wall, event.wall)
+        if self._offset is None:
+            self._pending.append(event)
+            if not self._origin_ready():
+                return []
+            self._start_segment()
+            events, self._pending = self._pending, []
+            for e in events:
+                self._place(e)
+        else:
+            self._place(event)
+        return self._emit_ready()
+
+    def flush(self) -> list[AVChunk]:
+        """End of stream: emit every remaining chunk, the last one partial if it is short."""
+        if self._offset is None and self._pending:
+            self._start_segment()
+            events, self._pending = self._pending, []
+            for e in events:
+                self._place(e)
+        out = self._emit_ready()
+        end = self._end_index()
+        if end <= self._cstart:
+            return out
+        while end - self._cstart >= SAMPLES_PER_CHUNK:
+            self._fill_to(self._cstart + SAMPLES_PER_CHUNK)
+            out.append(self._emit(SAMPLES_PER_CHUNK))
+        if end - self._cstart >= MIN_PARTIAL * AUDIO_RATE:  # shorter tails are codec padding, not media
+            self._fill_to(end)
+            out.append(self._emit(end - self._cstart, partial=True))
+        return out
+
+    @property
+    def position(self) -> float:
+        """Stream time (seconds) up to which every expected modality has data."""
+        ends = []
+        if self.audio:
+            ends.append(self._a_pos / AUDIO_RATE)
+        if self.video:
+            ends.append(self._v_next / VIDEO_FPS)
+        return min(ends)
+
+    # -- segments -----------------------------------------------------------------------------------------
+
+    def _origin_ready(self) -> bool:
+        seen = {"v": [], "a": []}
+        for e in self._pending:
+            seen["v" if isinstance(e, VideoSample) else "a"].append(e.t)
+        need = (["v"] if self.video else []) + (["a"] if self.audio else [])
+        if all(seen[m] for m in need):
+            return True
+        return any(ts and max(ts) - min(ts) > self.max_skew for ts in seen.values())
+
+    def _start_segment(self) -> None:
+        firsts = [e.t for e in self._pending if isinstance(e, (VideoSample, AudioSample))]
+        origin = self._seg_origin if self._seg_origin is not None else min(firsts)
+        self._seg_origin = None
+        off = self._seg_base - origin
+        self._offset = {"v": off, "a": off}
+
+    def _discontinuity(self, d: Discontinuity) -> list[AVChunk]:
+        out: list[AVChunk] = []
+        if self._offset is None:  # nothing placed in this segment yet
+            if d.gap:
+                self._gap_chunks.add(self._cstart)
+            return out
+        if not d.gap:  # seamless: continue where the longest modality ended
+            self._seg_base = self._end_index() / AUDIO_RATE
+            self._offset = None
+            return out
+        out = self._emit_ready()
+        end = self._end_index()
+        if end > self._cstart:  # close the chunk in progress, filled
+            boundary = self._cstart + SAMPLES_PER_CHUNK
+            self._fill_to(boundary)
+            out.append(self._emit(SAMPLES_PER_CHUNK))
+        skip = int(max(d.wall_gap, 0.0) // CHUNK_SECONDS) * SAMPLES_PER_CHUNK
+        self._cstart += skip
+        self._a_pos = self._cstart
+        self._a_pieces = []
+        self._v_next = self._cstart // SAMPLES_PER_SLOT
+        self._slots = {}
+        self._v_last = None
+        self._seg_base = self._cstart / AUDIO_RATE
+        self._offset = None
+        self._gap_chunks.add(self._cstart)
+        return out
+
+    # -- placing samples ----------------------------------------------------------------------------------
+
+    def _place(self, e: Event) -> None:
+        if isinstance(e, AudioSample):
+            if self.audio:
+                self._place_audio(e)
+        elif self.video:
+            self._place_video(e)
+
+    def _chunk_of(self, sample_index: int) -> int:
+        return (sample_index - self._cstart) // SAMPLES_PER_CHUNK * SAMPLES_PER_CHUNK + self._cstart
+
+    def _place_audio(self, e: AudioSample) -> None:
+        x = np.asarray(e.samples, dtype=np.float32).reshape(-1)
+        idx = round((e.t + self._offset["a"]) * AUDIO_RATE)
+        d = idx - self._a_pos
+        if d > self.max_fill * AUDIO_RATE or d < -self.max_back * AUDIO_RATE:
+            self._offset["a"] -= d / AUDIO_RATE  # jump or wrap: continue where we were
+            self.stats.rebases += 1
+            self._gap_chunks.add(self._chunk_of(self._a_pos))
+            d = 0
+        if d > self.jitter * AUDIO_RATE:
+            if d > self.gap_seconds * AUDIO_RATE:
+                self._gap_chunks.add(self._chunk_of(self._a_pos + d))
+            self._append_audio(np.zeros(d, np.float32), filled=True)
+        elif d < -self.jitter * AUDIO_RATE:
+            trim = min(-d, len(x))
+            self.stats.trimmed_samples += trim
+            x = x[trim:]
+        if len(x):
+            self._append_audio(x, filled=False)
+
+    def _append_audio(self, x: np.ndarray, *, filled: bool) -> None:
+        if filled:
+            self.stats.filled_samples += len(x)
+        self._a_pieces.append((x, filled))
+        self._a_pos += len(x)
+
+    def _place_video(self, e: VideoSample) -> None:
+        ts = e.t + self._offset["v"]
+        last = self._v_last
+        if last is not None:
+            if ts < last.t - EPS:
+                if last.t - ts <= self.max_back:
+                    self.stats.late_frames += 1
+                    return
+                ts = self._rebase_video(ts, last)
+            elif ts - last.t > self.max_fill:
+                ts = self._rebase_video(ts, last)
+            elif ts - last.t > max(self.gap_seconds, 1.0):
+                self._gap_chunks.add(self._chunk_of(round(ts * AUDIO_RATE)))
+            else:
+                self._v_interval = 0.8 * self._v_interval + 0.2 * max(ts - last.t, 1e-3) if ts > last.t else self._v_interval
+        frame = VideoSample(ts, e.image, e.wall)
+        while self._v_next / VIDEO_FPS < ts - EPS:
+            if last is None:
+                self._slots[self._v_next] = _Slot(frame, True)  # start offset: first frame shown early
+                self.stats.repeated_slots += 1
+            else:
+                stale = self._v_next / VIDEO_FPS - last.t > 1.0 + EPS
+                self.stats.repeated_slots += stale
+                self._slots[self._v_next] = _Slot(last, stale)
+            self._v_next += 1
+        self._v_last = frame
+
+    def _rebase_video(self, ts: float, last: VideoSample) -> float:
+        new_ts = last.t + self._v_interval
+        self._offset["v"] += new_ts - ts
+        self.stats.rebases += 1
+        self._gap_chunks.add(self._chunk_of(round(new_ts * AUDIO_RATE)))
+        return new_ts
+
+    # -- emitting -----------------------------------------------------------------------------------------
+
+    def _end_index(self) -> int:
+        """Sample index where the data seen so far ends (the longest modality)."""
+        ends = [self._cstart]
+        if self.audio:
+            ends.append(self._a_pos)
+        if self.video and self._v_last is not None:
+            ends.append(round((self._v_last.t + self._v_interval) * AUDIO_RATE))
+            ends.append(self._v_next * SAMPLES_PER_SLOT)
+        return max(ends)
+
+    def _audio_ready(self, c1: int) -> bool:
+        return not self.audio or self._a_pos >= c1
+
+    def _video_ready(self, c1: int) -> bool:
+        return not self.video or self._v_next * SAMPLES_PER_SLOT >= c1
+
+    def _emit_ready(self) -> list[AVChunk]:
+        out = []
+        while self._offset is not None:
+            c1 = self._cstart + SAMPLES_PER_CHUNK
+            a_ok, v_ok = self._audio_ready(c1), self._video_ready(c1)
+            if not (a_ok and v_ok):
+                skew = round(self.max_skew * AUDIO_RATE)
+                v_cover = round(self._v_last.t * AUDIO_RATE) if self._v_last is not None else -1
+                if a_ok and self.audio and self._a_pos - c1 > skew:
+                    self._fill_to(c1)
+                elif v_ok and self.video and v_cover - c1 > skew:
+                    self._fill_to(c1)
+                else:
+                    break
+            out.append(self._emit(SAMPLES_PER_CHUNK))
+        return out
+
+    def _fill_to(self, end: int) -> None:
+        """Fill the lagging modalities up to sample index `end` (silence, repeated last frame)."""
+        if self.audio and self._a_pos < end:
+            self._append_audio(np.zeros(end - self._a_pos, np.float32), filled=True)
+        if self.video:
+            last_slot = -(-end // SAMPLES_PER_SLOT)  # ceil
+            while self._v_next < last_slot:
+                self._slots[self._v_next] = _Slot(self._v_last, True)
+                self.stats.repeated_slots += 1
+                self._v_next += 1
+
+    def _take_audio(self, n: int) -> tuple[np.ndarray, bool]:
+        parts, filled, need = [], False, n
+        while need > 0 and self._a_pieces:
+            x, f = self._a_pieces[0]
+            if len(x) <= need:
+                self._a_pieces.pop(0)
+                parts.append(x)
+            else:
+                parts.append(x[:need])
+                self._a_pieces[0] = (x[need:], f)
+            filled |= f
+            need -= len(parts[-1])
+        if need > 0:
+            parts.append(np.zeros(need, np.float32))
+            filled = True
+        return np.concatenate(parts) if len(parts) > 1 else parts[0].copy(), filled
+
+    def _take_frames(self, n_slots: int) -> tuple[np.ndarray | None, bool]:
+        first = self._cstart // SAMPLES_PER_SLOT
+        slots = [self._slots.pop(s, _Slot(None, True)) for s in range(first, first + n_slots)]
+        repeated = any(s.repeated for s in slots)
+        known = [s.frame for s in slots if s.frame is not None]
+        if not known:
+            return None, repeated
+        images = [(s.frame or known[0]).array() for s in slots]
+        h, w = images[0].shape[:2]
+        for i, im in enumerate(images):  # a reconnect may change the size: nearest-neighbour to the first
+            if im.shape[:2] != (h, w):
+                ys = np.arange(h) * im.shape[0] // h
+                xs = np.arange(w) * im.shape[1] // w
+                images[i] = im[ys][:, xs]
+        return np.stack(images), repeated
+
+    def _emit(self, n_samples: int, *, partial: bool = False) -> AVChunk:
+        audio = frames = None
+        a_filled = v_rep = False
+        if self.audio:
+            audio, a_filled = self._take_audio(n_samples)
+        if self.video:
+            frames, v_rep = self._take_frames(min(FRAMES_PER_CHUNK, -(-n_samples // SAMPLES_PER_SLOT)))
+        flags = ChunkFlags(
+            audio_filled=a_filled,
+            frames_repeated=v_rep,
+            gap_before=self._cstart in self._gap_chunks,
+            video_absent=frames is None,
+            audio_absent=audio is None,
+            partial=partial,
+        )
+        self._gap_chunks.discard(self._cstart)
+        chunk = AVChunk(
+            stream=self.stream,
+            index=self._index,
+            start=self._cstart / AUDIO_RATE,
+            frames=frames,
+            audio=audio,
+            flags=flags,
+            capture_time=self._last_wall or self._clock(),
+        )
+        self._index += 1
+        self._cstart += n_samples
+        return chunk

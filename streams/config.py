@@ -1,0 +1,284 @@
+"""Validated source configurations: one pydantic model per source type, discriminated on `type`.
+
+`load_source_config` accepts a mapping, a config object, or a path to a YAML file (either the mapping itself
+or a mapping with a `source:` key) and raises `ConfigError` with one line naming the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
+import yaml
+
+from .errors import ConfigError
+from .redact import redact_url
+
+DropPolicy = Literal["drop_oldest", "block"]
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None  # stream name on every chunk; defaults to the source type
+    queue_size: int = Field(8, ge=1, le=4096)  # chunks buffered between the source thread and the consumer
+    drop_policy: DropPolicy | None = None  # None: drop_oldest for live sources, block for fast file reads
+    max_width: int | None = Field(None, ge=16, le=16384)  # cap on decoded frame size, aspect kept
+    max_height: int | None = Field(None, ge=16, le=16384)
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def policy(self) -> DropPolicy:
+        return self.drop_policy or ("drop_oldest" if self.live else "block")
+
+
+class ReconnectConfig(BaseModel):
+    """Exponential backoff with jitter: delay_n = min(max_delay, initial_delay * factor**n) * (1 +- jitter)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial_delay: float = Field(0.5, gt=0, le=60)
+    max_delay: float = Field(10.0, gt=0, le=600)
+    factor: float = Field(2.0, ge=1, le=10)
+    jitter: float = Field(0.2, ge=0, le=1)
+    max_attempts: int | None = Field(None, ge=1)  # None: retry forever
+
+
+class FileSourceConfig(_Base):
+    type: Literal["file"]
+    path: Path
+    realtime: bool = False  # pace by timestamps like a live feed
+    speed: float = Field(1.0, gt=0, le=1000)  # realtime pacing factor (2.0 plays twice as fast)
+    loop: bool = False
+
+    @property
+    def live(self) -> bool:
+        return self.realtime
+
+
+class RtspSourceConfig(_Base):
+    type: Literal["rtsp"]
+    url: str
+    transport: Literal["tcp", "udp"] = "tcp"
+    connect_timeout: float = Field(5.0, gt=0, le=120)
+    read_timeout: float = Field(5.0, gt=0, le=120)
+    username_env: str | None = None  # name of the environment variable holding the user name
+    password_env: str | None = None  # name of the environment variable holding the password
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _rtsp_scheme(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("rtsp", "rtsps") or not urlsplit(v).hostname:
+            raise ValueError("must be an rtsp:// or rtsps:// URL with a host")
+        return v
+
+    def __repr_args__(self):
+        for k, v in super().__repr_args__():
+            yield k, redact_url(v) if k == "url" else v
+
+    def resolved_url(self) -> str:
+        """The URL with credentials from the named environment variables (read now, never logged)."""
+        parts = urlsplit(self.url)
+        user, password = parts.username, parts.password
+        for attr, env in (("username_env", self.username_env), ("password_env", self.password_env)):
+            if env is not None and env not in os.environ:
+                raise ConfigError(f"source config: field '{attr}' names environment variable {env!r}, which is not set")
+        if self.username_env:
+            user = os.environ[self.username_env]
+        if self.password_env:
+            password = os.environ[self.password_env]
+        if user is None:
+            return self.url
+        from urllib.parse import quote
+
+        cred = quote(user, safe="") + (":" + quote(password, safe="") if password is not None else "")
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=f"{cred}@{host}").geturl()
+
+
+class WebcamSourceConfig(_Base):
+    """A V4L2 camera read through the system `ffmpeg` binary (see `streams.device`)."""
+
+    type: Literal["webcam"]
+    device: str = "/dev/video0"
+    width: int | None = Field(None, ge=16, le=16384)  # capture size asked of the device
+    height: int | None = Field(None, ge=16, le=16384)
+    fps: float | None = Field(None, gt=0, le=240)
+    input_format: str = "v4l2"  # ffmpeg input format (-f); tests use lavfi
+    ffmpeg: str = "ffmpeg"
+
+
+class MicrophoneSourceConfig(_Base):
+    """An ALSA or PulseAudio capture device read through the system `ffmpeg` binary."""
+
+    type: Literal["microphone"]
+    backend: Literal["alsa", "pulse", "lavfi"] = "alsa"
+    device: str = "default"
+    ffmpeg: str = "ffmpeg"
+
+
+class SyntheticSourceConfig(_Base):
+    """FFmpeg test patterns and tones through PyAV's lavfi (no system packages needed)."""
+
+    type: Literal["synthetic"]
+    video: bool = True
+    audio: bool = True
+    pattern: Literal["testsrc", "testsrc2", "smptebars", "rgbtestsrc", "mandelbrot"] = "testsrc"
+    width: int = Field(320, ge=16, le=4096)
+    height: int = Field(240, ge=16, le=4096)
+    fps: float = Field(25.0, gt=0, le=120)
+    frequency: float = Field(440.0, gt=0, le=20000)
+    duration: float | None = Field(10.0, gt=0)  # None: endless
+    realtime: bool = False
+
+    @property
+    def live(self) -> bool:
+        return self.realtime
+
+    @field_validator("audio")
+    @classmethod
+    def _some_media(cls, v: bool, info: ValidationInfo) -> bool:
+        if not (v or info.data.get("video", True)):
+            raise ValueError("video and audio cannot both be false")
+        return v
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ZmqSourceConfig(_Base):
+    """External producers push frames and audio over ZeroMQ; wire format in `streams.zmq_source`."""
+
+    type: Literal["zmq"]
+    bind: bool = True  # bind the PULL socket (producers connect); false: connect to a producer's PUSH
+    allow_remote: bool = False  # must be true to bind to a non-loopback address
+    endpoint: str = "tcp://127.0.0.1:5555"
+    video: bool = True
+    audio: bool = True
+    max_message_bytes: int = Field(64 << 20, ge=1024)
+    idle_timeout: float | None = Field(None, gt=0)  # end the stream after this long without a message
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str, info: ValidationInfo) -> str:
+        if not (v.startswith("tcp://") or v.startswith("ipc://") or v.startswith("inproc://")):
+            raise ValueError("must start with tcp://, ipc:// or inproc://")
+        if v.startswith("tcp://") and info.data.get("bind", True) and not info.data.get("allow_remote", False):
+            if not _is_loopback(v[len("tcp://") :].rsplit(":", 1)[0]):
+                raise ValueError("binds beyond loopback; set allow_remote: true to allow it")
+        return v
+
+    @field_validator("audio")
+    @classmethod
+    def _some_media(cls, v: bool, info: ValidationInfo) -> bool:
+        if not (v or info.data.get("video", True)):
+            raise ValueError("video and audio cannot both be false")
+        return v
+
+
+_Single = Annotated[
+    Union[
+        FileSourceConfig,
+        RtspSourceConfig,
+        WebcamSourceConfig,
+        MicrophoneSourceConfig,
+        SyntheticSourceConfig,
+        ZmqSourceConfig,
+    ],
+    Field(discriminator="type"),
+]
+
+
+class CombinedSourceConfig(_Base):
+    """Video from one source and audio from another (camera + microphone) as one stream.
+
+    align: "media" trusts both sources' timestamps to share a clock (two files); "wall" maps each source's
+    first timestamp to the wall-clock time it arrived (independent live devices). Default: wall if either
+    source is live, else media.
+    """
+
+    type: Literal["combined"]
+    video: _Single
+    audio: _Single
+    align: Literal["media", "wall"] | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.video.live or self.audio.live
+
+    @property
+    def alignment(self) -> str:
+        return self.align or ("wall" if self.live else "media")
+
+
+SourceConfig = Annotated[
+    Union[
+        FileSourceConfig,
+        RtspSourceConfig,
+        WebcamSourceConfig,
+        MicrophoneSourceConfig,
+        SyntheticSourceConfig,
+        ZmqSourceConfig,
+        CombinedSourceConfig,
+    ],
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter = TypeAdapter(SourceConfig)
+_TYPES = ("file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "combined")
+
+
+def _describe(err: dict[str, Any], raw: Any) -> str:
+    loc = [str(p) for p in err.get("loc", ())]
+    # drop discriminator tags (e.g. 'rtsp') and pydantic's function-validator labels from the path
+    path = [p for p in loc if p not in _TYPES and not p.startswith("function-")]
+    field = ".".join(path) or "type"
+    value = err.get("input")
+    if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        value = err.get("input", {}).get("type") if isinstance(err.get("input"), dict) else err.get("input")
+        return f"source config: field 'type' has bad value {value!r}: expected one of {', '.join(_TYPES)}"
+    if err.get("type") == "missing":
+        return f"source config: field '{field}' is required"
+    if isinstance(value, str) and "://" in value:
+        value = redact_url(value)
+    if isinstance(value, dict):
+        value = "{...}"
+    msg = err.get("msg", "invalid").replace("Value error, ", "").replace("\n", " ")
+    return f"source config: field '{field}' has bad value {value!r}: {msg}"
+
+
+def load_source_config(obj: Any) -> SourceConfig:
+    """Validate a source config given as a mapping, a config object, or a YAML file path."""
+    if isinstance(obj, BaseModel):
+        if isinstance(obj, _Base):
+            return obj
+        obj = obj.model_dump()
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        try:
+            obj = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"source config: file {str(path)!r} not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"source config: {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if isinstance(obj, dict) and "type" not in obj and isinstance(obj.get("source"), dict):
+        obj = obj["source"]
+    if not isinstance(obj, dict):
+        raise ConfigError(f"source config: expected a mapping with a 'type' field, got {type(obj).__name__}")
+    try:
+        return _ADAPTER.validate_python(obj)
+    except ValidationError as e:
+        raise ConfigError(_describe(e.errors()[0], obj)) from None

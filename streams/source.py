@@ -1,0 +1,390 @@
+"""A running source: producer -> Chunker -> bounded queue -> consumer, as an explicit state machine.
+
+States and allowed transitions:
+
+    CREATED -> OPENING -> RUNNING -> ENDED (finite stream done)
+                 |          |  ^
+                 |          v  |
+                 |      RECONNECTING (live source lost; backoff with jitter, then a new producer)
+                 v          |
+               FAILED <-----+        and any state -> CLOSING -> CLOSED (close())
+
+A *producer factory* (`Callable[[], Producer]`) opens the media each time it is called (first start and
+every reconnect); the producer is an iterable of `streams.events` with `has_video`, `has_audio`, `origin`
+attributes and a `close()` that asks its loop to stop. Tests pass fakes (blocking, failing, finite).
+
+Backpressure: the chunk queue holds `queue_size` chunks. Policy `drop_oldest` (live sources) discards the
+oldest queued chunk when full and counts it; `block` (files read as fast as possible) makes the source wait.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+import logging
+import random
+import threading
+import time
+from typing import Protocol
+
+from .chunk import AVChunk
+from .chunker import Chunker
+from .errors import SourceError, StreamError
+from .events import Discontinuity, Event
+
+log = logging.getLogger(__name__)
+
+
+class State(str, Enum):
+    CREATED = "created"
+    OPENING = "opening"
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"
+    FAILED = "failed"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.CREATED: frozenset({State.OPENING, State.CLOSING}),
+    State.OPENING: frozenset({State.RUNNING, State.FAILED, State.CLOSING}),
+    State.RUNNING: frozenset({State.RECONNECTING, State.ENDED, State.FAILED, State.CLOSING}),
+    State.RECONNECTING: frozenset({State.RUNNING, State.FAILED, State.CLOSING}),
+    State.ENDED: frozenset({State.CLOSING}),
+    State.FAILED: frozenset({State.CLOSING}),
+    State.CLOSING: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
+
+class Producer(Protocol):
+    has_video: bool
+    has_audio: bool
+    origin: float | None
+
+    def __iter__(self) -> Iterator[Event]: ...
+
+    def close(self) -> None: ...
+
+
+ProducerFactory = Callable[[], Producer]
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    state: str
+    chunks_emitted: int  # chunks the Chunker produced
+    chunks_delivered: int  # chunks the consumer took
+    chunks_dropped: int  # chunks discarded by drop_oldest because the consumer was behind
+    malformed_messages: int  # zmq: invalid messages dropped (includes oversized and out-of-order)
+    oversized_messages: int
+    out_of_order_messages: int
+    decode_errors: int  # undecodable packets skipped
+    reconnects: int
+    lag_seconds: float  # wall age of the last delivered chunk's newest data when the consumer took it
+    queue_depth: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one `Source.step()` did."""
+
+    events: int = 0
+    chunks: int = 0
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial_delay: float = 0.5
+    max_delay: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.2
+    max_attempts: int | None = None
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.max_delay, self.initial_delay * self.factor**attempt)
+        return max(0.0, base * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
+
+
+class ChunkQueue:
+    """Bounded chunk queue with a named drop policy; end/error markers bypass the bound."""
+
+    def __init__(self, maxsize: int, policy: str) -> None:
+        if policy not in ("drop_oldest", "block"):
+            raise ValueError(f"unknown drop policy {policy!r}")
+        self.maxsize, self.policy = maxsize, policy
+        self._items: deque = deque()
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, chunk: AVChunk, stop: threading.Event) -> None:
+        with self._cond:
+            if self.policy == "block":
+                while self._chunks() >= self.maxsize and not stop.is_set():
+                    self._cond.wait(0.1)
+            elif self._chunks() >= self.maxsize:
+                for i, item in enumerate(self._items):
+                    if isinstance(item, AVChunk):
+                        del self._items[i]
+                        self.dropped += 1
+                        break
+            self._items.append(chunk)
+            self._cond.notify_all()
+
+    def put_marker(self, marker: object) -> None:
+        with self._cond:
+            self._items.append(marker)
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None) -> object:
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise TimeoutError
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def _chunks(self) -> int:
+        return sum(isinstance(i, AVChunk) for i in self._items)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return self._chunks()
+
+
+_END = object()
+
+
+class Source:
+    """A source of `AVChunk`s running in its own thread. Use `open_source(config)` to build one from a config."""
+
+    def __init__(
+        self,
+        name: str,
+        factory: ProducerFactory,
+        *,
+        live: bool,
+        queue_size: int = 8,
+        drop_policy: str | None = None,
+        reconnect: Backoff | None = None,
+        loop: bool = False,
+        chunker_options: dict | None = None,
+        seed: int | None = None,
+        describe: str | None = None,
+    ) -> None:
+        self.name = name
+        self.live = live
+        self.describe = describe or name
+        self._factory = factory
+        self._policy = drop_policy or ("drop_oldest" if live else "block")
+        self._queue = ChunkQueue(queue_size, self._policy)
+        self._reconnect = reconnect
+        self._loop = loop
+        self._chunker_options = chunker_options or {}
+        self._rng = random.Random(seed)
+        self._state = State.CREATED
+        self._state_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._producer: Producer | None = None
+        self._events: Iterator[Event] | None = None
+        self.chunker: Chunker | None = None
+        self._emitted = self._delivered = self._reconnects = 0
+        self._lag = 0.0
+        self._last_data_wall = 0.0
+        self._error: BaseException | None = None
+        self._decode_errors_closed = 0
+
+    def __repr__(self) -> str:
+        return f"Source({self.describe}, state={self._state.value})"
+
+    # -- state --------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _to(self, new: State) -> None:
+        with self._state_lock:
+            if new not in TRANSITIONS[self._state]:
+                raise StreamError(f"{self.describe}: illegal transition {self._state.value} -> {new.value}")
+            log.debug("%s: %s -> %s", self.describe, self._state.value, new.value)
+            self._state = new
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the producer synchronously (so a missing file or device raises here) without starting a thread."""
+        self._to(State.OPENING)
+        try:
+            self._attach(self._factory())
+        except BaseException:
+            self._to(State.FAILED)
+            raise
+        opts = dict(self._chunker_options)
+        opts.setdefault("origin", self._producer.origin)
+        self.chunker = Chunker(self.name, video=self._producer.has_video, audio=self._producer.has_audio, **opts)
+        self._to(State.RUNNING)
+
+    def start(self) -> Source:
+        """Open, then run the read loop in a daemon thread."""
+        self.open()
+        self._thread = threading.Thread(target=self.run, name=f"source-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _attach(self, producer: Producer) -> None:
+        self._producer = producer
+        self._events = iter(producer)
+
+    def run(self) -> None:
+        """Loop `step()` until the stream ends, fails or is closed."""
+        try:
+            while not self._stop.is_set():
+                if self.step().done:
+                    break
+        finally:
+            if self._producer is not None and self._stop.is_set():
+                self._producer.close()
+
+    def step(self) -> StepResult:
+        """Pull one event from the producer and feed it to the Chunker; handles end, loop and reconnect."""
+        if self._state is not State.RUNNING:
+            return StepResult(done=True)
+        try:
+            event = next(self._events)
+        except StopIteration:
+            return self._producer_ended(None)
+        except Exception as e:  # noqa: BLE001 - any producer failure is a lost source
+            return self._producer_ended(e)
+        if not isinstance(event, Discontinuity):
+            self._last_data_wall = time.time()
+        chunks = self.chunker.push(event)
+        self._enqueue(chunks)
+        return StepResult(events=1, chunks=len(chunks))
+
+    def _enqueue(self, chunks: Iterable[AVChunk]) -> None:
+        for c in chunks:
+            self._emitted += 1
+            self._queue.put(c, self._stop)
+
+    def _producer_ended(self, error: BaseException | None) -> StepResult:
+        self._count_decode_errors()
+        if self._stop.is_set():
+            return StepResult(done=True)
+        if error is None and self._loop:
+            self._attach_new(Discontinuity(gap=False, reason="loop"))
+            return StepResult()
+        if error is None and not self.live:
+            self._finish(None)
+            return StepResult(done=True)
+        if self._reconnect is None:
+            self._finish(error or SourceError(f"{self.describe}: stream ended"), ended=error is None)
+            return StepResult(done=True)
+        lost_at = self._last_data_wall or time.time()
+        log.warning("%s: lost (%s); reconnecting", self.describe, error or "end of stream")
+        self._to(State.RECONNECTING)
+        attempt = 0
+        while not self._stop.is_set():
+            if self._reconnect.max_attempts is not None and attempt >= self._reconnect.max_attempts:
+                self._finish(SourceError(f"{self.describe}: gave up after {attempt} reconnect attempts"))
+                return StepResult(done=True)
+            if self._stop.wait(self._reconnect.delay(attempt, self._rng)):
+                break
+            attempt += 1
+            try:
+                producer = self._factory()
+            except Exception as e:  # noqa: BLE001
+                log.info("%s: reconnect attempt %d failed: %s", self.describe, attempt, e)
+                continue
+            self._attach(producer)
+            self._reconnects += 1
+            self._enqueue(self.chunker.push(Discontinuity(gap=True, wall_gap=time.time() - lost_at, reason="reconnect")))
+            self._to(State.RUNNING)
+            return StepResult()
+        return StepResult(done=True)
+
+    def _attach_new(self, d: Discontinuity) -> None:
+        try:
+            self._attach(self._factory())
+        except Exception as e:  # noqa: BLE001
+            self._finish(e)
+            return
+        self._enqueue(self.chunker.push(d))
+
+    def _finish(self, error: BaseException | None, *, ended: bool = False) -> None:
+        if error is None or ended:
+            self._enqueue(self.chunker.flush())
+            self._to(State.ENDED)
+            self._queue.put_marker(_END)
+        else:
+            self._error = error
+            self._enqueue(self.chunker.flush())  # what was decoded before the failure is still delivered
+            self._to(State.FAILED)
+            self._queue.put_marker(error)
+
+    def _count_decode_errors(self) -> None:
+        self._decode_errors_closed += getattr(self._producer, "decode_errors", 0)
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Stop the producer and the thread; returns within about `timeout` seconds even if the producer hangs."""
+        if self._state in (State.CLOSING, State.CLOSED):
+            return
+        self._stop.set()
+        self._to(State.CLOSING)
+        if self._producer is not None:
+            try:
+                self._producer.close()
+            except Exception:  # noqa: BLE001
+                log.debug("%s: producer close failed", self.describe, exc_info=True)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s: reader thread still busy after %.1fs; abandoned (daemon)", self.describe, timeout)
+        self._queue.put_marker(_END)
+        self._to(State.CLOSED)
+
+    # -- consuming ----------------------------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> AVChunk | None:
+        """Next chunk; None at end of stream. Raises the source's error if it failed, TimeoutError on timeout."""
+        item = self._queue.get(timeout)
+        if item is _END:
+            self._queue.put_marker(_END)  # stay ended for later calls
+            return None
+        if isinstance(item, BaseException):
+            self._queue.put_marker(item)
+            raise item
+        self._delivered += 1
+        self._lag = max(0.0, time.time() - item.capture_time)
+        return item
+
+    def __iter__(self) -> Iterator[AVChunk]:
+        while (chunk := self.get()) is not None:
+            yield chunk
+
+    def stats(self) -> SourceStats:
+        p = self._producer
+        return SourceStats(
+            state=self._state.value,
+            chunks_emitted=self._emitted,
+            chunks_delivered=self._delivered,
+            chunks_dropped=self._queue.dropped,
+            malformed_messages=getattr(p, "malformed", 0),
+            oversized_messages=getattr(p, "oversized", 0),
+            out_of_order_messages=getattr(p, "out_of_order", 0),
+            decode_errors=self._decode_errors_closed + (getattr(p, "decode_errors", 0) if self._state in (State.RUNNING, State.RECONNECTING) else 0),
+            reconnects=self._reconnects,
+            lag_seconds=self._lag,
+            queue_depth=len(self._queue),
+        )
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
