@@ -167,8 +167,10 @@ class Chunker:
             if d.gap:
                 self._gap_chunks.add(self._cstart)
             return out
-        if not d.gap:  # seamless: continue where the longest modality ended
-            self._seg_base = self._end_index() / AUDIO_RATE
+        if not d.gap:  # seamless: continue where the longest modality ended (snapped to a slot if within jitter)
+            end = self._end_index() / AUDIO_RATE
+            snapped = round(end * VIDEO_FPS) / VIDEO_FPS
+            self._seg_base = snapped if abs(end - snapped) <= self.jitter else end
             self._offset = None
             return out
         out = self._emit_ready()
