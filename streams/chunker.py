@@ -243,7 +243,8 @@ class Chunker:
             elif ts - last.t > max(self.gap_seconds, 1.0):
                 self._gap_chunks.add(self._chunk_of(round(ts * AUDIO_RATE)))
             else:
-                self._v_interval = 0.8 * self._v_interval + 0.2 * max(ts - last.t, 1e-3) if ts > last.t else self._v_interval
+                if ts > last.t + EPS:
+                    self._v_interval = ts - last.t  # the last frame's on-screen time, for the end of stream
         frame = VideoSample(ts, e.image, e.wall)
         while self._v_next / VIDEO_FPS < ts - EPS:
             if last is None:
