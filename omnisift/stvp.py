@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from omnisift.ratios import kept_count
+from omnisift.ratios import check_ratio, kept_count
 
 
 def frame_saliency(
@@ -64,6 +64,7 @@ def stvp(
             f"stvp expects frames of shape [n_p, D] on the same grid, got {tuple(frame1.shape)} and "
             f"{None if frame2 is None else tuple(frame2.shape)}"
         )
+    check_ratio("rho_video", rho_video)
     n_p = frame1.shape[0]
     frames = frame1.unsqueeze(0) if frame2 is None else torch.stack([frame1, frame2])  # [N, n_p, D]
     n = frames.shape[0]
