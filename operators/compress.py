@@ -1,0 +1,186 @@
+"""Compress: one registry of per-chunk token compressors, each a small stateful object.
+
+Every compressor turns an `EncodedChunk` into a `CompressedChunk` holding the kept tokens with their
+original TMRoPE positions (DESIGN section 2): video token at grid step g, row r, column c sits at
+(25 g, r, c) and audio token k at (k, k, k), relative to the stream's first audio-video position.
+Ratios count what is dropped per frame (`rho_video`) and per chunk (`rho_audio`), rounded down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from omnisift.ratios import Ratios, kept_count
+from omnisift.selector import VisionGuidedAudioSelector, select_audio
+from omnisift.stvp import frame_saliency, keep_top
+from operators.chunks import CompressedChunk, EncodedChunk
+
+POSITIONS_PER_SECOND = 25
+GRID_STEPS_PER_CHUNK = 2  # one temporal grid step per second of a 2-second chunk
+AUDIO_TOKENS_PER_CHUNK = 50
+
+COMPRESSORS: dict[str, type[Compressor]] = {}
+
+
+def register_compressor(name: str) -> Callable[[type], type]:
+    """Class decorator adding a compressor to the registry under `name`."""
+    def add(cls: type) -> type:
+        COMPRESSORS[name] = cls
+        cls.name = name
+        return cls
+    return add
+
+
+def make_compressor(name: str, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None,
+                    **options) -> Compressor:
+    """A compressor from the registry; an unknown name is a one-line ValueError listing the known ones."""
+    if name not in COMPRESSORS:
+        raise ValueError(f"unknown compressor {name!r}; choose one of {', '.join(sorted(COMPRESSORS))}")
+    return COMPRESSORS[name](ratios=ratios, selector=selector, **options)
+
+
+def chunk_positions(chunk: EncodedChunk) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Relative TMRoPE positions of every token of a chunk: video [3, G * n_p], audio [3, n_a]."""
+    video_pos = audio_pos = None
+    device = (chunk.video if chunk.video is not None else chunk.audio).device
+    if chunk.video is not None:
+        steps, n_p = chunk.video.shape[:2]
+        rows, cols = chunk.grid_hw
+        g = torch.arange(steps, device=device) + GRID_STEPS_PER_CHUNK * chunk.index
+        t = (g * POSITIONS_PER_SECOND).view(-1, 1).expand(steps, n_p)
+        r = torch.arange(rows, device=device).view(-1, 1).expand(rows, cols).reshape(1, -1).expand(steps, n_p)
+        c = torch.arange(cols, device=device).view(1, -1).expand(rows, cols).reshape(1, -1).expand(steps, n_p)
+        video_pos = torch.stack([t.reshape(-1), r.reshape(-1), c.reshape(-1)])
+    if chunk.audio is not None:
+        k = torch.arange(chunk.audio.shape[0], device=device) + AUDIO_TOKENS_PER_CHUNK * chunk.index
+        audio_pos = k.view(1, -1).expand(3, -1)
+    return video_pos, audio_pos
+
+
+class Compressor:
+    """Base of the registry: subclasses decide `video_keep` / `audio_keep`; assembly is shared."""
+
+    name = "base"
+
+    def __init__(self, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None, **options) -> None:
+        if options:
+            raise ValueError(f"compressor {self.name!r} takes no option(s) {', '.join(sorted(options))}")
+        self.ratios = ratios
+        self.selector = selector
+
+    def video_keep(self, video: torch.Tensor) -> torch.Tensor:
+        """[G, n_p] bool mask of kept video tokens of one chunk's frames [G, n_p, D]."""
+        raise NotImplementedError
+
+    def audio_keep(self, audio: torch.Tensor, kept_video: torch.Tensor) -> torch.Tensor:
+        """[n_a] bool mask of kept audio tokens, given the chunk's kept video tokens [Kv, D]."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def process(self, chunk: EncodedChunk) -> CompressedChunk:
+        video_pos, audio_pos = chunk_positions(chunk)
+        tokens, positions, is_video = [], [], []
+        kept_video = None
+        if chunk.video is not None:
+            mask = self.video_keep(chunk.video).reshape(-1)  # [G * n_p]
+            kept_video = chunk.video.reshape(-1, chunk.video.shape[-1])[mask]
+            tokens.append(kept_video)
+            positions.append(video_pos[:, mask])
+            is_video.append(torch.ones(kept_video.shape[0], dtype=torch.bool, device=mask.device))
+        if chunk.audio is not None:
+            guide = kept_video if kept_video is not None else chunk.audio[:0]
+            mask = self.audio_keep(chunk.audio, guide)
+            tokens.append(chunk.audio[mask])
+            positions.append(audio_pos[:, mask])
+            is_video.append(torch.zeros(int(mask.sum()), dtype=torch.bool, device=mask.device))
+        last_block = audio_pos if audio_pos is not None else video_pos
+        return CompressedChunk(
+            index=chunk.index, tokens=torch.cat(tokens), positions=torch.cat(positions, dim=1),
+            is_video=torch.cat(is_video),
+            video_before=0 if chunk.video is None else chunk.video.shape[0] * chunk.video.shape[1],
+            audio_before=0 if chunk.audio is None else chunk.audio.shape[0],
+            last_block_end=int(last_block.max()) + 1,
+        )
+
+    def reset(self) -> None:
+        """Forget state carried between chunks (a new stream starts)."""
+
+
+@register_compressor("full")
+class FullCompressor(Compressor):
+    """Keeps every token: the uncompressed baseline."""
+
+    def video_keep(self, video: torch.Tensor) -> torch.Tensor:
+        return torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)
+
+    def audio_keep(self, audio: torch.Tensor, kept_video: torch.Tensor) -> torch.Tensor:
+        return torch.ones(audio.shape[0], dtype=torch.bool, device=audio.device)
+
+
+@register_compressor("random")
+class RandomCompressor(Compressor):
+    """Keeps a uniformly random subset per frame and per chunk's audio, at the same counts as OmniSIFT.
+
+    Seeded: the same seed and stream give the same choices; `reset()` restarts the sequence.
+    """
+
+    def __init__(self, ratios: Ratios, selector=None, seed: int = 0) -> None:
+        super().__init__(ratios)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _random_top(self, rows: int, n: int, rho: float, device: torch.device) -> torch.Tensor:
+        scores = torch.rand(rows, n, generator=self.generator).to(device)
+        return keep_top(scores, torch.full((rows,), kept_count(n, rho), device=device))
+
+    def video_keep(self, video: torch.Tensor) -> torch.Tensor:
+        return self._random_top(video.shape[0], video.shape[1], self.ratios.rho_video, video.device)
+
+    def audio_keep(self, audio: torch.Tensor, kept_video: torch.Tensor) -> torch.Tensor:
+        return self._random_top(1, audio.shape[0], self.ratios.rho_audio, audio.device)[0]
+
+    def reset(self) -> None:
+        self.generator.manual_seed(self.seed)
+
+
+@register_compressor("omnisift")
+class OmniSIFTCompressor(Compressor):
+    """STVP on the video frames, then VGAS on the audio guided by the kept video tokens.
+
+    With `carry_previous_frame=True` the first frame of a chunk is scored by temporal saliency against
+    the last frame of the previous chunk (the paper scores it spatially; that is the default).
+    """
+
+    def __init__(self, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None,
+                 carry_previous_frame: bool = False) -> None:
+        super().__init__(ratios, selector)
+        self.carry_previous_frame = carry_previous_frame
+        self.previous_frame: torch.Tensor | None = None  # [n_p, D] last frame of the previous chunk
+
+    def video_keep(self, video: torch.Tensor) -> torch.Tensor:
+        steps, n_p = video.shape[:2]
+        carried = self.previous_frame if self.carry_previous_frame else None
+        if carried is not None and carried.shape != video.shape[1:]:
+            carried = None  # the frame size changed: nothing to compare with
+        first = carried if carried is not None else video[0]
+        previous = torch.cat([first.unsqueeze(0), video[:-1]])  # [G, n_p, D]
+        has_previous = torch.arange(steps, device=video.device) > 0
+        has_previous[0] = carried is not None
+        valid = torch.ones(steps, n_p, dtype=torch.bool, device=video.device)
+        saliency = frame_saliency(video, valid, previous, has_previous)
+        self.previous_frame = video[-1]
+        keep_n = torch.full((steps,), kept_count(n_p, self.ratios.rho_video), device=video.device)
+        return keep_top(saliency, keep_n)
+
+    def audio_keep(self, audio: torch.Tensor, kept_video: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(audio.shape[0], dtype=torch.bool, device=audio.device)
+        if self.selector is None:
+            raise ValueError("the omnisift compressor needs a VGAS selector (load one with the model)")
+        scores = self.selector(kept_video, audio)  # [n_a]
+        mask[select_audio(scores, self.ratios.rho_audio)] = True
+        return mask
+
+    def reset(self) -> None:
+        self.previous_frame = None

@@ -1,0 +1,260 @@
+"""`OmniSession`: a live Qwen2.5-Omni context that grows chunk by chunk and answers at any moment.
+
+Plain PyTorch, no Ray: the model actor wraps one session per stream. Each `append(chunk)` runs
+preprocess -> encode -> compress (operators/) and prefills the kept tokens at their original TMRoPE
+positions; `ask`, `ask_stream` and `score` fork a question off the live context and roll it back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from omnisift.loading import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, OmniModel, load_model
+from omnisift.ratios import Ratios, ratios_for_retention
+from operators import Encoder, Preprocessor, make_compressor
+from operators.chunks import CompressedChunk
+from pipeline.context import LiveContext
+from pipeline.prompt import Mode, PromptLayout
+from streams.chunk import AUDIO_RATE, CHUNK_SECONDS, AVChunk
+
+
+@dataclass
+class ChunkTimings:
+    """Seconds spent on one chunk per stage, and what was kept."""
+
+    index: int
+    preprocess: float
+    encode: float
+    compress: float
+    prefill: float
+    video_before: int
+    video_after: int
+    audio_before: int
+    audio_after: int
+    cache_tokens: int
+
+
+@dataclass
+class GenerationSettings:
+    """How answers are decoded: greedy unless `do_sample`."""
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+
+@dataclass
+class OmniSession:
+    """A live context over one stream. Build it with `OmniSession.from_pretrained`."""
+
+    model: OmniModel
+    compressor_name: str = "omnisift"
+    ratios: Ratios | None = None
+    retention: float | None = None
+    window_seconds: float | None = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    compressor_options: dict = field(default_factory=dict)
+    last_timings: ChunkTimings | None = field(default=None, init=False)
+
+    @classmethod
+    def from_pretrained(
+        cls, model: str = DEFAULT_MODEL, compressor: str = "omnisift", retention: float | None = None,
+        window_seconds: float | None = None, device: str | None = None, dtype: str | torch.dtype | None = None,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT, *, rho_video: float | None = None,
+        rho_audio: float | None = None, selector: str | None = None, min_pixels: int | None = None,
+        max_pixels: int | None = None, **compressor_options,
+    ) -> OmniSession:
+        """Load the model and start an empty live context.
+
+        `retention` (over audio + video tokens) or `rho_video`/`rho_audio` (fractions dropped) set the
+        compression; `window_seconds` bounds the context for streams with no end.
+        """
+        if retention is not None and (rho_video is not None or rho_audio is not None):
+            raise ValueError("give either retention or rho_video/rho_audio, not both")
+        loaded = load_model(model, selector=selector, device=device, dtype=dtype,
+                            compress=compressor == "omnisift")
+        defaults = Ratios()
+        ratios = Ratios(rho_video=defaults.rho_video if rho_video is None else rho_video,
+                        rho_audio=defaults.rho_audio if rho_audio is None else rho_audio)
+        return cls(loaded, compressor, ratios, retention, window_seconds, system_prompt, min_pixels, max_pixels,
+                   dict(compressor_options))
+
+    def __post_init__(self) -> None:
+        if self.window_seconds is not None and self.window_seconds < CHUNK_SECONDS:
+            raise ValueError(f"window_seconds must be at least {CHUNK_SECONDS}, got {self.window_seconds}")
+        self.ratios = self.ratios or Ratios()
+        self.preprocessor = Preprocessor(self.model.processor.video_processor, self.model.device,
+                                         self.min_pixels, self.max_pixels)
+        self.encoder = Encoder(self.model.thinker)
+        self.compressor = None
+        self.context: LiveContext | None = None
+        self.layout: PromptLayout | None = None
+        self._last_frames: np.ndarray | None = None
+
+    # ---- the live context -------------------------------------------------------------------
+
+    def _start(self, mode: Mode) -> None:
+        self.layout = PromptLayout.build(self.model.processor, self.system_prompt, mode)
+        ids, positions = self.layout.prefix()
+        window = None if self.window_seconds is None else math.ceil(self.window_seconds / CHUNK_SECONDS)
+        self.context = LiveContext(self.model.thinker, ids, positions, self.layout.av_start, window,
+                                   stride_chunks=max(1, (window or 4) // 4))
+        self.mode = mode
+
+    def _compressor_for(self, tokens_per_frame: int):
+        ratios = self.ratios
+        if self.retention is not None:
+            ratios = ratios_for_retention(self.retention, tokens_per_frame, rho_audio=self.ratios.rho_audio)
+        return make_compressor(self.compressor_name, ratios, self.model.thinker.compressor,
+                               **self.compressor_options)
+
+    def _inputs(self, chunk: AVChunk) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The chunk's frames and audio for this session's mode, filling a missing modality."""
+        frames, audio = chunk.frames, chunk.audio
+        if self.mode is Mode.AUDIO:
+            return None, audio
+        if frames is None:  # a gap in video inside an audio-video stream: hold the last frame
+            if self._last_frames is None:
+                raise ValueError(f"chunk {chunk.index} of {chunk.stream!r} has no frames and none came before")
+            n = max(1, round(chunk.duration * 2))
+            frames = np.repeat(self._last_frames[-1:], n, axis=0)
+        self._last_frames = frames
+        if self.mode is Mode.VIDEO:
+            return frames, None
+        if audio is None:
+            audio = np.zeros(round(len(frames) / 2 * AUDIO_RATE), dtype=np.float32)
+        return frames, audio
+
+    def append(self, chunk: AVChunk) -> CompressedChunk:
+        """Encode, compress and prefill one chunk into the live context."""
+        if self.context is None:
+            has_v, has_a = chunk.frames is not None, chunk.audio is not None
+            self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
+        frames, audio = self._inputs(chunk)
+        t0 = time.perf_counter()
+        pre = self.preprocessor.process(chunk.index, frames, audio)
+        t1 = time.perf_counter()
+        encoded = self.encoder.process(pre)
+        t2 = time.perf_counter()
+        if self.compressor is None:
+            n_p = 0 if encoded.video is None else encoded.video.shape[1]
+            self.compressor = self._compressor_for(n_p)
+        compressed = self.compressor.process(encoded)
+        t3 = time.perf_counter()
+        self.context.append(compressed)
+        t4 = time.perf_counter()
+        self.last_timings = ChunkTimings(
+            chunk.index, t1 - t0, t2 - t1, t3 - t2, t4 - t3, compressed.video_before, compressed.video_after,
+            compressed.audio_before, compressed.audio_after, len(self.context),
+        )
+        return compressed
+
+    def reset(self) -> None:
+        """Forget the stream: empty context, fresh compressor state."""
+        self.context, self.compressor, self._last_frames = None, None, None
+
+    def context_positions(self) -> torch.Tensor:
+        """[3, L] TMRoPE positions of the cached tokens (prefix, then the kept audio-video tokens)."""
+        self._ensure_started()
+        return self.context.positions()
+
+    def _ensure_started(self) -> None:
+        if self.context is None:
+            self._start(Mode.AUDIO_VIDEO)
+
+    # ---- questions ----------------------------------------------------------------------------
+
+    def _question_logits(self, question: str, extra: list[int] | None = None) -> torch.Tensor:
+        self._ensure_started()
+        end = self.context.segment_end if self.context.segment_end is not None else self.layout.av_start
+        ids, positions = self.layout.question(question, end)
+        if extra:
+            start = int(positions[0, -1]) + 1
+            ids = torch.cat([ids, torch.tensor(extra)])
+            positions = torch.cat([positions, torch.arange(start, start + len(extra)).expand(3, -1)], dim=1)
+        return self.context.forward_embeds(self.context.embed(ids), positions), int(positions[0, -1])
+
+    @torch.inference_mode()
+    def score(self, question: str, answer: str) -> float:
+        """Log-likelihood (natural log, summed over tokens) of `answer` given the live context and question."""
+        answer_ids = self.layout_tokens(answer)
+        self._ensure_started()
+        mark = self.context.fork()
+        try:
+            logits, _ = self._question_logits(question, answer_ids)
+            predicting = logits[-len(answer_ids) - 1: -1].float().log_softmax(-1)  # [n_answer, V]
+            target = torch.tensor(answer_ids, device=predicting.device)
+            return float(predicting.gather(1, target.unsqueeze(1)).sum())
+        finally:
+            self.context.rollback(mark)
+
+    def layout_tokens(self, text: str) -> list[int]:
+        """Token ids of plain text."""
+        return self.model.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def ask(self, question: str, max_new_tokens: int = 64, **generation) -> str:
+        """Answer `question` from the live context as it is now."""
+        return "".join(self.ask_stream(question, max_new_tokens=max_new_tokens, **generation))
+
+    def ask_stream(self, question: str, max_new_tokens: int = 64, **generation) -> Iterator[str]:
+        """Yield the answer's text pieces as they are generated; the context is restored afterwards."""
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, **generation)
+        self._ensure_started()
+        mark = self.context.fork()
+        tokenizer = self.model.processor.tokenizer
+        stop = _stop_ids(tokenizer, self.model.thinker)
+        generator = None if settings.seed is None else torch.Generator().manual_seed(settings.seed)
+        try:
+            logits, position = self._question_logits(question)
+            generated: list[int] = []
+            shown = ""
+            for _ in range(settings.max_new_tokens):
+                token = _next_token(logits[-1], settings, generator)
+                if token in stop:
+                    break
+                generated.append(token)
+                text = tokenizer.decode(generated, skip_special_tokens=True)
+                if not text.endswith("\ufffd") and len(text) > len(shown):
+                    yield text[len(shown):]
+                    shown = text
+                position += 1
+                logits = self.context.forward_embeds(
+                    self.context.embed(torch.tensor([token])), torch.tensor([[position]] * 3))
+        finally:
+            self.context.rollback(mark)
+
+
+def _stop_ids(tokenizer, thinker) -> set[int]:
+    ids = {tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
+    eos = thinker.generation_config.eos_token_id if thinker.generation_config else None
+    ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return {i for i in ids if isinstance(i, int) and i >= 0}
+
+
+def _next_token(logits: torch.Tensor, settings: GenerationSettings, generator: torch.Generator | None) -> int:
+    """Greedy, or temperature / top-k / top-p sampling of logits [V]."""
+    if not settings.do_sample:
+        return int(logits.argmax())
+    logits = logits.float() / max(settings.temperature, 1e-5)
+    if settings.top_k > 0:
+        kth = torch.topk(logits, min(settings.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = logits.softmax(-1)
+    if settings.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        outside = sorted_probs.cumsum(0) - sorted_probs > settings.top_p
+        probs = probs.clone()
+        probs[order[outside]] = 0.0
+        probs /= probs.sum()
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
