@@ -110,9 +110,15 @@ class FfmpegProducer:
                     yield AudioSample(pos / AUDIO_RATE, x, time.time())
                     pos += len(x)
         finally:
+            asked = self._stop.is_set()
+            if not asked:
+                try:
+                    self._proc.wait(2.0)
+                except subprocess.TimeoutExpired:
+                    pass
             self.close()
         rc = self._proc.returncode
-        if not self._stop.is_set() and rc not in (0, None, -15):
+        if not asked and rc not in (0, None, -15):
             tail = self._stderr_tail[-1] if self._stderr_tail else f"exit code {rc}"
             raise SourceError(f"{self.what}: ffmpeg failed: {tail}")
 
@@ -156,7 +162,8 @@ def open_microphone(device: str = "default", *, backend: str = "alsa", ffmpeg: s
     # a missing device makes ffmpeg exit at once: report it now, as one line
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline and p._proc.poll() is None:
-        if select.select([p._proc.stdout], [], [], 0.05)[0]:
+        if select.select([p._proc.stdout], [], [], 0.05)[0]:  # data or EOF: give an exit a moment to show
+            time.sleep(0.2)
             break
     if p._proc.poll() not in (None, 0):
         time.sleep(0.1)
