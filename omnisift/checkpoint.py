@@ -73,7 +73,10 @@ def selector_from_state(state: dict[str, torch.Tensor], source: str = "state dic
     """Build a selector whose `d_model` and hidden width are read from the weights, and load them."""
     if "v_proj.weight" not in state:
         raise CheckpointError(f"{source}: missing selector key(s): v_proj.weight")
-    hidden, d_model = state["v_proj.weight"].shape
+    shape = tuple(state["v_proj.weight"].shape)
+    if len(shape) != 2 or shape[0] % 8:  # [hidden, d_model], hidden split over 8 heads
+        raise CheckpointError(f"{source}: mis-shaped selector weights: v_proj.weight {shape} is not [8k, d_model]")
+    hidden, d_model = shape
     selector = VisionGuidedAudioSelector(d_model=d_model, hidden_dim=hidden)
     expected = selector.state_dict()
     missing = sorted(set(expected) - set(state))
