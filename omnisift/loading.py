@@ -47,6 +47,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
+    local_files_only: bool = False,
 ) -> OmniModel:
     """Load the thinker (with OmniSIFT inside its forward) and the processor.
 
@@ -58,6 +59,7 @@ def load_model(
     attn = pick_attention(device, dtype, attn_implementation)
     thinker, info = OmniSIFTThinker.from_pretrained(
         str(model), dtype=dtype, attn_implementation=attn, output_loading_info=True,
+        local_files_only=local_files_only,
     )
     missing_selector = sorted(k for k in info["missing_keys"] if k.startswith("compressor."))
     if selector is not None:
@@ -72,7 +74,7 @@ def load_model(
     thinker.configure_compression(rho_video=rho_video, rho_audio=rho_audio, retention=retention, enabled=compress)
     if not has_selector:
         thinker.compressor = None
-    processor = Qwen2_5OmniProcessor.from_pretrained(str(model))
+    processor = Qwen2_5OmniProcessor.from_pretrained(str(model), local_files_only=local_files_only)
     return OmniModel(thinker, processor, device, dtype, attn, has_selector)
 
 

@@ -73,7 +73,7 @@ class OmniSession:
         window_seconds: float | None = None, device: str | None = None, dtype: str | torch.dtype | None = None,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT, *, rho_video: float | None = None,
         rho_audio: float | None = None, selector: str | None = None, min_pixels: int | None = None,
-        max_pixels: int | None = None, **compressor_options,
+        max_pixels: int | None = None, local_files_only: bool = False, **compressor_options,
     ) -> OmniSession:
         """Load the model and start an empty live context.
 
@@ -83,7 +83,7 @@ class OmniSession:
         if retention is not None and (rho_video is not None or rho_audio is not None):
             raise ValueError("give either retention or rho_video/rho_audio, not both")
         loaded = load_model(model, selector=selector, device=device, dtype=dtype,
-                            compress=compressor == "omnisift")
+                            compress=compressor == "omnisift", local_files_only=local_files_only)
         defaults = Ratios()
         ratios = Ratios(rho_video=defaults.rho_video if rho_video is None else rho_video,
                         rho_audio=defaults.rho_audio if rho_audio is None else rho_audio)
