@@ -24,7 +24,6 @@ Faults, per modality:
 from __future__ import annotations
 
 from dataclasses import dataclass
-import math
 import time
 
 import numpy as np
