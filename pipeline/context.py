@@ -4,7 +4,8 @@ sliding window that keeps memory and positions bounded on streams with no end.
 Questions fork off the live context: their tokens are appended, answered and cropped away again,
 so the context continues exactly as if no question had been asked.
 
-Window: when more than `window + stride` chunks are cached, the oldest leave. The rest are then
+Window: when the newest chunk is `window + stride` chunks (of media time) past the position origin,
+the chunks older than `window` leave. The rest are then
 re-prefilled from their stored compressed tokens at positions shifted back so the window's first chunk
 sits at `st` again. The cache then *is* a fresh prefill of the window at the shifted positions (the
 test proves it), positions never exceed `st + 50 * (window + stride)` plus a question, and memory is
@@ -93,14 +94,14 @@ class LiveContext:
         self.forward_embeds(chunk.tokens, positions)
         self.chunks.append(_Cached(chunk, positions))
         self.segment_end = chunk.last_block_end + shift
-        if self.window_chunks is not None and len(self.chunks) > self.window_chunks + self.stride_chunks - 1:
-            self.slide()
+        if self.window_chunks is not None and chunk.index - self.origin >= self.window_chunks + self.stride_chunks:
+            self.slide(chunk.index)
 
-    def slide(self) -> None:
-        """Evict the oldest chunks down to the window, re-prefill the rest at rebased positions."""
-        leaving = len(self.chunks) - self.window_chunks
-        staying = self.chunks[leaving:]
-        self.evicted += leaving
+    def slide(self, newest: int) -> None:
+        """Evict chunks older than the window (by media time, so gaps count), re-prefill the rest
+        at positions re-based on the oldest chunk that stays."""
+        staying = [c for c in self.chunks if c.chunk.index > newest - self.window_chunks]
+        self.evicted += len(self.chunks) - len(staying)
         self.rebases += 1
         self.cache.crop(-(len(self) - self.prefix_ids.numel()))
         self.chunks, self.origin = [], None
