@@ -13,7 +13,7 @@ import time
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import media  # noqa: E402
+import streams_media as media  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -27,12 +27,6 @@ def clip_dir(tmp_path_factory) -> Path:
 def av_clip(clip_dir) -> Path:
     """6 s, 10 fps, 160x96 H.264 + AAC mp4 whose frames and tones encode their time."""
     return media.make_clip(clip_dir / "av.mp4", seconds=6.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _have_gst_rtsp() -> bool:
@@ -92,10 +86,4 @@ def rtsp_server(rtsp_clip):
     server.stop()
 
 
-def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
+from streams_checks import free_port, wait_for  # noqa: E402,F401

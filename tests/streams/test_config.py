@@ -83,3 +83,12 @@ def test_synthetic_source_needs_no_system_packages():
     assert [c.frames.shape for c in chunks] == [(4, 48, 64, 3), (2, 48, 64, 3)]
     spectrum = abs(np.fft.rfft(chunks[0].audio))
     assert np.argmax(spectrum) * 16000 / 32000 == 440.0  # the configured tone
+
+
+def test_streams_imports_no_model_libraries():
+    import subprocess
+    import sys
+
+    code = "import streams, streams.bench, sys; print([m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'ray')])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-import media
-from checks import audio_segments, frame_times
+import streams_media as media
+from streams_checks import audio_segments, frame_times
 from streams import SourceError, open_source, read_chunks
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg binary not installed")

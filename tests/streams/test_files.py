@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import media
-from checks import audio_segments, expected_segments, frame_times
+import streams_media as media
+from streams_checks import audio_segments, expected_segments, frame_times
 from streams import SourceError, read_chunks
 
 

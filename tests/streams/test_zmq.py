@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import zmq
 
-import media
-from checks import audio_segments, frame_times
-from conftest import free_port, wait_for
+import streams_media as media
+from streams_checks import audio_segments, frame_times
+from streams_checks import free_port, wait_for
 from streams import ConfigError, open_source
 from streams.zmq_source import send_audio, send_end, send_video
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import media
+import socket
+import time
+
+import streams_media as media
 
 
 def frame_times(chunk, fps: int = 10) -> list[float]:
@@ -20,3 +23,19 @@ def audio_segments(chunk, margin: int = 1200) -> list[int]:
 
 def expected_segments(start: float, n: int) -> list[int]:
     return [int(round(start / media.SEGMENT)) + i for i in range(n)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+
+def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
