@@ -94,7 +94,7 @@ class LiveContext:
         self.forward_embeds(chunk.tokens, positions)
         self.chunks.append(_Cached(chunk, positions))
         self.segment_end = chunk.last_block_end + shift
-        if self.window_chunks is not None and chunk.index - self.origin >= self.window_chunks + self.stride_chunks:
+        if self.window_chunks is not None and chunk.index - self.origin >= self.window_chunks + self.stride_chunks - 1:
             self.slide(chunk.index)
 
     def slide(self, newest: int) -> None:
