@@ -1,0 +1,61 @@
+"""`omnisift infer` end to end on generated files with the tiny model, and its bad inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli import main
+from tests.pipeline.media import write_clip
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "mkv", "webm"])
+def test_infer_answers_and_reports_token_counts(tiny_model_path, tmp_path, capsys, suffix):
+    clip = write_clip(tmp_path / f"clip.{suffix}", seconds=3.0)
+    code = main(["infer", str(clip), "-q", "What is on screen?", "--model", str(tiny_model_path),
+                 "--rho-video", "0.5", "--rho-audio", "0.3", "--max-new-tokens", "4"])
+    err = capsys.readouterr().err
+    assert code == 0
+    # 3 s at 2 fps: 2 chunks, 1 + 1 temporal steps of 16 tokens (112 x 112 frames, 4 x 4 grid) ... per frame
+    # video kept = ceil half per frame; audio: 50 + 25 tokens, 30% of each chunk's dropped (floor).
+    assert "2 chunks" in err
+    audio_after = (50 - 15) + (25 - 7)
+    assert f"audio tokens 75 -> {audio_after}" in err
+
+
+def test_infer_keeps_long_audio_past_thirty_seconds(tiny_model_path, tmp_path, capsys):
+    clip = write_clip(tmp_path / "long.mp4", seconds=34.0, fps=2)
+    assert main(["infer", str(clip), "-q", "x", "--model", str(tiny_model_path), "--max-new-tokens", "1"]) == 0
+    err = capsys.readouterr().err
+    audio_before = int(err.split("audio tokens ")[1].split(" ->")[0])
+    assert audio_before >= 34 * 25  # every second reached the model; the processor's default cuts at 30 s
+
+
+def test_infer_warns_and_answers_a_file_without_audio(tiny_model_path, tmp_path, capsys, caplog):
+    clip = write_clip(tmp_path / "silent.mp4", audio=False)
+    assert main(["infer", str(clip), "-q", "x", "--model", str(tiny_model_path), "--max-new-tokens", "1"]) == 0
+    assert "no audio" in caplog.text
+    assert "audio tokens 0 -> 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing", "garbage", "audio_only", "bad_ratio"])
+def test_infer_bad_input_is_one_line_and_exit_2(tiny_model_path, tmp_path, case):
+    if case == "missing":
+        path, extra = tmp_path / "nope.mp4", []
+    elif case == "garbage":
+        path, extra = tmp_path / "garbage.mp4", []
+        path.write_bytes(b"this is not a video" * 100)
+    elif case == "audio_only":
+        path, extra = write_clip(tmp_path / "tone.mkv", video=False), []
+    else:
+        path, extra = write_clip(tmp_path / "ok.mp4"), ["--retention", "1.5"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "infer", str(path), "-q", "x", "--model", str(tiny_model_path), *extra],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len([line for line in lines if "Traceback" in line]) == 0
+    assert lines[-1].startswith("error:") or "usage:" in result.stderr
