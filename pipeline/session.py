@@ -8,6 +8,7 @@ positions; `ask`, `ask_stream` and `score` fork a question off the live context 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -101,6 +102,8 @@ class OmniSession:
         self.context: LiveContext | None = None
         self.layout: PromptLayout | None = None
         self._last_frames: np.ndarray | None = None
+        # One KV cache: appends and questions from different threads take turns.
+        self._lock = threading.RLock()
 
     # ---- the live context -------------------------------------------------------------------
 
@@ -138,6 +141,10 @@ class OmniSession:
 
     def append(self, chunk: AVChunk) -> CompressedChunk:
         """Encode, compress and prefill one chunk into the live context."""
+        with self._lock:
+            return self._append(chunk)
+
+    def _append(self, chunk: AVChunk) -> CompressedChunk:
         if self.context is None:
             has_v, has_a = chunk.frames is not None, chunk.audio is not None
             self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
@@ -162,7 +169,8 @@ class OmniSession:
 
     def reset(self) -> None:
         """Forget the stream: empty context, fresh compressor state."""
-        self.context, self.compressor, self._last_frames = None, None, None
+        with self._lock:
+            self.context, self.compressor, self._last_frames = None, None, None
 
     def context_positions(self) -> torch.Tensor:
         """[3, L] TMRoPE positions of the cached tokens (prefix, then the kept audio-video tokens)."""
@@ -189,6 +197,10 @@ class OmniSession:
     def score(self, question: str, answer: str) -> float:
         """Log-likelihood (natural log, summed over tokens) of `answer` given the live context and question."""
         answer_ids = self.layout_tokens(answer)
+        with self._lock:
+            return self._score(question, answer_ids)
+
+    def _score(self, question: str, answer_ids: list[int]) -> float:
         self._ensure_started()
         mark = self.context.fork()
         try:
@@ -210,6 +222,10 @@ class OmniSession:
     def ask_stream(self, question: str, max_new_tokens: int = 64, **generation) -> Iterator[str]:
         """Yield the answer's text pieces as they are generated; the context is restored afterwards."""
         settings = GenerationSettings(max_new_tokens=max_new_tokens, **generation)
+        with self._lock:  # held while this generator runs: chunks wait for the answer
+            yield from self._generate(question, settings)
+
+    def _generate(self, question: str, settings: GenerationSettings) -> Iterator[str]:
         self._ensure_started()
         mark = self.context.fork()
         tokenizer = self.model.processor.tokenizer

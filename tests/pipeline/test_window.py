@@ -64,3 +64,8 @@ def test_cache_and_positions_stay_bounded_over_a_long_stream(tiny_model_path):
     assert all(sizes[i] == sizes[i - stride] for i in range(100, 400))  # periodic, not growing
     assert max_position < session.layout.av_start + 50 * (window + stride)
     assert session.context.evicted == 400 - len(session.context.chunks)
+    # The end of a day of media time (43200 chunks): positions are still re-based under the same bound.
+    for i in range(43190, 43200):
+        session.append(AVChunk("long", i, 2.0 * i, frames, audio))
+        assert len(session.context) <= prefix + (window + stride) * per_chunk
+    assert int(session.context.positions().max()) < session.layout.av_start + 50 * (window + stride)

@@ -1,0 +1,91 @@
+"""Session behaviours a live user meets: gaps in a modality, early questions, concurrency, reset, bf16."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.session import OmniSession
+from streams.chunk import AVChunk, ChunkFlags
+from tests.pipeline.conftest import moving_square_chunks
+
+QUESTION, ANSWER = "What colour is the moving shape?", "red"
+
+
+@pytest.fixture(scope="module")
+def session(tiny_model_path):
+    return OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=torch.float32)
+
+
+def test_a_question_before_the_first_chunk_is_answered_from_the_prompt_alone(session):
+    session.reset()
+    assert isinstance(session.ask(QUESTION, max_new_tokens=3), str)
+    assert np.isfinite(session.score(QUESTION, ANSWER))
+    assert len(session.context) == session.context.prefix_ids.numel()
+
+
+def test_a_chunk_without_audio_gets_silence_and_keeps_the_layout(session):
+    session.reset()
+    first, second = moving_square_chunks(2)
+    session.append(first)
+    gap = AVChunk("test", 1, 2.0, second.frames, None, ChunkFlags(audio_filled=True))
+    out = session.append(gap)
+    assert out.audio_before == 50  # 2 s of silence still occupies its 50 audio positions
+    assert session.context.segment_end == session.layout.av_start + 100  # text resumes after 4 s of audio
+
+
+def test_a_chunk_without_frames_holds_the_last_frame(session):
+    session.reset()
+    first, second = moving_square_chunks(2)
+    session.append(first)
+    out = session.append(AVChunk("test", 1, 2.0, None, second.audio, ChunkFlags(frames_repeated=True)))
+    assert out.video_before == first.frames.shape[0] // 2 * 16  # two steps of a 4 x 4 grid
+
+
+def test_questions_while_chunks_arrive_from_another_thread(session):
+    session.reset()
+    chunks = moving_square_chunks(4)
+    session.append(chunks[0])
+    errors: list[BaseException] = []
+
+    def feed():
+        try:
+            for chunk in chunks[1:]:
+                session.append(chunk)
+        except BaseException as err:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(err)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    scores = [session.score(QUESTION, ANSWER) for _ in range(5)]
+    feeder.join(timeout=120)
+    assert not feeder.is_alive() and not errors
+    assert all(np.isfinite(scores))
+    after = session.score(QUESTION, ANSWER)
+    reference = OmniSession.from_pretrained(str(session.model.thinker.name_or_path), device="cpu",
+                                            dtype=torch.float32)
+    for chunk in chunks:
+        reference.append(chunk)
+    assert after == pytest.approx(reference.score(QUESTION, ANSWER), abs=1e-5)
+
+
+def test_reset_starts_an_empty_context(session):
+    session.append(moving_square_chunks(1)[0])
+    session.reset()
+    assert session.context is None
+    session.append(moving_square_chunks(1)[0])
+    assert session.context_positions()[0, -1] < session.layout.av_start + 50
+
+
+def test_bf16_on_cpu_runs_and_stays_close_to_fp32(tiny_model_path):
+    chunks = moving_square_chunks(2)
+    scores = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        s = OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=dtype)
+        for chunk in chunks:
+            s.append(chunk)
+        scores[dtype] = s.score(QUESTION, ANSWER)
+    assert scores[torch.bfloat16] == pytest.approx(scores[torch.float32], abs=0.5)
