@@ -134,7 +134,6 @@ def bench_sequence(selector: VisionGuidedAudioSelector, minutes: float, tokens_p
     med, times = median_time(run, reps, warmup=1)
     keep = run()
     av = (input_ids == VIDEO_ID) | (input_ids == AUDIO_ID)
-    del embeds
     return {
         "minutes": minutes, "tokens": length, "av_tokens": int(av.sum()),
         "kept_av_fraction": float((keep & av).sum() / av.sum()), "median_s": med, "times_s": times,

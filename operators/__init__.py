@@ -1,12 +1,13 @@
 """Per-chunk stages between ingestion and the model, each a small stateful object with
 `process()` and `reset()`: preprocess (patches, log-mel), encode (the towers), compress (a registry)."""
 
+from operators.chunk_encoder import ChunkEncoder
 from operators.chunks import CompressedChunk, EncodedChunk, PreprocessedChunk
 from operators.compress import COMPRESSORS, Compressor, make_compressor, register_compressor
 from operators.encode import Encoder
 from operators.preprocess import Preprocessor
 
 __all__ = [
-    "COMPRESSORS", "CompressedChunk", "Compressor", "EncodedChunk", "Encoder", "PreprocessedChunk",
+    "COMPRESSORS", "ChunkEncoder", "CompressedChunk", "Compressor", "EncodedChunk", "Encoder", "PreprocessedChunk",
     "Preprocessor", "make_compressor", "register_compressor",
 ]

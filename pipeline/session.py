@@ -13,16 +13,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from omnisift.loading import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, OmniModel, load_model
 from omnisift.ratios import Ratios, ratios_for_retention
 from operators import Encoder, Preprocessor, make_compressor
+from operators.chunk_encoder import ChunkEncoder
 from operators.chunks import CompressedChunk
 from pipeline.context import LiveContext
 from pipeline.prompt import Mode, PromptLayout
-from streams.chunk import AUDIO_RATE, CHUNK_SECONDS, AVChunk
+from streams.chunk import CHUNK_SECONDS, AVChunk
 
 
 @dataclass
@@ -95,15 +95,23 @@ class OmniSession:
         if self.window_seconds is not None and self.window_seconds < CHUNK_SECONDS:
             raise ValueError(f"window_seconds must be at least {CHUNK_SECONDS}, got {self.window_seconds}")
         self.ratios = self.ratios or Ratios()
-        self.preprocessor = Preprocessor(self.model.processor.video_processor, self.model.device,
-                                         self.min_pixels, self.max_pixels)
-        self.encoder = Encoder(self.model.thinker)
-        self.compressor = None
+        self.chunk_encoder = ChunkEncoder(
+            Preprocessor(self.model.processor.video_processor, self.model.device, self.min_pixels, self.max_pixels),
+            Encoder(self.model.thinker),
+            self._compressor_for,
+        )
         self.context: LiveContext | None = None
         self.layout: PromptLayout | None = None
-        self._last_frames: np.ndarray | None = None
         # One KV cache: appends and questions from different threads take turns.
         self._lock = threading.RLock()
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        return self.chunk_encoder.preprocessor
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.chunk_encoder.encoder
 
     # ---- the live context -------------------------------------------------------------------
 
@@ -122,55 +130,34 @@ class OmniSession:
         return make_compressor(self.compressor_name, ratios, self.model.thinker.compressor,
                                **self.compressor_options)
 
-    def _inputs(self, chunk: AVChunk) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The chunk's frames and audio for this session's mode, filling a missing modality."""
-        frames, audio = chunk.frames, chunk.audio
-        if self.mode is Mode.AUDIO:
-            return None, audio
-        if frames is None:  # a gap in video inside an audio-video stream: hold the last frame
-            if self._last_frames is None:
-                raise ValueError(f"chunk {chunk.index} of {chunk.stream!r} has no frames and none came before")
-            n = max(1, round(chunk.duration * 2))
-            frames = np.repeat(self._last_frames[-1:], n, axis=0)
-        self._last_frames = frames
-        if self.mode is Mode.VIDEO:
-            return frames, None
-        if audio is None:
-            audio = np.zeros(round(len(frames) / 2 * AUDIO_RATE), dtype=np.float32)
-        return frames, audio
-
     def append(self, chunk: AVChunk) -> CompressedChunk:
         """Encode, compress and prefill one chunk into the live context."""
         with self._lock:
-            return self._append(chunk)
+            compressed = self.chunk_encoder.process(chunk)
+            self.append_compressed(compressed)
+            times = self.chunk_encoder.last_times
+            self.last_timings = ChunkTimings(
+                chunk.index, times.preprocess, times.encode, times.compress, self._last_prefill,
+                compressed.video_before, compressed.video_after, compressed.audio_before, compressed.audio_after,
+                len(self.context),
+            )
+            return compressed
 
-    def _append(self, chunk: AVChunk) -> CompressedChunk:
-        if self.context is None:
-            has_v, has_a = chunk.frames is not None, chunk.audio is not None
-            self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
-        frames, audio = self._inputs(chunk)
-        t0 = time.perf_counter()
-        pre = self.preprocessor.process(chunk.index, frames, audio)
-        t1 = time.perf_counter()
-        encoded = self.encoder.process(pre)
-        t2 = time.perf_counter()
-        if self.compressor is None:
-            n_p = 0 if encoded.video is None else encoded.video.shape[1]
-            self.compressor = self._compressor_for(n_p)
-        compressed = self.compressor.process(encoded)
-        t3 = time.perf_counter()
-        self.context.append(compressed)
-        t4 = time.perf_counter()
-        self.last_timings = ChunkTimings(
-            chunk.index, t1 - t0, t2 - t1, t3 - t2, t4 - t3, compressed.video_before, compressed.video_after,
-            compressed.audio_before, compressed.audio_after, len(self.context),
-        )
-        return compressed
+    def append_compressed(self, compressed: CompressedChunk) -> None:
+        """Prefill a chunk compressed elsewhere (an encoder actor) into the live context."""
+        with self._lock:
+            if self.context is None:
+                has_v, has_a = compressed.video_before > 0, compressed.audio_before > 0
+                self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
+            start = time.perf_counter()
+            self.context.append(compressed)
+            self._last_prefill = time.perf_counter() - start
 
     def reset(self) -> None:
         """Forget the stream: empty context, fresh compressor state."""
         with self._lock:
-            self.context, self.compressor, self._last_frames = None, None, None
+            self.context = None
+            self.chunk_encoder.reset()
 
     def context_positions(self) -> torch.Tensor:
         """[3, L] TMRoPE positions of the cached tokens (prefix, then the kept audio-video tokens)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 import queue
 import threading
-import time
 
 from .events import AudioSample, Discontinuity, Event, VideoSample
 
