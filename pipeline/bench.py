@@ -48,6 +48,45 @@ def stage_times(session: OmniSession, chunks: list[AVChunk]) -> dict:
             "audio": [last.audio_before, last.audio_after], "cache_tokens": last.cache_tokens}
 
 
+def cache_bytes(session: OmniSession) -> int:
+    """Bytes held by the live KV cache."""
+    return sum(layer.keys.numel() * layer.keys.element_size() * 2
+               for layer in session.context.cache.layers if layer.is_initialized)
+
+
+def question_latency(session: OmniSession, chunks: list[AVChunk], checkpoints: list[int]) -> list[dict]:
+    """Median latency of `score` (one forward over question + answer) and of a 4-token `ask` as the
+    context grows; the session keeps every chunk (no window)."""
+    rows, fed = [], 0
+    for target in checkpoints:
+        for chunk in chunks[fed:target]:
+            session.append(chunk)
+        fed = target
+        score_t, ask_t = [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            session.score("What is moving on the screen?", "A square")
+            t1 = time.perf_counter()
+            session.ask("What is moving on the screen?", max_new_tokens=4)
+            score_t.append(t1 - t0)
+            ask_t.append(time.perf_counter() - t1)
+        rows.append({"chunks": target, "context_tokens": len(session.context),
+                     "score_ms": statistics.median(score_t) * 1000, "ask_ms": statistics.median(ask_t) * 1000})
+    return rows
+
+
+def memory_over_stream(model: str, chunks: list[AVChunk], window_seconds: float | None, size: int) -> list[dict]:
+    """KV-cache size while a stream plays, with and without a window."""
+    session = OmniSession.from_pretrained(model, window_seconds=window_seconds, max_pixels=size * size)
+    rows = []
+    for i, chunk in enumerate(chunks):
+        session.append(chunk)
+        if (i + 1) % 10 == 0:
+            rows.append({"media_seconds": 2 * (i + 1), "cache_tokens": len(session.context),
+                         "cache_mb": cache_bytes(session) / 2**20})
+    return rows
+
+
 def mel_normalisation_gap(session: OmniSession, chunks: list[AVChunk]) -> dict:
     """Per-chunk vs whole-clip log-mel features and audio-tower outputs of the same audio."""
     filters = session.preprocessor.mel_filters
@@ -73,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model")
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--size", type=int, default=224, help="frame side in pixels")
+    parser.add_argument("--long-chunks", type=int, default=120, help="chunks for latency and memory runs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
@@ -90,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
         session = OmniSession.from_pretrained(model, compressor=name, max_pixels=args.size * args.size)
         results[name] = stage_times(session, chunks)
     results["mel"] = mel_normalisation_gap(session, chunks)
+    long_chunks = _chunks(args.long_chunks, args.size, seed=1)
+    latency_session = OmniSession.from_pretrained(model, max_pixels=args.size * args.size)
+    results["question_latency"] = question_latency(
+        latency_session, long_chunks, [n for n in (5, 20, 60, 120) if n <= args.long_chunks])
+    results["memory"] = {str(w): memory_over_stream(model, long_chunks, w, args.size) for w in (None, 60.0)}
     print(f"Live session per chunk ({results['model']} model, {args.size}x{args.size} frames, "
           f"{args.chunks} chunks, median ms; {results['machine']}; {results['date']})\n")
     print("| compressor | preprocess | encode | compress | prefill | video kept | audio kept |")
@@ -103,6 +148,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nPer-chunk vs whole-clip log-mel: max |diff| {mel['feature_max_abs_diff']:.3f}, mean |diff| "
           f"{mel['feature_mean_abs_diff']:.4f}; audio-tower output cosine min {mel['tower_cosine_min']:.4f}, "
           f"mean {mel['tower_cosine_mean']:.4f}")
+    print("\nQuestion latency against context length (omnisift, no window; median of 3):\n")
+    print("| chunks | context tokens | score ms | 4-token ask ms |")
+    print("|---:|---:|---:|---:|")
+    for r in results["question_latency"]:
+        print(f"| {r['chunks']} | {r['context_tokens']} | {r['score_ms']:.1f} | {r['ask_ms']:.1f} |")
+    print("\nKV-cache size over the stream (omnisift):\n")
+    print("| media s | no window: tokens | MB | 60 s window: tokens | MB |")
+    print("|---:|---:|---:|---:|---:|")
+    for a, b in zip(results["memory"]["None"], results["memory"]["60.0"]):
+        print(f"| {a['media_seconds']} | {a['cache_tokens']} | {a['cache_mb']:.2f} | {b['cache_tokens']} | "
+              f"{b['cache_mb']:.2f} |")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 
