@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\nKV-cache size over the stream (omnisift):\n")
     print("| media s | no window: tokens | MB | 60 s window: tokens | MB |")
     print("|---:|---:|---:|---:|---:|")
-    for a, b in zip(results["memory"]["None"], results["memory"]["60.0"]):
+    for a, b in zip(results["memory"]["None"], results["memory"]["60.0"], strict=True):
         print(f"| {a['media_seconds']} | {a['cache_tokens']} | {a['cache_mb']:.2f} | {b['cache_tokens']} | "
               f"{b['cache_mb']:.2f} |")
     if args.out:
