@@ -60,6 +60,23 @@ def _kept_counts(counts: torch.Tensor, rho: float) -> torch.Tensor:
     return counts - torch.floor(counts.double() * rho + 1e-9).long()
 
 
+SALIENCY_BLOCK_FRAMES = 256  # bounds the fp32 temporaries of saliency on long clips
+
+
+def _blocked_saliency(frames: torch.Tensor, valid: torch.Tensor, has_previous: torch.Tensor) -> torch.Tensor:
+    """`frame_saliency` of frames [F, P, D] against frame f-1, in blocks of frames so that memory stays
+    a few blocks' worth of fp32 whatever the clip length (one pass per block, not per chunk)."""
+    out = torch.empty(frames.shape[:2], dtype=torch.float32, device=frames.device)
+    for start in range(0, frames.shape[0], SALIENCY_BLOCK_FRAMES):
+        end = min(start + SALIENCY_BLOCK_FRAMES, frames.shape[0])
+        if start == 0:
+            previous = torch.cat([frames[:1], frames[: end - 1]])  # frame 0 has no previous frame
+        else:
+            previous = frames[start - 1: end - 1]
+        out[start:end] = frame_saliency(frames[start:end], valid[start:end], previous, has_previous[start:end])
+    return out
+
+
 def decide_sequence(
     inputs_embeds: torch.Tensor,
     input_ids: torch.Tensor,
@@ -122,8 +139,7 @@ def decide_sequence(
         frame_chunk = v_chunk[new_frame]  # [F]
         has_previous = torch.zeros(n_frames, dtype=torch.bool, device=device)
         has_previous[1:] = frame_chunk[1:] == frame_chunk[:-1]
-        previous = torch.cat([frames[:1], frames[:-1]])  # frame f-1, used only where has_previous
-        saliency = frame_saliency(frames, valid, previous, has_previous)
+        saliency = _blocked_saliency(frames, valid, has_previous)
         frame_keep = keep_top(saliency, _kept_counts(counts, rho_video))  # [F, P]
         keep_av[v_sel] = frame_keep[frame, slot]
 

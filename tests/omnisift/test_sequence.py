@@ -172,3 +172,24 @@ def test_compress_sequence_accepts_bf16_embeddings(tiny, clip_inputs):
                                   video_token_id=video_id, audio_token_id=audio_id,
                                   tokens_per_frame=tokens_per_frame(grid), frames=int(grid[0]))
     assert keep[0].tolist() == expected.tolist()
+
+
+def test_saliency_in_blocks_of_frames_decides_like_one_block(tiny, clip_inputs, monkeypatch):
+    """Long clips are scored in blocks of frames to bound memory; a block edge changes nothing."""
+    import omnisift.sequence as sequence
+
+    thinker = tiny.thinker
+    video_id, audio_id = ids_of(tiny)
+    embeds = real_embeddings(thinker, clip_inputs)
+    positions = rope_positions(thinker, clip_inputs)
+    grid = clip_inputs["video_grid_thw"][0]
+    monkeypatch.setattr(sequence, "SALIENCY_BLOCK_FRAMES", 2)  # 3 visual frames: blocks [0, 1] and [2]
+    keep = omnisift.compress_sequence(
+        embeds, clip_inputs["input_ids"], positions, video_token_id=video_id, audio_token_id=audio_id,
+        selector=thinker.compressor, rho_video=0.7, rho_audio=0.3, attention_mask=clip_inputs["attention_mask"],
+    )
+    expected = ref.chunkwise_keep(
+        embeds[0], clip_inputs["input_ids"][0], thinker.compressor, 0.7, 0.3, video_token_id=video_id,
+        audio_token_id=audio_id, tokens_per_frame=tokens_per_frame(grid), frames=int(grid[0]),
+    )
+    assert keep[0].tolist() == expected.tolist()
