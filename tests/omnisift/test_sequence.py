@@ -183,7 +183,7 @@ def test_saliency_in_blocks_of_frames_decides_like_one_block(tiny, clip_inputs, 
     embeds = real_embeddings(thinker, clip_inputs)
     positions = rope_positions(thinker, clip_inputs)
     grid = clip_inputs["video_grid_thw"][0]
-    monkeypatch.setattr(sequence, "SALIENCY_BLOCK_FRAMES", 2)  # 3 visual frames: blocks [0, 1] and [2]
+    monkeypatch.setattr(sequence, "SALIENCY_BLOCK_FRAMES", 1)  # frame 1 compares across a block edge
     keep = omnisift.compress_sequence(
         embeds, clip_inputs["input_ids"], positions, video_token_id=video_id, audio_token_id=audio_id,
         selector=thinker.compressor, rho_video=0.7, rho_audio=0.3, attention_mask=clip_inputs["attention_mask"],
