@@ -1,6 +1,7 @@
 """Per-chunk stages between ingestion and the model, each a small stateful object with
 `process()` and `reset()`: preprocess (patches, log-mel), encode (the towers), compress (a registry)."""
 
+from operators import baselines  # noqa: F401 - registers the baseline compressors
 from operators.chunk_encoder import ChunkEncoder
 from operators.chunks import CompressedChunk, EncodedChunk, PreprocessedChunk
 from operators.compress import COMPRESSORS, Compressor, make_compressor, register_compressor

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,12 +29,17 @@ class EncodedChunk:
     video: [grid_t, n_p, D] tokens of each visual frame (n_p = grid_h * grid_w / 4), or None.
     audio: [n_a, D] audio tokens (25 per second), or None.
     grid_hw: merged-token grid (rows, cols) of a visual frame.
+    audio_features, audio_tower: optional, the [128, n_mel] log-mel frames and the audio tower that made
+        `audio`, for compressors that run a separate pass of the tower (OmniZip's attention scores).
+        They stay in the encoding process (the compressor runs there); only `CompressedChunk` travels.
     """
 
     index: int
     video: torch.Tensor | None
     audio: torch.Tensor | None
     grid_hw: tuple[int, int] | None
+    audio_features: torch.Tensor | None = None
+    audio_tower: torch.nn.Module | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
