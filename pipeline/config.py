@@ -1,0 +1,243 @@
+"""The pipeline config: which streams, which model, how actors are placed, ZeroMQ, metrics. Validated on load.
+
+`load_pipeline_config(path_or_mapping)` returns a `PipelineConfig` or raises `ConfigError` with one line
+naming the field and the bad value. A stream's `source` is a source config mapping or the path of a
+`configs/source-*.yaml` file (relative paths resolve against the pipeline config's folder, then the
+working directory); it is validated by `streams.load_source_config`.
+
+    streams:
+      - {name: door, source: source-rtsp.yaml}
+    model: {path: Qwen/Qwen2.5-Omni-7B, compressor: omnisift, retention: 0.25, window_seconds: 300}
+    backpressure: {max_in_flight: 2, drop_policy: drop_oldest, queue_size: 4}
+    resources: {encoder: {num_gpus: 0.5}, model: {num_gpus: 0.5}}
+    zmq: {pub: tcp://127.0.0.1:5560, rep: tcp://127.0.0.1:5561}
+    metrics: {port: 9464}
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import yaml
+
+from streams.config import load_source_config
+from streams.errors import ConfigError
+
+DropPolicy = Literal["drop_oldest", "block"]
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// endpoints on 127.0.0.0/8, ::1 or localhost."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a DNS name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StreamSpec(_Strict):
+    """One stream: a unique name and its source (a mapping or a source YAML path, resolved on load)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    source: dict[str, Any]
+    paused: bool = False
+
+
+class WatchSpec(_Strict):
+    """A standing yes/no question evaluated as a stream's chunks arrive; an alert when p(yes) >= threshold."""
+
+    question: str = Field(min_length=1)
+    stream: str | None = None  # None: every stream
+    every: float = Field(2.0, ge=0.0)  # seconds of media between evaluations (0: every chunk)
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class ModelSpec(_Strict):
+    path: str = "Qwen/Qwen2.5-Omni-7B"  # hub id or local folder
+    fallback_tiny: bool = False  # weights missing -> the tiny random model, with a banner (demo only)
+    compressor: str = "omnisift"
+    retention: float | None = Field(None, gt=0.0, le=1.0)
+    rho_video: float | None = Field(None, ge=0.0, le=1.0)
+    rho_audio: float | None = Field(None, ge=0.0, le=1.0)
+    selector: str | None = None
+    window_seconds: float | None = Field(120.0, ge=2.0)
+    device: str | None = None
+    dtype: str | None = None
+    local_files_only: bool = False
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    min_append_seconds: float = Field(0.0, ge=0.0)  # pad each append to at least this (capacity tests)
+
+    @model_validator(mode="after")
+    def _ratios(self) -> ModelSpec:
+        if self.retention is not None and (self.rho_video is not None or self.rho_audio is not None):
+            raise ValueError("give either retention or rho_video/rho_audio, not both")
+        return self
+
+
+class ActorResources(_Strict):
+    num_cpus: float = Field(0.0, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
+    resources: dict[str, float] = Field(default_factory=dict)  # custom node resources, e.g. {camera_node: 0.1}
+    max_restarts: int = Field(3, ge=-1)
+
+
+class ResourcesSpec(_Strict):
+    source: ActorResources = ActorResources(num_cpus=0.1)
+    encoder: ActorResources = ActorResources(num_cpus=0.5)
+    model: ActorResources = ActorResources(num_cpus=0.5)
+
+
+class BackpressureSpec(_Strict):
+    max_in_flight: int = Field(2, ge=1, le=64)  # chunks of one stream between its source and the model
+    drop_policy: DropPolicy | None = None  # overrides each live source's policy; None: the source's own
+    queue_size: int | None = Field(None, ge=1, le=4096)  # overrides each source's queue size
+
+
+class CurveSpec(_Strict):
+    """CURVE for the ZeroMQ sockets: the server's secret certificate and a folder of allowed client public
+    certificates (`zmq.auth.create_certificates` format); None for `clients_dir` accepts any client."""
+
+    server_secret_file: str
+    clients_dir: str | None = None
+
+
+class ZmqSpec(_Strict):
+    pub: str | None = "tcp://127.0.0.1:5560"  # answers, alerts, stats (JSON); None: off
+    rep: str | None = "tcp://127.0.0.1:5561"  # questions from other processes; None: off
+    curve: CurveSpec | None = None
+    allow_insecure_remote: bool = False  # bind beyond loopback without CURVE (you are sure)
+
+    @field_validator("pub", "rep")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError("expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+        return v
+
+    @model_validator(mode="after")
+    def _exposure(self) -> ZmqSpec:
+        for field in ("pub", "rep"):
+            ep = getattr(self, field)
+            if ep and not is_loopback(ep) and self.curve is None and not self.allow_insecure_remote:
+                raise ValueError(f"{field} {ep} binds beyond loopback: configure zmq.curve or set "
+                                 "zmq.allow_insecure_remote: true")
+        return self
+
+
+class MetricsSpec(_Strict):
+    port: int | None = Field(9464, ge=0, le=65535)  # None: off; 0: any free port
+    host: str = "127.0.0.1"
+
+
+class RaySpec(_Strict):
+    address: str | None = None  # None: start Ray locally; "auto" or ray://host:10001 joins a cluster
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only
+    namespace: str = "omnisift"
+
+
+class PipelineConfig(_Strict):
+    streams: list[StreamSpec] = Field(default_factory=list)
+    model: ModelSpec = ModelSpec()
+    watch: list[WatchSpec] = Field(default_factory=list)
+    ask_every: float | None = Field(None, gt=0.0)  # `omnisift run`: ask `question` this often (media seconds)
+    question: str = "What is happening?"
+    backpressure: BackpressureSpec = BackpressureSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    zmq: ZmqSpec = ZmqSpec()
+    metrics: MetricsSpec = MetricsSpec()
+    ray: RaySpec = RaySpec()
+
+    @model_validator(mode="after")
+    def _unique(self) -> PipelineConfig:
+        names = [s.name for s in self.streams]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stream names must be unique, {dup[0]!r} repeats")
+        for w in self.watch:
+            if w.stream is not None and w.stream not in names:
+                raise ValueError(f"watch names stream {w.stream!r}, which is not in streams")
+        return self
+
+    def stream(self, name: str) -> StreamSpec:
+        for s in self.streams:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def source_mapping(source: Any, base: Path | None = None) -> dict[str, Any]:
+    """A stream's source as a validated mapping (a YAML path is read; relative paths try `base` first)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_absolute() and base is not None and (base / path).exists():
+            path = base / path
+        source = path
+    return load_source_config(source).model_dump(mode="json", exclude_none=True)
+
+
+def load_pipeline_config(obj: Any, **overrides: Any) -> PipelineConfig:
+    """Validate a pipeline config given as a mapping, a `PipelineConfig`, or a YAML path.
+
+    overrides: top-level fields replaced before validation (e.g. `model={...}`)."""
+    if isinstance(obj, PipelineConfig) and not overrides:
+        return obj
+    base = None
+    if isinstance(obj, PipelineConfig):
+        obj = obj.model_dump()
+    elif isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        try:
+            obj = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"pipeline config: file {str(path)!r} not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"pipeline config: {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        base = path.parent
+    if not isinstance(obj, dict):
+        raise ConfigError(f"pipeline config: expected a mapping, got {type(obj).__name__}")
+    obj = {**obj, **overrides}
+    streams = obj.get("streams") or []
+    if not isinstance(streams, list):
+        raise ConfigError("pipeline config: field 'streams' must be a list of {name, source}")
+    resolved = []
+    for i, s in enumerate(streams):
+        if isinstance(s, dict) and "source" in s:
+            try:
+                s = {**s, "source": source_mapping(s["source"], base)}
+            except ConfigError as e:
+                raise ConfigError(f"pipeline config: streams[{i}] ({s.get('name', '?')}): {e}") from None
+        resolved.append(s)
+    obj["streams"] = resolved
+    try:
+        return PipelineConfig.model_validate(obj)
+    except ValidationError as e:
+        raise ConfigError(_describe(e.errors()[0])) from None
+
+
+def _describe(err: dict[str, Any]) -> str:
+    field = ".".join(str(p) for p in err.get("loc", ()))
+    msg = err.get("msg", "invalid").replace("Value error, ", "")
+    if err.get("type") == "missing":
+        return f"pipeline config: field '{field}' is required"
+    if err.get("type") == "extra_forbidden":
+        return f"pipeline config: unknown field '{field}'"
+    value = err.get("input")
+    if isinstance(value, (dict, list)):
+        value = "{...}" if isinstance(value, dict) else "[...]"
+    where = f"field '{field}'" if field else "config"
+    return f"pipeline config: {where} has bad value {value!r}: {msg}"
