@@ -4,7 +4,12 @@
 from operators import baselines  # noqa: F401 - registers the baseline compressors
 from operators.chunk_encoder import ChunkEncoder
 from operators.chunks import CompressedChunk, EncodedChunk, PreprocessedChunk
-from operators.compress import COMPRESSORS, Compressor, make_compressor, register_compressor
+from operators.compress import (
+    COMPRESSORS,
+    Compressor,
+    make_compressor,
+    register_compressor,
+)
 from operators.encode import Encoder
 from operators.preprocess import Preprocessor
 

@@ -2,6 +2,8 @@
 
     omnisift infer VIDEO -q QUESTION [--model ID_OR_PATH] [--retention R | --rho-video V --rho-audio A]
     omnisift demo [--duration SECONDS]
+    omnisift run CONFIG [--duration SECONDS] [--model ID_OR_PATH]
+    omnisift ask QUESTION [--stream NAME] [--endpoint tcp://127.0.0.1:5561]
 
 Bad input (a missing, undecodable or video-less file, a bad ratio or config) prints one line and exits 2.
 """
@@ -19,6 +21,10 @@ EXIT_BAD_INPUT = 2
 COMMANDS = {
     "infer": "pipeline.commands.infer",
     "demo": "pipeline.commands.demo",
+    "run": "pipeline.commands.run",
+    "ask": "pipeline.commands.ask",
+    "bench": "pipeline.commands.bench",
+    "viz": "pipeline.commands.viz",
 }
 
 

@@ -60,7 +60,7 @@ class DyCokeCompressor(VideoOnlyCompressor):
         self.previous_frame: torch.Tensor | None = None  # [n_p, D]
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
-        steps, n_p = video.shape[:2]
+        n_p = video.shape[1]
         keep = kept_count(n_p, self.ratios.rho_video)
         masks = []
         for frame in video:  # [n_p, D]

@@ -40,6 +40,7 @@ Deviations made to run it live:
 from __future__ import annotations
 
 import dataclasses
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +82,7 @@ def last_layer_attention_saliency(tower: torch.nn.Module, features: torch.Tensor
     q = attn.q_proj(hidden).view(length, attn.num_heads, -1).transpose(0, 1).float()  # [H, L, hd]
     k = attn.k_proj(hidden).view(length, attn.num_heads, -1).transpose(0, 1).float()
     frame_score = torch.empty(length, device=hidden.device)
-    for start, end in zip(cu[:-1], cu[1:]):  # the tower's 2-second windows
+    for start, end in pairwise(cu):  # the tower's 2-second windows
         weights = torch.softmax(q[:, start:end] @ k[:, start:end].transpose(1, 2) * attn.scaling, dim=-1)
         frame_score[start:end] = weights.mean(0).mean(0)  # attention received: mean over heads, queries
     n_tokens = (length - 2) // 2 + 1
@@ -92,7 +93,7 @@ def select_and_merge_audio(audio: torch.Tensor, video: torch.Tensor | None, sali
                            contextual_ratio: float = 0.05, g: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """OmniZip's audio step on one chunk: ([n_a] kept mask, [n_a, D] audio with anchors merged)."""
     n = audio.shape[0]
-    n_ctx = min(keep, int(round(contextual_ratio * n)))
+    n_ctx = min(keep, round(contextual_ratio * n))
     mask = top_mask(saliency.float(), keep - n_ctx)  # dominant tokens
     merged = audio.clone()
     remaining = (~mask).nonzero().squeeze(-1)

@@ -1,0 +1,137 @@
+"""Pictures of what each compressor kept (`omnisift viz VIDEO`).
+
+One row per method: the frames of a few chunks (one picture per visual frame, i.e. the first of the
+two frames of each 1-second temporal patch) at the model's resized aspect, each merged token a
+`CELL`-pixel cell; kept cells keep their pixels and get a one-pixel border in `KEPT` (pure green),
+dropped cells are dimmed. Under the frames, the chunks' waveform and one bar cell per audio token
+(40 ms): `KEPT` when kept, light grey when dropped. `render` returns the layout it drew, so tests can
+check the overlay from pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from operators.chunks import CompressedChunk
+
+CELL = 12
+GAP = 4
+LABEL = 80
+WAVE_H, BAR_H = 28, 8
+KEPT = (0, 255, 0)
+DROPPED_BAR = (200, 200, 200)
+DIM = 0.3
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Where one frame of one method was drawn."""
+
+    method: str
+    chunk: int
+    step: int
+    x: int
+    y: int
+
+
+def kept_cells(compressed: CompressedChunk, steps: int, rows: int, cols: int) -> np.ndarray:
+    """[steps, rows, cols] bool of kept video tokens, read from the kept tokens' TMRoPE positions."""
+    grid = np.zeros((steps, rows, cols), dtype=bool)
+    pos = compressed.positions[:, compressed.is_video].cpu().numpy()  # [3, Kv]: (25 g, r, c)
+    for t, r, c in pos.T:
+        grid[t // 25 - 2 * compressed.index, r, c] = True
+    return grid
+
+
+def kept_audio(compressed: CompressedChunk, n_audio: int) -> np.ndarray:
+    """[n_audio] bool of kept audio tokens of the chunk (position k counts from the stream start)."""
+    mask = np.zeros(n_audio, dtype=bool)
+    mask[compressed.positions[0, ~compressed.is_video].cpu().numpy() - 50 * compressed.index] = True
+    return mask
+
+
+def render(frames: list[np.ndarray], audio: list[np.ndarray], kept: dict[str, list[CompressedChunk]],
+           grid_hw: tuple[int, int], n_audio: int = 50) -> tuple[Image.Image, dict]:
+    """Draw every method's choices. frames: per chunk [F, H, W, 3] uint8 at 2 fps; audio: per chunk [S]."""
+    rows, cols = grid_hw
+    steps = max(1, (len(frames[0]) + 1) // 2)
+    tile_w, tile_h = cols * CELL, rows * CELL
+    strip_w = len(frames) * steps * (tile_w + GAP) - GAP
+    tokens = len(frames) * n_audio
+    row_h = tile_h + GAP + WAVE_H + BAR_H + 3 * GAP
+    canvas = np.full((len(kept) * row_h + GAP, LABEL + strip_w + GAP, 3), 255, dtype=np.uint8)
+    layout: dict = {"tiles": [], "bars": {}, "cell": CELL, "grid": grid_hw, "steps": steps, "tokens": tokens}
+    wave = np.concatenate(audio) if audio else np.zeros(1, np.float32)
+    for m, (method, chunks) in enumerate(kept.items()):
+        y0 = GAP + m * row_h
+        x = LABEL
+        for c, comp in enumerate(chunks):
+            cells = kept_cells(comp, steps, rows, cols)
+            for s in range(steps):
+                frame = frames[c][min(2 * s, len(frames[c]) - 1)]
+                tile = np.asarray(Image.fromarray(frame).convert("RGB").resize((tile_w, tile_h), Image.BILINEAR)).copy()
+                for r in range(rows):
+                    for q in range(cols):
+                        cell = tile[r * CELL:(r + 1) * CELL, q * CELL:(q + 1) * CELL]
+                        if cells[s, r, q]:
+                            cell[0, :] = cell[-1, :] = KEPT
+                            cell[:, 0] = cell[:, -1] = KEPT
+                        else:
+                            cell[:] = (cell * DIM).astype(np.uint8)
+                canvas[y0:y0 + tile_h, x:x + tile_w] = tile
+                layout["tiles"].append(Tile(method, c, s, x, y0))
+                x += tile_w + GAP
+        wy = y0 + tile_h + GAP
+        _waveform(canvas[wy:wy + WAVE_H, LABEL:LABEL + strip_w], wave)
+        by = wy + WAVE_H + GAP
+        mask = np.concatenate([kept_audio(comp, n_audio) for comp in chunks])
+        for k in range(tokens):
+            x0, x1 = LABEL + k * strip_w // tokens, LABEL + (k + 1) * strip_w // tokens
+            canvas[by:by + BAR_H, x0:x1] = KEPT if mask[k] else DROPPED_BAR
+        layout["bars"][method] = (LABEL, by, strip_w, BAR_H, mask)
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    for m, method in enumerate(kept):
+        draw.text((4, GAP + m * row_h + 4), method, fill=(0, 0, 0))
+    return image, layout
+
+
+def _waveform(area: np.ndarray, samples: np.ndarray) -> None:
+    """Min/max waveform of `samples` in dark grey over `area` [h, w, 3] (in place)."""
+    h, w = area.shape[:2]
+    peak = float(np.abs(samples).max()) or 1.0
+    for x, part in enumerate(np.array_split(samples, w)):
+        if part.size == 0:
+            continue
+        lo = int((1 - part.max() / peak) * (h - 1) / 2)
+        hi = int((1 - part.min() / peak) * (h - 1) / 2)
+        area[lo:hi + 1, x] = (90, 90, 90)
+
+
+def visualize(video: str, methods: list[str], model: str, n_chunks: int = 3, rho_video: float = 0.8,
+              rho_audio: float = 0.3, max_pixels: int | None = None, **session_options) -> tuple[Image.Image, dict]:
+    """Run each method live over the first `n_chunks` chunks of `video` and draw what it kept."""
+    from itertools import islice
+
+    from pipeline.session import OmniSession
+    from streams import read_chunks
+    from streams.errors import SourceError
+
+    chunks = list(islice(read_chunks({"type": "file", "path": str(video), "realtime": False}), n_chunks))
+    if not chunks or chunks[0].frames is None:
+        raise SourceError(f"{video}: no video stream (a video file is needed)")
+    kept, grid_hw = {}, None
+    for name in methods:
+        session = OmniSession.from_pretrained(model, compressor=name, rho_video=rho_video, rho_audio=rho_audio,
+                                              max_pixels=max_pixels, **session_options)
+        kept[name] = [session.append(chunk) for chunk in chunks]
+        if grid_hw is None:
+            pre = session.preprocessor.process(0, chunks[0].frames, None)
+            merge = session.model.thinker.config.vision_config.spatial_merge_size
+            grid_hw = (pre.grid_thw[1] // merge, pre.grid_thw[2] // merge)
+    audio = [c.audio if c.audio is not None else np.zeros(32000, np.float32) for c in chunks]
+    n_audio = max((k.audio_before for k in kept[methods[0]]), default=50) or 50
+    return render([c.frames for c in chunks], audio, kept, grid_hw, n_audio)
