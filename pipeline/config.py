@@ -187,7 +187,7 @@ def source_mapping(source: Any, base: Path | None = None) -> dict[str, Any]:
         if not path.is_absolute() and base is not None and (base / path).exists():
             path = base / path
         source = path
-    return load_source_config(source).model_dump(mode="json", exclude_none=True)
+    return load_source_config(source).model_dump(mode="json")
 
 
 def load_pipeline_config(obj: Any, **overrides: Any) -> PipelineConfig:
