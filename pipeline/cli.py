@@ -23,6 +23,8 @@ COMMANDS = {
     "demo": "pipeline.commands.demo",
     "run": "pipeline.commands.run",
     "ask": "pipeline.commands.ask",
+    "bench": "pipeline.commands.bench",
+    "viz": "pipeline.commands.viz",
 }
 
 
