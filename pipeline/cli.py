@@ -21,6 +21,8 @@ EXIT_BAD_INPUT = 2
 COMMANDS = {
     "infer": "pipeline.commands.infer",
     "demo": "pipeline.commands.demo",
+    "train": "pipeline.commands.train",
+    "eval": "pipeline.commands.eval",
     "run": "pipeline.commands.run",
     "ask": "pipeline.commands.ask",
     "bench": "pipeline.commands.bench",
