@@ -1,0 +1,126 @@
+"""Fixtures for the Ray pipeline tests: the tiny model, generated media, a loopback RTSP server, local Ray.
+
+Ray is started per module (small `num_cpus`, no dashboard) and shut down after it, so the two-node
+`ray.cluster_utils.Cluster` test can run its own cluster. Every end-to-end wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+import subprocess
+import time
+
+import pytest
+
+from omnisift.testing import make_tiny_omni
+from tests.pipeline.media import write_clip
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+RTSP_SERVER = Path(__file__).parents[1] / "streams" / "rtsp_server.py"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    return make_tiny_omni(tmp_path_factory.mktemp("tiny-omni"))
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ray-media")
+
+
+@pytest.fixture(scope="session")
+def av_file(media_dir) -> Path:
+    """8 s, 160x120 H.264 + AAC: four chunks."""
+    return write_clip(media_dir / "av.mp4", seconds=8.0)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, namespace="omnisift-tests", log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def pipeline_config(model_path, streams, **extra) -> dict:
+    """A pipeline config for tests: tiny model, loopback ZeroMQ on free ports, metrics on a free port."""
+    cfg = {
+        "streams": streams,
+        "model": {"path": str(model_path), "max_new_tokens": 4, "window_seconds": 60},
+        "zmq": {"pub": "tcp://127.0.0.1:*", "rep": "tcp://127.0.0.1:*"},
+        "metrics": {"port": 0},
+        "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}},
+    }
+    for key, value in extra.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+    return cfg
+
+
+def synthetic(width: int = 160, height: int = 120, **kw) -> dict:
+    """An endless synthetic live source (real time), small frames."""
+    return {"type": "synthetic", "pattern": "testsrc2", "width": width, "height": height, "fps": 10,
+            "duration": None, "realtime": True, **kw}
+
+
+async def next_matching(agen, pred, timeout: float):
+    """The first item of an async iterator that satisfies `pred`, within `timeout` seconds."""
+    async def scan():
+        async for item in agen:
+            if pred(item):
+                return item
+        raise AssertionError("iterator ended before a matching item")
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+def _have_gst_rtsp() -> bool:
+    if not os.path.exists(SYSTEM_PYTHON):
+        return False
+    r = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def rtsp_url(tmp_path_factory):
+    """rtsp://127.0.0.1:PORT/clip serving a 40 s clip in real time (tests/streams/rtsp_server.py)."""
+    if not _have_gst_rtsp():
+        if os.environ.get("CI"):
+            pytest.fail("GStreamer RTSP server missing: tests/system-packages.txt should have installed it")
+        pytest.skip("GStreamer RTSP server (gir1.2-gst-rtsp-server-1.0) not installed")
+    clip = write_clip(tmp_path_factory.mktemp("rtsp") / "clip.mp4", seconds=40.0, fps=10)
+    port = free_port()
+    proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(port), str(clip)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        if line != "READY":
+            raise RuntimeError(f"rtsp server failed to start: {line!r}")
+        yield f"rtsp://127.0.0.1:{port}/clip"
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def wait_until(pred, timeout: float, step: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()

@@ -1,0 +1,81 @@
+"""Pipeline configs: the shipped ones load; bad ones fail with one line naming the field and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import PipelineConfig, is_loopback, load_pipeline_config
+from streams.errors import ConfigError
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", ["demo", "rtsp", "webcam"])
+def test_shipped_configs_load_with_their_sources(name):
+    cfg = load_pipeline_config(CONFIGS / f"{name}.yaml")
+    assert isinstance(cfg, PipelineConfig) and cfg.streams
+    assert cfg.streams[0].source["type"] in {"synthetic", "rtsp", "combined"}
+    assert cfg.backpressure.drop_policy == "drop_oldest"
+    assert all(is_loopback(ep) for ep in (cfg.zmq.pub, cfg.zmq.rep))
+
+
+def test_demo_source_stays_endless():
+    # a null in the source file must survive loading (a dropped null would fall back to a finite default)
+    assert load_pipeline_config(CONFIGS / "demo.yaml").streams[0].source["duration"] is None
+
+
+def _ok(**kw):
+    return {"streams": [{"name": "a", "source": {"type": "synthetic", "duration": 4}}], **kw}
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        (_ok(modle={}), ["unknown field", "modle"]),
+        ({"streams": [{"name": "a", "source": {"type": "synthetic"}}, {"name": "a", "source": {"type": "synthetic"}}]},
+         ["unique", "'a'"]),
+        ({"streams": [{"name": "a", "source": {"type": "vhs"}}]}, ["streams[0]", "'type'", "'vhs'"]),
+        ({"streams": [{"name": "a", "source": "no/such/source.yaml"}]}, ["streams[0]", "not found"]),
+        ({"streams": [{"name": "bad name!", "source": {"type": "synthetic"}}]}, ["streams.0.name", "'bad name!'"]),
+        (_ok(model={"retention": 0.25, "rho_video": 0.5}), ["retention", "rho_video"]),
+        (_ok(model={"retention": 1.5}), ["model.retention", "1.5"]),
+        (_ok(backpressure={"drop_policy": "drop_newest"}), ["backpressure.drop_policy", "'drop_newest'"]),
+        (_ok(backpressure={"max_in_flight": 0}), ["backpressure.max_in_flight", "0"]),
+        (_ok(zmq={"pub": "tcp://0.0.0.0:5560"}), ["beyond loopback", "zmq.curve"]),
+        (_ok(zmq={"rep": "http://127.0.0.1:1"}), ["zmq.rep", "tcp://"]),
+        (_ok(watch=[{"question": "x?", "stream": "nope"}]), ["watch", "'nope'"]),
+        (_ok(resources={"model": {"num_gpus": -1}}), ["resources.model.num_gpus", "-1"]),
+        ([1, 2], ["expected a mapping"]),
+    ],
+)
+def test_bad_configs_name_the_field_and_value(config, words):
+    with pytest.raises(ConfigError) as err:
+        load_pipeline_config(config)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("pipeline config")
+    for w in words:
+        assert w in message, message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_pipeline_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("streams: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_pipeline_config(bad)
+
+
+def test_source_paths_resolve_next_to_the_config(tmp_path):
+    (tmp_path / "src.yaml").write_text("source: {type: synthetic, duration: 4}\n")
+    (tmp_path / "p.yaml").write_text("streams: [{name: s, source: src.yaml}]\n")
+    assert load_pipeline_config(tmp_path / "p.yaml").streams[0].source["duration"] == 4
+
+
+def test_remote_zmq_needs_curve_or_an_explicit_opt_out(tmp_path):
+    cfg = load_pipeline_config(_ok(zmq={"pub": "tcp://0.0.0.0:5560", "curve": {"server_secret_file": "k"}}))
+    assert cfg.zmq.curve.server_secret_file == "k"
+    assert load_pipeline_config(_ok(zmq={"pub": "tcp://10.0.0.1:1", "allow_insecure_remote": True}))
+    assert is_loopback("tcp://[::1]:5") and is_loopback("tcp://localhost:5") and not is_loopback("tcp://*:5")

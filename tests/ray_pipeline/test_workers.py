@@ -1,0 +1,84 @@
+"""The plain classes inside the actors, driven directly (no Ray)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.workers import ChunkMeta, EncoderWorker, ModelWorker, SourceWorker, load_omni
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_path):
+    return load_omni({"path": str(tiny_model_path)})
+
+
+def test_source_worker_steps_meta_then_chunk_and_ends(av_file):
+    w = SourceWorker("cam", {"type": "file", "path": str(av_file)})
+    try:
+        items = [w.next_chunk(5.0) for _ in range(5)]
+    finally:
+        w.close()
+    kinds = [m.kind for m, _ in items]
+    assert kinds == ["chunk"] * 4 + ["end"]
+    for i, (meta, chunk) in enumerate(items[:4]):
+        assert (meta.stream, meta.index, chunk.index, chunk.stream) == ("cam", i, i, "cam")
+        assert meta.start == 2.0 * i and meta.duration == 2.0 and meta.capture_time > 0
+    assert items[4][1] is None
+
+
+def test_source_worker_policy_overrides_apply_to_live_sources_only(av_file):
+    live = SourceWorker("s", {"type": "synthetic", "duration": None, "realtime": True}, queue_size=2,
+                        drop_policy="drop_oldest")
+    fast = SourceWorker("f", {"type": "file", "path": str(av_file)}, queue_size=3, drop_policy="drop_oldest")
+    try:
+        assert live.source._policy == "drop_oldest" and live.source._queue.maxsize == 2
+        assert fast.source._policy == "block" and fast.source._queue.maxsize == 3
+    finally:
+        live.close()
+        fast.close()
+
+
+def test_encoder_then_model_worker_answer_with_lag_and_media_time(av_file, loaded):
+    spec = {"path": "unused", "max_new_tokens": 3, "rho_video": 0.5, "rho_audio": 0.3}
+    enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
+    src = SourceWorker("cam", {"type": "file", "path": str(av_file)})
+    try:
+        stats = []
+        for _ in range(3):
+            meta, chunk = src.next_chunk(5.0)
+            encoded = enc.encode(chunk)
+            assert encoded.compressed.tokens.device.type == "cpu"
+            stats.append(model.append(meta, encoded))
+    finally:
+        src.close()
+    assert [s.index for s in stats] == [0, 1, 2]
+    assert stats[-1].chunks_in_context == 3 and stats[-1].cache_tokens > stats[0].cache_tokens
+    assert all(s.audio_after < s.audio_before and s.video_after < s.video_before for s in stats)
+    answer = model.ask("cam", "What is on screen?")
+    assert answer.media_time == 6.0 and answer.lag >= 0 and answer.chunks_in_context == 3
+    p = model.yes_probability("cam", "Is it bright?")
+    assert 0.0 < p < 1.0 and not math.isnan(p)
+    # a fresh worker (what a restarted actor is) starts the stream's context afresh
+    fresh = ModelWorker(spec, model=loaded)
+    assert fresh.ask("cam", "x").chunks_in_context == 0
+    model.remove("cam")
+    assert "cam" not in model.cache_tokens()
+
+
+def test_model_worker_pads_appends_to_a_minimum_time(av_file, loaded):
+    import time
+
+    spec = {"path": "unused", "min_append_seconds": 0.3}
+    enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
+    src = SourceWorker("cam", {"type": "file", "path": str(av_file)})
+    try:
+        meta, chunk = src.next_chunk(5.0)
+    finally:
+        src.close()
+    encoded = enc.encode(chunk)
+    t = time.perf_counter()
+    model.append(meta, encoded)
+    assert time.perf_counter() - t >= 0.3
+    assert isinstance(meta, ChunkMeta)
