@@ -104,7 +104,12 @@ def tiny_config(tokenizer, hidden_size: int = 64, text_layers: int = 2):
         "audio_end_token_id": ids["<|audio_eos|>"], "position_id_per_seconds": 25, "seconds_per_chunk": 2,
         "pad_token_id": ids["<|endoftext|>"],
     }
-    return Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
+    # No talker is built (no audio output), but its default config carries 7B vocabulary ids; give it
+    # ids inside its own vocabulary so configuration checks stay quiet.
+    talker = {name: i + 1 for i, name in enumerate([
+        "tts_text_start_token_id", "tts_text_end_token_id", "tts_text_pad_token_id", "vision_start_token_id",
+        "vision_end_token_id", "audio_start_token_id", "audio_end_token_id"])}
+    return Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker, enable_audio_output=False)
 
 
 def build_processor(tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112):
