@@ -24,6 +24,9 @@ from pipeline.session import OmniSession
 from streams.chunk import AVChunk
 
 
+REPEATS = 7
+
+
 def _chunks(n: int, size: int, seed: int = 0) -> list[AVChunk]:
     rng = np.random.default_rng(seed)
     out = []
@@ -56,14 +59,14 @@ def cache_bytes(session: OmniSession) -> int:
 
 def question_latency(session: OmniSession, chunks: list[AVChunk], checkpoints: list[int]) -> list[dict]:
     """Median latency of `score` (one forward over question + answer) and of a 4-token `ask` as the
-    context grows; the session keeps every chunk (no window)."""
+    context grows; the session keeps every chunk (no window). Median of `REPEATS` runs each."""
     rows, fed = [], 0
     for target in checkpoints:
         for chunk in chunks[fed:target]:
             session.append(chunk)
         fed = target
         score_t, ask_t = [], []
-        for _ in range(3):
+        for _ in range(REPEATS):
             t0 = time.perf_counter()
             session.score("What is moving on the screen?", "A square")
             t1 = time.perf_counter()
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nPer-chunk vs whole-clip log-mel: max |diff| {mel['feature_max_abs_diff']:.3f}, mean |diff| "
           f"{mel['feature_mean_abs_diff']:.4f}; audio-tower output cosine min {mel['tower_cosine_min']:.4f}, "
           f"mean {mel['tower_cosine_mean']:.4f}")
-    print("\nQuestion latency against context length (omnisift, no window; median of 3):\n")
+    print(f"\nQuestion latency against context length (omnisift, no window; median of {REPEATS}):\n")
     print("| chunks | context tokens | score ms | 4-token ask ms |")
     print("|---:|---:|---:|---:|")
     for r in results["question_latency"]:
