@@ -366,7 +366,8 @@ class OmniStream:
                     threshold: float = 0.5, max_pending: int = 64) -> AsyncIterator[WatchEvent]:
         """A standing yes/no question, evaluated as the stream's chunks arrive (at most once per `every`
         seconds of media); yields a `WatchEvent` per evaluation. Stops when the stream ends or the pipeline
-        closes; leaving the loop unregisters the question."""
+        closes. The question is unregistered when the generator closes: wrap it in
+        `contextlib.aclosing(...)` to make that happen at `break` rather than at garbage collection."""
         if stream is not None:
             self._stream(stream)
         spec = WatchSpec(question=question, stream=stream, every=every, threshold=threshold)

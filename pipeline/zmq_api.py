@@ -43,12 +43,12 @@ MAX_REQUEST_BYTES = 64 * 1024
 
 def _start_auth(ctx: zmq.Context, curve: CurveSpec):
     """Start the CURVE authenticator: clients whose public certificate is in `clients_dir` (or any)."""
-    import zmq.auth
+    from zmq import auth as zmq_auth
     from zmq.auth.asyncio import AsyncioAuthenticator
 
     auth = AsyncioAuthenticator(ctx)  # needs the running event loop
     auth.start()
-    auth.configure_curve(domain="*", location=curve.clients_dir or zmq.auth.CURVE_ALLOW_ANY)
+    auth.configure_curve(domain="*", location=curve.clients_dir or zmq_auth.CURVE_ALLOW_ANY)
     return auth
 
 
@@ -132,9 +132,9 @@ class ZmqFrontend:
 
 
 def _set_server_keys(sock: zmq.Socket, curve: CurveSpec) -> None:
-    import zmq.auth
+    from zmq import auth as zmq_auth
 
-    public, secret = zmq.auth.load_certificate(curve.server_secret_file)
+    public, secret = zmq_auth.load_certificate(curve.server_secret_file)
     if secret is None:
         raise ValueError(f"zmq.curve.server_secret_file {curve.server_secret_file!r} holds no secret key")
     sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
@@ -155,11 +155,11 @@ def request(endpoint: str, message: dict, timeout: float = 60.0, *, server_publi
     sock.setsockopt(zmq.LINGER, 0)
     try:
         if server_public_file:
-            import zmq.auth
+            from zmq import auth as zmq_auth
 
-            server_public, _ = zmq.auth.load_certificate(server_public_file)
+            server_public, _ = zmq_auth.load_certificate(server_public_file)
             if client_secret_file:
-                public, secret = zmq.auth.load_certificate(client_secret_file)
+                public, secret = zmq_auth.load_certificate(client_secret_file)
             else:
                 public, secret = zmq.curve_keypair()
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
@@ -175,9 +175,9 @@ def request(endpoint: str, message: dict, timeout: float = 60.0, *, server_publi
 
 def write_certificates(folder: str | Path, name: str) -> tuple[Path, Path]:
     """(public, secret) certificate files for CURVE, made with `zmq.auth.create_certificates`."""
-    import zmq.auth
+    from zmq import auth as zmq_auth
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(folder), name)
+    public, secret = zmq_auth.create_certificates(str(folder), name)
     return Path(public), Path(secret)
