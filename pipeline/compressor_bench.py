@@ -55,8 +55,12 @@ class BenchConfig:
 
 def audio_tower_7b(layers: int) -> torch.nn.Module:
     """A random audio tower with Qwen2.5-Omni-7B's widths and `layers` layers (the 7B has 32)."""
-    from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniAudioEncoderConfig
-    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniAudioEncoder
+    from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import (
+        Qwen2_5OmniAudioEncoderConfig,
+    )
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
+        Qwen2_5OmniAudioEncoder,
+    )
 
     config = Qwen2_5OmniAudioEncoderConfig(d_model=1280, encoder_layers=layers, encoder_attention_heads=20,
                                            encoder_ffn_dim=5120, output_dim=D_MODEL, n_window=100)
@@ -143,14 +147,14 @@ def run_bench(config: BenchConfig) -> dict:
 def markdown_table(results: dict) -> str:
     c = results["config"]
     lines = [
-        f"Compressors side by side ({results['model']}, live stream of {c['chunks']} chunks at {c['size']}x{c['size']}, "
+        (f"Compressors side by side ({results['model']}, live stream of {c['chunks']} chunks at {c['size']}x{c['size']}, "
         f"window {c['window_seconds']} s; cost at D=3584 with {c['tokens_per_frame']} tokens/frame, median of "
         f"{c['reps']}, OmniZip's tower pass over {c['tower_layers']} of the 7B's 32 audio layers; "
         f"{results['machine']['cpu']}, {results['machine']['threads']} threads, torch {results['machine']['torch']}, "
-        f"{results['machine']['date']})",
+        f"{results['machine']['date']})"),
         "",
-        "| method | target | kept (live) | video/chunk | audio/chunk | cost/chunk @7B ms | prefill ms | prefill saved "
-        "| RTF | cache tokens (end) | 7B KV MiB (end) |",
+        ("| method | target | kept (live) | video/chunk | audio/chunk | cost/chunk @7B ms | prefill ms "
+         "| prefill saved | RTF | cache tokens (end) | 7B KV MiB (end) |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:

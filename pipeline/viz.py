@@ -63,7 +63,8 @@ def render(frames: list[np.ndarray], audio: list[np.ndarray], kept: dict[str, li
     tokens = len(frames) * n_audio
     row_h = tile_h + GAP + WAVE_H + BAR_H + 3 * GAP
     canvas = np.full((len(kept) * row_h + GAP, LABEL + strip_w + GAP, 3), 255, dtype=np.uint8)
-    layout: dict = {"tiles": [], "bars": {}, "cell": CELL, "grid": grid_hw, "steps": steps, "tokens": tokens}
+    layout: dict = {"tiles": [], "bars": {}, "cell": CELL, "grid": grid_hw, "steps": steps, "tokens": tokens,
+                    "kept": kept}
     wave = np.concatenate(audio) if audio else np.zeros(1, np.float32)
     for m, (method, chunks) in enumerate(kept.items()):
         y0 = GAP + m * row_h

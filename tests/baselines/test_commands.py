@@ -1,0 +1,64 @@
+"""`omnisift bench` produces its table on a tiny configuration; `omnisift viz` draws the expected overlays."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.viz import CELL, KEPT, kept_audio, kept_cells, visualize
+from tests.pipeline.media import write_clip
+
+
+def test_bench_writes_the_side_by_side_table_json_and_plots(tmp_path, capsys):
+    methods = ["full", "random", "omnisift", "stvp", "vgas", "dycoke", "timechat", "vidcom2", "omnizip"]
+    assert main(["bench", "--chunks", "2", "--size", "112", "--window", "4", "--reps", "1", "--tokens-per-frame",
+                 "16", "--tower-layers", "1", "--retentions", "0.35", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "baselines.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [r.split("|")[1].strip() for r in rows] == methods
+    assert table in capsys.readouterr().out
+    results = json.loads((tmp_path / "baselines.json").read_text())
+    assert {r["method"] for r in results["rows"]} == set(methods)
+    for r in results["rows"]:
+        assert r["cost_7b"]["video"][1] == 32 and r["live"]["rtf"] > 0 and len(r["live"]["cache_tokens"]) == 2
+    for png in ("latency_vs_retention.png", "memory_vs_time.png"):
+        assert Image.open(tmp_path / png).size[0] > 100
+
+
+def test_bench_rejects_an_unknown_method(tmp_path, capsys):
+    assert main(["bench", "--methods", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown compressor" in capsys.readouterr().err
+
+
+def test_viz_overlay_is_exactly_over_kept_patches_and_kept_audio_tokens(tmp_path, tiny_model_path):
+    clip = write_clip(tmp_path / "clip.mp4", seconds=4.0)  # grey gradient + tone: no pure green in it
+    out = tmp_path / "kept.png"
+    assert main(["viz", str(clip), "--model", str(tiny_model_path), "--methods", "dycoke", "omnizip",
+                 "--chunks", "2", "-o", str(out)]) == 0
+    image, layout = visualize(str(clip), ["dycoke", "omnizip"], str(tiny_model_path), 2, 0.8, 0.3, 224 * 224)
+    saved = np.asarray(Image.open(out).convert("RGB"))
+    assert np.array_equal(saved, np.asarray(image))  # the command wrote this picture
+    rows, cols = layout["grid"]
+    green = np.all(saved == KEPT, axis=-1)
+    total_kept = 0
+    for tile in layout["tiles"]:
+        comp = layout["kept"][tile.method][tile.chunk]
+        cells = kept_cells(comp, layout["steps"], rows, cols)[tile.step]
+        for r in range(rows):
+            for c in range(cols):
+                y, x = tile.y + r * CELL, tile.x + c * CELL
+                border = np.concatenate([green[y, x:x + CELL], green[y + CELL - 1, x:x + CELL],
+                                         green[y:y + CELL, x], green[y:y + CELL, x + CELL - 1]])
+                assert border.all() == bool(cells[r, c]) and (border.any() == bool(cells[r, c]))
+                assert not green[y + 1:y + CELL - 1, x + 1:x + CELL - 1].any()  # the frame shows through
+        total_kept += int(cells.sum())
+    assert total_kept == sum(c.video_after for chunks in layout["kept"].values() for c in chunks)
+    for method, (x0, y0, width, height, mask) in layout["bars"].items():
+        expected = np.concatenate([kept_audio(c, 50) for c in layout["kept"][method]])
+        assert np.array_equal(mask, expected)
+        for k in range(layout["tokens"]):
+            xa = x0 + k * width // layout["tokens"]
+            assert green[y0 + height // 2, xa] == expected[k]
