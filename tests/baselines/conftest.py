@@ -13,8 +13,12 @@ D = 32
 @pytest.fixture(scope="session")
 def audio_tower():
     """A real (random) Qwen2.5-Omni audio tower, small, with the model's 2-second windows."""
-    from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniAudioEncoderConfig
-    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniAudioEncoder
+    from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import (
+        Qwen2_5OmniAudioEncoderConfig,
+    )
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
+        Qwen2_5OmniAudioEncoder,
+    )
 
     torch.manual_seed(0)
     config = Qwen2_5OmniAudioEncoderConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2,

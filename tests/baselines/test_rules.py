@@ -113,7 +113,7 @@ def _vidcom2_reference(chunks, rho):
         run_n += steps * n_p
         vc = (run_sum / run_n)[ch]
         fc = sel.mean(1, keepdims=True)
-        gauss = lambda a, b: sum(np.exp(-((a - b) ** 2).sum(-1) / (2 * al)) for al in alphas)  # noqa: E731
+        gauss = lambda a, b: sum(np.exp(-((a - b) ** 2).sum(-1) / (2 * al)) for al in alphas)
         vs, fs = gauss(sel, vc), gauss(sel, fc)
         u = -vs.mean(-1)
         p = np.exp((u - u.max()) / 0.01)
