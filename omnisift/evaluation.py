@@ -27,14 +27,18 @@ def parse_letter(text: str, options: Sequence[str] = (), n_options: int | None =
     """
     n = n_options or len(options) or len(LETTERS)
     valid = LETTERS[:n]
-    text = (text or "").strip()
+    text = (text or "").replace("*", "").strip()
     for pattern in _PATTERNS:
         for m in re.finditer(pattern, text, flags=re.IGNORECASE | re.MULTILINE):
             letter = m.group(1).upper()
             if letter in valid and (m.group(1).isupper() or "answer" in pattern or "option" in pattern):
                 return letter
     lowered = text.lower().strip(" .")
-    hits = [i for i, o in enumerate(options) if o and o.lower().strip(" .") in lowered]
+    names = [o.lower().strip(" .") for o in options]
+    if lowered in names:
+        return LETTERS[names.index(lowered)]
+    hits = [i for i, o in enumerate(names) if o and o in lowered]
+    hits = [i for i in hits if not any(i != j and names[i] in names[j] for j in hits)]  # longest wins
     if len(hits) == 1:
         return LETTERS[hits[0]]
     return None

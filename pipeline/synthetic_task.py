@@ -38,7 +38,7 @@ from omnisift.data import Sample
 from omnisift.ratios import Ratios
 from omnisift.training import (
     Example, PromptTemplate, RandomScorer, Trainer, TrainSettings, batch_stream, collate, compressed_forward,
-    option_logits, plot_curve,
+    build_example, option_logits, plot_curve,
 )
 
 log = logging.getLogger(__name__)
@@ -214,16 +214,17 @@ class SeedResult:
 
 
 def run_seed(seed: int, work: Path, out: Path, ref_model, cache, train_samples, test_samples, args) -> SeedResult:
-    from pipeline.features import training_examples
-
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = tiny_model(work, seed, towers_from=ref_model)
     thinker, tok = model.thinker, model.processor.tokenizer
     template = PromptTemplate.from_processor(model.processor, "You are a helpful assistant.",
                                              thinker.config.video_token_id, thinker.config.audio_token_id)
-    train_ex = training_examples(train_samples, cache, template, tok)
-    test_ex = training_examples(test_samples, cache, template, tok, with_answer=False)
+    # The options are the same for every clip, so the question is asked without them (shorter sequences).
+    q = tok(QUESTION, add_special_tokens=False)["input_ids"]
+    train_ex = [build_example(template, cache.get(s.media), q, tok(s.answer, add_special_tokens=False)["input_ids"])
+                for s in train_samples]
+    test_ex = [build_example(template, cache.get(s.media), q, None) for s in test_samples]
     pad_id = tok.pad_token_id
     option_ids = [tok(letter, add_special_tokens=False)["input_ids"][0] for letter in "ABCD"]
     backbone_loss = train_backbone(thinker, train_ex, pad_id, steps=args.backbone_steps, batch_size=16,
@@ -293,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--train", type=int, default=320)
     parser.add_argument("--test", type=int, default=160)
-    parser.add_argument("--backbone-steps", type=int, default=300)
+    parser.add_argument("--backbone-steps", type=int, default=200)
     parser.add_argument("--backbone-lr", type=float, default=2e-3)
-    parser.add_argument("--selector-steps", type=int, default=150)
+    parser.add_argument("--selector-steps", type=int, default=120)
     parser.add_argument("--selector-lr", type=float, default=1e-3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/omnisift-synthetic"))
     parser.add_argument("--out", type=Path, default=Path("docs/training-results"))
