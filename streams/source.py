@@ -59,6 +59,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.CLOSED: frozenset(),
 }
 
+# States the reader thread moves to on its own; once closing has begun they are ignored.
+_READER_STATES = frozenset({State.RUNNING, State.RECONNECTING, State.ENDED, State.FAILED})
+
 
 class Producer(Protocol):
     has_video: bool
@@ -210,6 +213,8 @@ class Source:
 
     def _to(self, new: State) -> None:
         with self._state_lock:
+            if self._state in (State.CLOSING, State.CLOSED) and new in _READER_STATES:
+                return  # the reader thread finished while close() runs: closing wins
             if new not in TRANSITIONS[self._state]:
                 raise StreamError(f"{self.describe}: illegal transition {self._state.value} -> {new.value}")
             log.debug("%s: %s -> %s", self.describe, self._state.value, new.value)

@@ -159,3 +159,16 @@ def test_open_source_accepts_an_injected_factory():
     finally:
         src.close()
     assert chunk.stream == "fake" and chunk.start == 0.0 and chunk.audio[0] == 0.0
+
+
+
+
+def test_a_reader_ending_after_close_began_is_not_an_illegal_transition():
+    """The reader may see its producer end just after close() moved the source to CLOSING (a race a
+    caller breaking out of read_chunks can hit): the reader's transition is ignored, closing wins."""
+    src = Source("s", lambda: FiniteProducer(1.0), live=False)
+    src.open()
+    src._to(State.CLOSING)
+    src._finish(None)  # the reader's end-of-stream transition, arriving late
+    src._to(State.CLOSED)
+    assert src.state is State.CLOSED
