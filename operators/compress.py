@@ -63,6 +63,7 @@ class Compressor:
     """Base of the registry: subclasses decide `video_keep` / `audio_keep`; assembly is shared."""
 
     name = "base"
+    needs_selector = False  # True when the compressor runs the VGAS selector
 
     def __init__(self, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None, **options) -> None:
         if options:
@@ -153,6 +154,8 @@ class OmniSIFTCompressor(Compressor):
     the last frame of the previous chunk (the paper scores it spatially; that is the default).
     """
 
+    needs_selector = True
+
     def __init__(self, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None,
                  carry_previous_frame: bool = False) -> None:
         super().__init__(ratios, selector)
@@ -175,9 +178,9 @@ class OmniSIFTCompressor(Compressor):
         return keep_top(saliency, keep_n)
 
     def audio_keep(self, audio: torch.Tensor, kept_video: torch.Tensor) -> torch.Tensor:
-        mask = torch.zeros(audio.shape[0], dtype=torch.bool, device=audio.device)
         if self.selector is None:
             raise ValueError("the omnisift compressor needs a VGAS selector (load one with the model)")
+        mask = torch.zeros(audio.shape[0], dtype=torch.bool, device=audio.device)
         scores = self.selector(kept_video, audio)  # [n_a]
         mask[select_audio(scores, self.ratios.rho_audio)] = True
         return mask

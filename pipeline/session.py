@@ -17,7 +17,7 @@ import torch
 
 from omnisift.loading import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, OmniModel, load_model
 from omnisift.ratios import Ratios, ratios_for_retention
-from operators import Encoder, Preprocessor, make_compressor
+from operators import COMPRESSORS, Encoder, Preprocessor, make_compressor
 from operators.chunk_encoder import ChunkEncoder
 from operators.chunks import CompressedChunk
 from pipeline.context import LiveContext
@@ -83,8 +83,11 @@ class OmniSession:
         """
         if retention is not None and (rho_video is not None or rho_audio is not None):
             raise ValueError("give either retention or rho_video/rho_audio, not both")
+        if compressor not in COMPRESSORS:
+            raise ValueError(f"unknown compressor {compressor!r}; choose one of {', '.join(sorted(COMPRESSORS))}")
+        # A compressor that runs VGAS needs a selector: loading fails early, naming the missing keys.
         loaded = load_model(model, selector=selector, device=device, dtype=dtype,
-                            compress=compressor == "omnisift", local_files_only=local_files_only)
+                            compress=COMPRESSORS[compressor].needs_selector, local_files_only=local_files_only)
         defaults = Ratios()
         ratios = Ratios(rho_video=defaults.rho_video if rho_video is None else rho_video,
                         rho_audio=defaults.rho_audio if rho_audio is None else rho_audio)

@@ -89,3 +89,18 @@ def test_bf16_on_cpu_runs_and_stays_close_to_fp32(tiny_model_path):
             s.append(chunk)
         scores[dtype] = s.score(QUESTION, ANSWER)
     assert scores[torch.bfloat16] == pytest.approx(scores[torch.float32], abs=0.5)
+
+
+def test_an_unknown_compressor_is_refused_before_loading(tiny_model_path):
+    with pytest.raises(ValueError, match="unknown compressor 'zip'.*omnisift"):
+        OmniSession.from_pretrained(str(tiny_model_path), compressor="zip")
+
+
+def test_a_selector_compressor_on_a_model_without_selector_names_the_missing_keys(tmp_path):
+    from omnisift.checkpoint import CheckpointError
+    from omnisift.testing import make_tiny_omni
+
+    base = make_tiny_omni(tmp_path / "base", with_selector=False)
+    with pytest.raises(CheckpointError, match=r"no OmniSIFT selector.*missing compressor\."):
+        OmniSession.from_pretrained(str(base), compressor="omnisift")
+    assert OmniSession.from_pretrained(str(base), compressor="random") is not None
