@@ -22,8 +22,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from streams.config import load_source_config
 from streams.errors import ConfigError
@@ -148,6 +155,7 @@ class RaySpec(_Strict):
     address: str | None = None  # None: start Ray locally; "auto" or ray://host:10001 joins a cluster
     num_cpus: int | None = Field(None, ge=1)  # local Ray only
     namespace: str = "omnisift"
+    actor_start_timeout: float = Field(600.0, gt=0)  # seconds for actors to be placed and load the model
 
 
 class PipelineConfig(_Strict):

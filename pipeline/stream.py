@@ -17,14 +17,20 @@ watch event and stats record.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import PipelineConfig, StreamSpec, WatchSpec, load_pipeline_config, source_mapping
+from pipeline.config import (
+    PipelineConfig,
+    StreamSpec,
+    WatchSpec,
+    load_pipeline_config,
+    source_mapping,
+)
 from pipeline.workers import Answer, ChunkStats, WatchEvent, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -114,7 +120,14 @@ class OmniStream:
             self.encoder = actors.start_encoder(cfg, spec)
             self.model = actors.start_model(cfg, spec)
             # constructors run now; a model that cannot load fails here, with its own message
-            await asyncio.gather(self.encoder.where.remote(), self.model.where.remote())
+            try:
+                await asyncio.wait_for(asyncio.gather(self.encoder.where.remote(), self.model.where.remote()),
+                                       cfg.ray.actor_start_timeout)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"encoder/model actors not running after {cfg.ray.actor_start_timeout:g}s: does a node have "
+                    f"the resources they ask for (encoder {_wants(cfg.resources.encoder)}, model "
+                    f"{_wants(cfg.resources.model)}) and room to load the model?") from None
             from pipeline.metrics import PipelineMetrics
 
             self.metrics = PipelineMetrics()
@@ -460,6 +473,11 @@ class OmniStream:
         answer = await self.ask(request["question"], request.get("stream"),
                                 max_new_tokens=request.get("max_new_tokens"), timeout=request.get("timeout", 120.0))
         return {"ok": True, "answer": answer.to_json()}
+
+
+def _wants(res) -> str:
+    want = {"CPU": res.num_cpus, "GPU": res.num_gpus, **res.resources}
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in want.items() if v) + "}"
 
 
 def _stats_from(message: dict) -> ChunkStats:

@@ -1,0 +1,56 @@
+"""A simulated two-node cluster (`ray.cluster_utils.Cluster`): actors go where the config's resources say."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.stream import OmniStream
+from tests.ray_pipeline.conftest import next_matching, pipeline_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"camera_node": 1}})
+    worker = cluster.add_node(num_cpus=1, resources={"gpu_node": 1})
+    ray.init(address=cluster.address, namespace="omnisift-cluster-test", log_to_driver=False, configure_logging=False)
+    cluster.wait_for_nodes()
+    head_id = ray.get_runtime_context().get_node_id()  # the driver attaches to the head node
+    yield {"head": head_id, "worker": worker.node_id}
+    ray.shutdown()
+    cluster.shutdown()
+
+
+async def test_actors_are_placed_by_resources_across_two_nodes(two_nodes, tiny_model_path, av_file):
+    resources = {"source": {"num_cpus": 0, "resources": {"camera_node": 0.5}},
+                 "encoder": {"num_cpus": 0.25, "resources": {"gpu_node": 0.5}},
+                 "model": {"num_cpus": 0.25, "resources": {"gpu_node": 0.5}}}
+    cfg = pipeline_config(tiny_model_path, [{"name": "clip", "source": {"type": "file", "path": str(av_file)}}],
+                          resources=resources, zmq={"pub": None, "rep": None}, metrics={"port": None})
+    async with OmniStream.from_config(cfg) as p:
+        assert p.config.ray.address is None and not p._owns_ray  # joined the running cluster
+        await next_matching(p.stats("clip"), lambda s: s.index == 3, 90)
+        source_node = (await p.streams["clip"].source.where.remote())["node_id"]
+        encoder_node = (await p.encoder.where.remote())["node_id"]
+        model_node = (await p.model.where.remote())["node_id"]
+        assert source_node == two_nodes["head"]
+        assert encoder_node == model_node == two_nodes["worker"]
+        answer = await p.ask("What is on screen?", "clip", timeout=60)
+        assert answer.media_time == 8.0
+
+
+async def test_resources_no_node_has_fail_clearly_instead_of_hanging(two_nodes, tiny_model_path):
+    import asyncio
+
+    cfg = pipeline_config(tiny_model_path, [], resources={"model": {"num_cpus": 0, "resources": {"tpu_node": 1}}},
+                          zmq={"pub": None, "rep": None}, metrics={"port": None}, ray={"actor_start_timeout": 5})
+    stream = OmniStream.from_config(cfg)
+    with pytest.raises(TimeoutError, match=r"model \{tpu_node: 1\}"):
+        await asyncio.wait_for(stream.start(), 60)
+    assert stream.model is None and stream.encoder is None  # start() cleaned up after itself
