@@ -44,15 +44,22 @@ def ratios_for_retention(
 ) -> Ratios:
     """Drop ratios that keep about `retention` of a chunk's audio + video tokens.
 
-    Audio keeps the release ratio (`rho_audio`) and video absorbs the rest; when even dropping all
-    video cannot reach the target, audio is cut further. The result is exact up to the floor rule.
+    Audio keeps the release ratio (`rho_audio`) and video absorbs the rest; when that would leave less
+    than one video token per frame (small frames), each frame keeps one token and audio is cut further.
+    The result is exact up to the floor rule.
     """
     check_ratio("retention", retention)
     total = frames_per_chunk * tokens_per_frame + audio_per_chunk
     target = retention * total
     audio_kept = kept_count(audio_per_chunk, rho_audio)
     video_budget = target - audio_kept
-    if video_budget >= 0:
+    if tokens_per_frame == 0:
+        return Ratios(rho_video=0.0, rho_audio=min(max(1.0 - target / audio_per_chunk, 0.0), 1.0))  # audio only
+    if video_budget >= frames_per_chunk:
         rho_video = 1.0 - video_budget / (frames_per_chunk * tokens_per_frame)
         return Ratios(rho_video=min(max(rho_video, 0.0), 1.0), rho_audio=rho_audio)
-    return Ratios(rho_video=1.0, rho_audio=min(max(1.0 - target / audio_per_chunk, 0.0), 1.0))
+    # Audio at the release ratio alone would exceed the target (small frames): every frame still keeps
+    # one token, so the picture is never lost, and audio takes the rest of the budget.
+    rho_video = 1.0 - 1.0 / tokens_per_frame
+    audio_target = max(target - frames_per_chunk, 0.0)
+    return Ratios(rho_video=rho_video, rho_audio=min(max(1.0 - audio_target / audio_per_chunk, 0.0), 1.0))
