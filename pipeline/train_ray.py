@@ -8,6 +8,7 @@ Works on CPUs (gloo) for tests and on GPUs/machines for real runs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -32,8 +33,11 @@ def train_loop_per_worker(config: dict) -> None:
     trainer.run(batch_stream(examples, settings.batch_size, pad_id, seed=settings.seed, rank=rank, world=world),
                 progress=rank == 0)
     losses = [loss for _, loss in trainer.history.train]
-    ray.train.report({"optimizer_step": trainer.optimizer_step, "last_loss": losses[-1] if losses else None,
-                      "rank": rank})
+    metrics = {"optimizer_step": trainer.optimizer_step, "last_loss": losses[-1] if losses else None,
+               "rank": rank, "world": world, "micro_batches": trainer.micro_step}
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out_dir) / f"worker-{rank}.json").write_text(json.dumps(metrics))  # what each worker did
+    ray.train.report(metrics)
 
 
 def train_with_ray(cfg, *, storage: str | Path | None = None, threads: int = 1):

@@ -78,7 +78,10 @@ def test_ray_train_runs_two_cpu_workers(tmp_path, tiny_path, clips):
     finally:
         ray.shutdown()
     assert result.error is None
-    assert result.metrics["optimizer_step"] == 2
+    workers = [json.loads((tmp_path / "run" / f"worker-{r}.json").read_text()) for r in (0, 1)]
+    assert [w["world"] for w in workers] == [2, 2]
+    assert [w["optimizer_step"] for w in workers] == [2, 2]
+    assert json.loads((tmp_path / "run" / "final" / "trainer_state.json").read_text())["optimizer_step"] == 2
     selector = load_selector(tmp_path / "run" / "final" / "selector.safetensors")
     assert selector.d_model == 64
 
