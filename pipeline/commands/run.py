@@ -55,10 +55,19 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
 
 
 async def _print_events(stream, config, print_stats: bool) -> None:
+    next_question: dict[str, float] = {}
+    asking: list[asyncio.Task] = []  # at most one question in flight; cancelled when printing stops
+    try:
+        await _print_loop(stream, config, print_stats, next_question, asking)
+    finally:
+        for task in asking:
+            task.cancel()
+        await asyncio.gather(*asking, return_exceptions=True)
+
+
+async def _print_loop(stream, config, print_stats, next_question, asking) -> None:
     from pipeline.workers import Answer, ChunkStats, WatchEvent
 
-    next_question: dict[str, float] = {}
-    asking: asyncio.Task | None = None
     async for ev in stream.events():
         if isinstance(ev, ChunkStats):
             if print_stats:
@@ -67,9 +76,9 @@ async def _print_events(stream, config, print_stats: bool) -> None:
                       f"lag {ev.lag:.2f}s  dropped {ev.dropped}", flush=True)
             end = ev.media_time + ev.duration
             due = next_question.setdefault(ev.stream, config.ask_every or float("inf"))
-            if end >= due and (asking is None or asking.done()):
+            if end >= due and not any(not t.done() for t in asking):
                 next_question[ev.stream] = end + config.ask_every
-                asking = asyncio.create_task(_ask(stream, config.question, ev.stream))
+                asking[:] = [asyncio.create_task(_ask(stream, config.question, ev.stream))]
         elif isinstance(ev, WatchEvent):
             tag = "ALERT" if ev.alert else "watch"
             print(f"[{ev.stream}] {tag} p(yes)={ev.p_yes:.2f} {ev.question!r} @ {ev.media_time:.1f}s "

@@ -1,0 +1,82 @@
+"""`omnisift run CONFIG --duration S` and `omnisift demo --ray` in a subprocess: output, clean stop, no
+process left behind; bad configs exit 2 with one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+def _ray_processes() -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    pids = set()
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if any(k in args for k in ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard/agent")):
+            pids.add(int(pid))
+    return pids
+
+
+def _run(args, timeout=150):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_model_path, tmp_path):
+    import ray
+
+    assert not ray.is_initialized()
+    before = _ray_processes()
+    config = {
+        "streams": [{"name": "cam", "source": {"type": "synthetic", "width": 160, "height": 120, "fps": 10,
+                                                "duration": None, "realtime": True}}],
+        "model": {"path": str(tiny_model_path), "max_new_tokens": 3},
+        "ask_every": 2.0, "question": "What is on screen?",
+        "watch": [{"question": "Is it loud?", "every": 2.0, "threshold": 0.0}],
+        "zmq": {"pub": "tcp://127.0.0.1:*", "rep": "tcp://127.0.0.1:*"}, "metrics": {"port": 0},
+        "ray": {"num_cpus": 2},
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    started = time.monotonic()
+    out = _run(["run", str(path), "--duration", "7"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert time.monotonic() - started < 120
+    lines = out.stdout.splitlines()
+    assert any(ln.startswith("[cam] chunk") and "lag" in ln and "dropped" in ln for ln in lines), out.stdout
+    assert any(ln.startswith("[cam] ALERT p(yes)=") and "lag" in ln for ln in lines), out.stdout
+    assert any(ln.startswith("[cam] A: ") and "lag" in ln for ln in lines), out.stdout
+    assert lines[-1].startswith("[cam] running:") and "dropped" in lines[-1]
+    assert any(ln.startswith("rep: tcp://127.0.0.1:") for ln in lines)
+    deadline = time.monotonic() + 15
+    while _ray_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _ray_processes() - before, "Ray processes left behind"
+
+
+@pytest.mark.parametrize(("config", "words"), [
+    ({"streams": [{"name": "a", "source": {"type": "vhs"}}]}, "'vhs'"),
+    ({"streams": [], "modle": {}}, "unknown field 'modle'"),
+])
+def test_run_with_a_bad_config_exits_2_with_one_line(tmp_path, config, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = _run(["run", str(path), "--duration", "1"], timeout=60)
+    assert out.returncode == 2
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and words in errors[0], out.stderr
+
+
+def test_ask_without_a_running_pipeline_times_out_with_one_line(tmp_path):
+    from tests.ray_pipeline.conftest import free_port
+
+    out = _run(["ask", "hello?", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5"], timeout=60)
+    assert out.returncode == 2 and "error: no reply from" in out.stderr
