@@ -50,7 +50,7 @@ CLIP_SECONDS = 8
 RATE = 16_000
 SIZE = 56
 FPS = 4
-BEEP_SECONDS = 0.12
+BEEP_SECONDS = 0.32
 COLOURS = np.array([(220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 220, 40), (240, 240, 240), (20, 20, 20)])
 RATIOS = Ratios(rho_video=0.5, rho_audio=0.8)
 
@@ -64,8 +64,8 @@ class ClipSpec:
 
 
 def random_spec(rng: np.random.Generator) -> ClipSpec:
-    beep = float(rng.uniform(0.1, CLIP_SECONDS - 0.3))
-    bursts = tuple(float(t) for t in rng.uniform(0.1, CLIP_SECONDS - 0.3, size=3))
+    beep = float(rng.uniform(0.1, CLIP_SECONDS - BEEP_SECONDS - 0.1))
+    bursts = tuple(float(t) for t in rng.uniform(0.1, CLIP_SECONDS - BEEP_SECONDS - 0.1, size=3))
     return ClipSpec(int(rng.integers(len(PITCHES))), beep, tuple(int(c) for c in rng.integers(len(COLOURS),
                                                                                                size=CLIP_SECONDS)),
                     bursts)
@@ -80,7 +80,7 @@ def clip_audio(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
         audio[s:s + int(BEEP_SECONDS * RATE)] += 0.3 * rng.standard_normal(int(BEEP_SECONDS * RATE))
     s, m = int(spec.beep_start * RATE), int(BEEP_SECONDS * RATE)
     tt = np.arange(m) / RATE
-    audio[s:s + m] += 0.5 * np.sin(2 * np.pi * PITCHES[spec.pitch] * tt) * np.hanning(m) ** 0.25
+    audio[s:s + m] += 0.8 * np.sin(2 * np.pi * PITCHES[spec.pitch] * tt) * np.hanning(m) ** 0.25
     return np.clip(audio, -1, 1).astype(np.float32)
 
 
@@ -294,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--train", type=int, default=320)
     parser.add_argument("--test", type=int, default=160)
-    parser.add_argument("--backbone-steps", type=int, default=200)
-    parser.add_argument("--backbone-lr", type=float, default=2e-3)
+    parser.add_argument("--backbone-steps", type=int, default=400)
+    parser.add_argument("--backbone-lr", type=float, default=3e-3)
     parser.add_argument("--selector-steps", type=int, default=120)
     parser.add_argument("--selector-lr", type=float, default=1e-3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/omnisift-synthetic"))
