@@ -285,7 +285,6 @@ class OmniStream:
 
     async def _appender(self, st: _Stream) -> None:
         """Encoded chunks -> model context, in order; then the standing questions of this stream."""
-        name = st.spec.name
         while True:
             item = await st.queue.get()
             if item is None:
@@ -469,7 +468,7 @@ class OmniStream:
             raise ValueError("request needs a 'question' (or 'command': 'streams' | 'stats')")
         unknown = set(request) - {"question", "stream", "max_new_tokens", "timeout"}
         if unknown:
-            raise ValueError(f"unknown request field {sorted(unknown)[0]!r}")
+            raise ValueError(f"unknown request field {min(unknown)!r}")
         answer = await self.ask(request["question"], request.get("stream"),
                                 max_new_tokens=request.get("max_new_tokens"), timeout=request.get("timeout", 120.0))
         return {"ok": True, "answer": answer.to_json()}

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,18 +16,18 @@ import yaml
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-def _ray_processes() -> set[int]:
+def _ray_processes(marker: str = "") -> dict[int, str]:
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    pids = set()
+    pids = {}
     for line in out.splitlines():
         pid, _, args = line.strip().partition(" ")
-        if any(k in args for k in ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard/agent")):
-            pids.add(int(pid))
+        if marker in args and "pytest" not in args:  # Ray's processes name their session dir
+            pids[int(pid)] = args[:160]
     return pids
 
 
-def _run(args, timeout=150):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _run(args, timeout=150, **env):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -34,7 +36,8 @@ def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_mo
     import ray
 
     assert not ray.is_initialized()
-    before = _ray_processes()
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
+    before = _ray_processes(ray_tmp)
     config = {
         "streams": [{"name": "cam", "source": {"type": "synthetic", "width": 160, "height": 120, "fps": 10,
                                                 "duration": None, "realtime": True}}],
@@ -47,7 +50,7 @@ def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_mo
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config))
     started = time.monotonic()
-    out = _run(["run", str(path), "--duration", "7"])
+    out = _run(["run", str(path), "--duration", "7"], RAY_TMPDIR=ray_tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     assert time.monotonic() - started < 120
     lines = out.stdout.splitlines()
@@ -57,9 +60,11 @@ def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_mo
     assert lines[-1].startswith("[cam] running:") and "dropped" in lines[-1]
     assert any(ln.startswith("rep: tcp://127.0.0.1:") for ln in lines)
     deadline = time.monotonic() + 15
-    while _ray_processes() - before and time.monotonic() < deadline:
+    assert any(Path(ray_tmp).iterdir()), "the run did not use RAY_TMPDIR; the check below would see nothing"
+    while set(_ray_processes(ray_tmp)) - set(before) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _ray_processes() - before, "Ray processes left behind"
+    left = {pid: args for pid, args in _ray_processes(ray_tmp).items() if pid not in before}
+    assert not left, f"Ray processes left behind: {left}"
 
 
 @pytest.mark.parametrize(("config", "words"), [

@@ -4,9 +4,9 @@ runs loads and reads the stream the publisher pushes. `docker compose config` ru
 
 from __future__ import annotations
 
-from pathlib import Path
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml

@@ -53,7 +53,7 @@ async def test_pub_sends_topic_and_json():
 
 async def test_curve_lets_in_known_clients_only(tmp_path):
     _, server_secret = write_certificates(tmp_path / "server", "server")
-    client_public, client_secret = write_certificates(tmp_path / "clients", "client")
+    _, client_secret = write_certificates(tmp_path / "clients", "client")
     _, stranger_secret = write_certificates(tmp_path / "strangers", "stranger")
     curve = CurveSpec(server_secret_file=str(server_secret), clients_dir=str(tmp_path / "clients"))
     front = ZmqFrontend(None, "tcp://127.0.0.1:*", _echo, curve)
