@@ -1,4 +1,8 @@
-"""`omnisift demo`: the live session on a synthetic stream (the README's main command)."""
+"""`omnisift demo`: the whole pipeline on a synthetic live stream (the README's main command).
+
+By default it starts local Ray with the source, encoder and model actors, a standing question, ZeroMQ
+and metrics, exactly as `omnisift run` does; `--no-ray` runs the same session in this process.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEMO_MODEL)
     parser.add_argument("--every", type=float, default=6.0, help="seconds of media between questions")
     parser.add_argument("--question", default=DEMO_QUESTION)
-    parser.add_argument("--ray", action="store_true",
-                        help="run the whole Ray pipeline (actors, watch, ZeroMQ, metrics) on the same stream")
+    parser.add_argument("--no-ray", dest="ray", action="store_false",
+                        help="run the session in this process instead of the Ray pipeline (starts faster)")
 
 
 def run(args: argparse.Namespace) -> int:

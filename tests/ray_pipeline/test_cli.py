@@ -1,4 +1,4 @@
-"""`omnisift run CONFIG --duration S` and `omnisift demo --ray` in a subprocess: output, clean stop, no
+"""`omnisift run CONFIG --duration S` and `omnisift demo` in a subprocess: output, clean stop, no
 process left behind; bad configs exit 2 with one line."""
 
 from __future__ import annotations
@@ -85,3 +85,23 @@ def test_ask_without_a_running_pipeline_times_out_with_one_line(tmp_path):
 
     out = _run(["ask", "hello?", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5"], timeout=60)
     assert out.returncode == 2 and "error: no reply from" in out.stderr
+
+
+def test_demo_runs_the_ray_pipeline_on_the_tiny_model_and_stops():
+    """The README's main command: local Ray, a synthetic live stream, the tiny model with its banner."""
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    out = _run(["demo", "--duration", "6", "--every", "2", "--model", "no-such-org/no-such-model"],
+               RAY_TMPDIR=ray_tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "TINY RANDOM model" in out.stdout
+    lines = out.stdout.splitlines()
+    assert any(ln.startswith("[demo] chunk") and "kept video" in ln and "lag" in ln for ln in lines), out.stdout
+    assert any(ln.startswith("[demo] A: ") for ln in lines), out.stdout
+
+
+def test_demo_without_ray_runs_the_session_in_process():
+    out = _run(["demo", "--no-ray", "--duration", "5", "--every", "2", "--model", "no-such-org/no-such-model"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "TINY RANDOM model" in out.stdout
+    assert sum(ln.startswith("chunk ") for ln in out.stdout.splitlines()) >= 2
+    assert any(ln.startswith("A: ") for ln in out.stdout.splitlines())
