@@ -1,10 +1,9 @@
 """docker-compose.yml and the Dockerfile, checked as far as a machine without a Docker engine allows:
 the structure, the GPU reservation, the published ports (loopback only), and that the config the app
-runs loads and reads the stream the publisher pushes. `docker compose config` runs when available."""
+runs loads and reads the stream the publisher pushes. Compose's own `config` check runs too."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -70,10 +69,18 @@ def test_dockerfile_installs_the_package_and_runs_the_pipeline():
     assert lines[-1] == 'CMD ["omnisift", "run", "configs/compose.yaml"]'
 
 
-def test_docker_compose_config_validates_when_docker_compose_exists():
-    docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("docker compose plugin not installed (the YAML checks above still ran)")
-    out = subprocess.run([docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
-                         capture_output=True, text=True, timeout=60)
+def test_docker_compose_validates_the_file():
+    """Compose's own schema check (`docker-compose config` needs no engine; tests/run.sh installs it)."""
+    out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+
+
+def test_docker_compose_sees_the_gpu_reservation_and_loopback_ports():
+    out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT, check=True)
+    resolved = yaml.safe_load(out.stdout)
+    devices = resolved["services"]["app"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"] and devices[0]["count"] == 1
+    published = [p for svc in resolved["services"].values() for p in svc.get("ports", [])]
+    assert published and all(str(p).startswith("127.0.0.1:") for p in published)  # v1 prints short syntax
