@@ -1,16 +1,20 @@
 """Proof that selector training works, on a CPU in minutes: a synthetic audio-visual QA task.
 
-Each clip (8 s, 4 chunks) shows a screen whose colour changes every second and plays low noise with
-loud noise bursts (distractors) and one short beep (120 ms, about 3 of the clip's 200 audio tokens) of
-one of four pitches. The question asks the beep's pitch (A-D). The answer depends on a few salient
-audio tokens: if compression drops the beep, the model can only guess.
+Each clip (4 s, 2 chunks) shows a screen whose colour changes every second and plays low noise with
+two loud 80 ms noise bursts (distractors) and one 80 ms beep (2 of the clip's 100 audio tokens) of one
+of four pitches (300/600/1200/2400 Hz). The question asks the beep's pitch (A-D). The answer depends on
+a few salient audio tokens: if compression drops the beep, the model can only guess.
 
 Steps (all through the real code paths: media written to mp4 with PyAV, decoded by `streams`,
 encoded by `operators`' towers into the feature cache, laid out by `omnisift.training`):
 
-1. Generate train and test clips; cache the tiny model's tower outputs once.
+1. Generate train and test clips (different seeds, different files); cache the tiny model's tower
+   outputs once.
 2. Per seed: a tiny Qwen2.5-Omni (towers shared, text backbone and selector from the seed) has its
-   text backbone trained briefly on the task with all tokens, then frozen.
+   text backbone and its audio tower's final projection (`audio_tower.proj`, re-initialised by PCA
+   whitening on the training clips, see `whiten_projection`) trained briefly on the task with all
+   tokens, then frozen. The projection's inputs are recovered exactly from the cached outputs, and
+   `projection_check` reruns the trained tower on a test clip to confirm the features used.
 3. Evaluate at about 25% retention (rho_video 0.5 of 4 tokens per frame, rho_audio 0.8 of 50 per
    chunk: 14 of 58 tokens per chunk kept) with random audio selection, the untrained selector, and
    the selector trained with `Trainer` (hard top-k, straight-through estimator); also full tokens.
@@ -27,7 +31,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -37,8 +41,18 @@ import torch
 from omnisift.data import Sample
 from omnisift.ratios import Ratios
 from omnisift.training import (
-    Example, PromptTemplate, RandomScorer, Trainer, TrainSettings, batch_stream, collate, compressed_forward,
-    build_example, option_logits, plot_curve,
+    Example,
+    PromptTemplate,
+    RandomScorer,
+    Trainer,
+    TrainSettings,
+    batch_stream,
+    build_example,
+    collate,
+    compressed_forward,
+    cosine_with_warmup,
+    option_logits,
+    plot_curve,
 )
 
 log = logging.getLogger(__name__)
@@ -46,11 +60,16 @@ log = logging.getLogger(__name__)
 PITCHES = (300.0, 600.0, 1200.0, 2400.0)
 NAMES = ("low", "medium", "high", "very high")
 QUESTION = "What is the pitch of the beep?"
-CLIP_SECONDS = 8
+CLIP_SECONDS = 4
 RATE = 16_000
 SIZE = 56
 FPS = 4
-BEEP_SECONDS = 0.32
+BEEP_SECONDS = 0.08  # 2 audio tokens (25 per second)
+BURST_SECONDS = 0.08  # distractors: loud noise bursts as short as the beep
+N_BURSTS = 2
+# The audio track ends one AAC frame early: the encoder's padding would otherwise make the decoder
+# emit a third, 32 ms chunk after the two 2-second ones.
+AUDIO_SAMPLES = CLIP_SECONDS * RATE - 1024
 COLOURS = np.array([(220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 220, 40), (240, 240, 240), (20, 20, 20)])
 RATIOS = Ratios(rho_video=0.5, rho_audio=0.8)
 
@@ -64,20 +83,25 @@ class ClipSpec:
 
 
 def random_spec(rng: np.random.Generator) -> ClipSpec:
-    beep = float(rng.uniform(0.1, CLIP_SECONDS - BEEP_SECONDS - 0.1))
-    bursts = tuple(float(t) for t in rng.uniform(0.1, CLIP_SECONDS - BEEP_SECONDS - 0.1, size=3))
+    latest = AUDIO_SAMPLES / RATE - BEEP_SECONDS - 0.1
+    beep = float(rng.uniform(0.1, latest))
+    bursts = []
+    while len(bursts) < N_BURSTS:  # distractors never overlap the beep
+        t = float(rng.uniform(0.1, latest))
+        if abs(t - beep) > BEEP_SECONDS + BURST_SECONDS:
+            bursts.append(t)
+    bursts = tuple(bursts)
     return ClipSpec(int(rng.integers(len(PITCHES))), beep, tuple(int(c) for c in rng.integers(len(COLOURS),
                                                                                                size=CLIP_SECONDS)),
                     bursts)
 
 
 def clip_audio(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
-    """[CLIP_SECONDS * 16000] float32: noise floor, three noise bursts, one beep."""
-    n = CLIP_SECONDS * RATE
-    audio = 0.01 * rng.standard_normal(n)
+    """[AUDIO_SAMPLES] float32: noise floor, short loud noise bursts, one beep."""
+    audio = 0.01 * rng.standard_normal(AUDIO_SAMPLES)
     for t in spec.bursts:
-        s = int(t * RATE)
-        audio[s:s + int(BEEP_SECONDS * RATE)] += 0.3 * rng.standard_normal(int(BEEP_SECONDS * RATE))
+        s, m = int(t * RATE), int(BURST_SECONDS * RATE)
+        audio[s:s + m] += 0.3 * rng.standard_normal(len(audio[s:s + m]))
     s, m = int(spec.beep_start * RATE), int(BEEP_SECONDS * RATE)
     tt = np.arange(m) / RATE
     audio[s:s + m] += 0.8 * np.sin(2 * np.pi * PITCHES[spec.pitch] * tt) * np.hanning(m) ** 0.25
@@ -149,21 +173,103 @@ def tiny_model(folder: Path, seed: int, towers_from=None, hidden_size: int = 64)
     return model
 
 
-def train_backbone(thinker, examples: list[Example], pad_id: int, *, steps: int, batch_size: int, lr: float,
-                   seed: int) -> list[float]:
-    """Train the text backbone (language model + head) on the task with every token kept."""
+def projection_inputs(proj: torch.nn.Linear, audio: torch.Tensor) -> torch.Tensor:
+    """Invert the audio tower's final projection: the inputs z [A, d] with `proj(z) == audio` [A, D].
+
+    The tower ends in `proj(ln_post(h))` with `proj` a d -> D linear map (d = 32 < D = 64, full column rank),
+    so its cached outputs determine z exactly; training `proj` then needs no second run of the tower.
+    """
+    w, b = proj.weight.detach().double(), proj.bias.detach().double()
+    z = ((audio.double() - b) @ torch.linalg.pinv(w).T).float()
+    with torch.no_grad():
+        err = float((proj(z) - audio).abs().max())
+    if err > 1e-4:
+        raise ValueError(f"audio features are not in the projection's range (error {err:.2e})")
+    return z
+
+
+def audio_rows(example: Example, audio_token_id: int, video_token_id: int) -> torch.Tensor:
+    """[N_av] bool: which rows of `example.av_features` are audio tokens."""
+    ids = example.input_ids
+    return ids[(ids == audio_token_id) | (ids == video_token_id)] == audio_token_id
+
+
+@dataclass
+class TaskExamples:
+    """Laid-out examples plus, per example, the audio projection's inputs and which rows are audio."""
+
+    examples: list[Example]
+    z: list[torch.Tensor]  # [n_audio, d]
+    is_audio: list[torch.Tensor]  # [N_av] bool
+
+    def batch(self, idx: list[int], pad_id: int, proj: torch.nn.Linear | None = None):
+        """Collated examples; with `proj`, the audio rows are recomputed as `proj(z)` (differentiably)."""
+        batch = collate([self.examples[i] for i in idx], pad_id)
+        if proj is not None:
+            is_audio = torch.cat([self.is_audio[i] for i in idx]).unsqueeze(-1)
+            audio = proj(torch.cat([self.z[i] for i in idx]))
+            batch = replace(batch, av_features=batch.av_features.masked_scatter(is_audio, audio))
+        return batch
+
+    @torch.no_grad()
+    def with_projection(self, proj: torch.nn.Linear) -> TaskExamples:
+        """The examples with their audio features recomputed by `proj` (the trained tower's outputs)."""
+        out = []
+        for e, z, a in zip(self.examples, self.z, self.is_audio, strict=True):
+            feats = e.av_features.clone()
+            feats[a] = proj(z)
+            out.append(replace(e, av_features=feats))
+        return TaskExamples(out, self.z, self.is_audio)
+
+
+@torch.no_grad()
+def whiten_projection(proj: torch.nn.Linear, z: torch.Tensor, eps: float = 1e-6) -> None:
+    """Re-initialise the audio tower's final projection as PCA whitening of its inputs `z` [N, d].
+
+    The tiny model's random tower barely encodes its input: over 96% of its output is the audio
+    position embedding, identical in every clip, and what a sound changes is about 1% of it (DESIGN:
+    the real tower is pretrained and does not have this problem). Whitening (statistics of the
+    training clips' audio tokens only, no labels) gives every direction of z unit variance, so the
+    directions in which sounds differ become as large as the position ones; training then goes on
+    from there. Output: `Q diag((lambda + eps)^-1/2) U^T (z - mean) / sqrt(d)`, with U, lambda the
+    eigenvectors and eigenvalues of z's covariance and Q an orthonormal basis of the old weight's columns.
+    """
+    z = z.double()
+    mean = z.mean(0)
+    lam, u = torch.linalg.eigh(torch.cov((z - mean).T))
+    q, _ = torch.linalg.qr(proj.weight.double())  # [D, d]
+    w = q @ torch.diag((lam.clamp(min=0) + eps).rsqrt()) @ u.T / z.shape[1] ** 0.5
+    proj.weight.copy_(w.to(proj.weight.dtype))
+    proj.bias.copy_((-(w @ mean)).to(proj.bias.dtype))
+
+
+def train_backbone(thinker, data: TaskExamples, pad_id: int, *, steps: int, batch_size: int, lr: float,
+                   proj_lr: float, seed: int, whiten: bool = True) -> list[float]:
+    """Train the text backbone (embeddings, layers, head) and the audio tower's final projection on the
+    task with every token kept (the projection first re-initialised by `whiten_projection` on the
+    training clips); everything is frozen afterwards."""
     thinker.requires_grad_(False)
-    params = list(thinker.model.language_model.parameters()) + list(thinker.lm_head.parameters())
+    proj = thinker.model.audio_tower.proj
+    if whiten:
+        whiten_projection(proj, torch.cat(data.z))
+    backbone = list(thinker.model.language_model.parameters()) + list(thinker.lm_head.parameters())
+    params = backbone + list(proj.parameters())
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20))
+    optimizer = torch.optim.AdamW([{"params": backbone, "lr": lr}, {"params": list(proj.parameters()), "lr": proj_lr}],
+                                  weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, warmup, steps, min_ratio=0.05))
     thinker.train()
     losses = []
-    for step, batch in enumerate(batch_stream(examples, batch_size, pad_id, seed=seed)):
-        if step >= steps:
-            break
-        loss = compressed_forward(thinker, batch, None).loss
+    order: list[int] = []
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order = [int(i) for i in rng.permutation(len(data.examples))]
+        idx, order = order[:batch_size], order[batch_size:]
+        loss = compressed_forward(thinker, data.batch(idx, pad_id, proj), None).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -175,11 +281,19 @@ def train_backbone(thinker, examples: list[Example], pad_id: int, *, steps: int,
     return losses
 
 
+def beep_tokens(sample: Sample) -> tuple[float, float]:
+    """The beep's span in audio-token units (25 per second)."""
+    b0 = sample.meta["beep_start"] * 25
+    return b0, b0 + BEEP_SECONDS * 25
+
+
 @torch.no_grad()
 def evaluate(thinker, examples: list[Example], samples: list[Sample], option_ids: list[int], pad_id: int,
              ratios: Ratios | None, selector=None, batch_size: int = 32) -> dict:
-    """Accuracy by score over the options, kept fraction of tokens, and how often a beep token was kept."""
+    """Accuracy by score over the options, kept fraction of audio+video tokens, and how often a beep
+    token (an audio token at least half covered by the beep) was kept."""
     correct, total, kept, before, beep_kept = 0, 0, 0, 0, 0
+    audio_id = thinker.config.audio_token_id
     for i in range(0, len(examples), batch_size):
         batch = collate(examples[i:i + batch_size], pad_id)
         result = compressed_forward(thinker, batch, ratios, selector)
@@ -189,11 +303,12 @@ def evaluate(thinker, examples: list[Example], samples: list[Sample], option_ids
             total += 1
             kept_idx = result.index[row][result.kept_mask[row].bool()]
             ids = batch.input_ids[row, kept_idx]
-            audio_pos = batch.positions[0, row, kept_idx][ids == thinker.config.audio_token_id]
-            first_audio = int(batch.positions[0, row][batch.input_ids[row] == thinker.config.audio_token_id].min())
-            k = audio_pos - first_audio
-            b0 = s.meta["beep_start"] * 25
-            beep_kept += bool(((k + 1 > b0) & (k < b0 + BEEP_SECONDS * 25)).any())
+            audio_pos = batch.positions[0, row, kept_idx][ids == audio_id]
+            first_audio = int(batch.positions[0, row][batch.input_ids[row] == audio_id].min())
+            k = (audio_pos - first_audio).double()
+            b0, b1 = beep_tokens(s)
+            overlap = (torch.minimum(k + 1, torch.tensor(b1)) - torch.maximum(k, torch.tensor(b0))).clamp(min=0)
+            beep_kept += bool((overlap >= 0.5).any())
         kept += result.video[1] + result.audio[1]
         before += result.video[0] + result.audio[0]
     return {"accuracy": correct / total, "retention": kept / before, "beep_kept": beep_kept / total, "n": total}
@@ -210,7 +325,38 @@ class SeedResult:
     trained: dict
     backbone_loss: list[float]
     selector_history: list
+    projection_check: float  # max |tower rerun - features used|, on one test clip
     seconds: float
+
+
+def task_examples(model, cache, samples: list[Sample], with_answer: bool) -> TaskExamples:
+    thinker, tok = model.thinker, model.processor.tokenizer
+    cfg = thinker.config
+    template = PromptTemplate.from_processor(model.processor, "You are a helpful assistant.",
+                                             cfg.video_token_id, cfg.audio_token_id)
+    # The options are the same for every clip, so the question is asked without them (shorter sequences).
+    q = tok(QUESTION, add_special_tokens=False)["input_ids"]
+    proj = thinker.model.audio_tower.proj
+    examples, zs, rows = [], [], []
+    for s in samples:
+        features = cache.get(s.media)
+        answer = tok(s.answer, add_special_tokens=False)["input_ids"] if with_answer else None
+        examples.append(build_example(template, features, q, answer))
+        zs.append(projection_inputs(proj, features.audio))
+        rows.append(audio_rows(examples[-1], cfg.audio_token_id, cfg.video_token_id))
+        assert int(rows[-1].sum()) == zs[-1].shape[0]
+    return TaskExamples(examples, zs, rows)
+
+
+def projection_check(model, sample: Sample, examples: TaskExamples, index: int) -> float:
+    """Run the (now trained) audio tower through `operators` on one clip again and compare its audio
+    outputs with the features the evaluation used: they must be the same."""
+    from operators import Encoder, Preprocessor
+    from pipeline.features import encode_file
+
+    fresh = encode_file(sample.media, Preprocessor(model.processor.video_processor, "cpu"), Encoder(model.thinker))
+    used = examples.examples[index].av_features[examples.is_audio[index]]
+    return float((fresh.audio - used).abs().max())
 
 
 def run_seed(seed: int, work: Path, out: Path, ref_model, cache, train_samples, test_samples, args) -> SeedResult:
@@ -218,49 +364,61 @@ def run_seed(seed: int, work: Path, out: Path, ref_model, cache, train_samples, 
     torch.manual_seed(seed)
     model = tiny_model(work, seed, towers_from=ref_model)
     thinker, tok = model.thinker, model.processor.tokenizer
-    template = PromptTemplate.from_processor(model.processor, "You are a helpful assistant.",
-                                             thinker.config.video_token_id, thinker.config.audio_token_id)
-    # The options are the same for every clip, so the question is asked without them (shorter sequences).
-    q = tok(QUESTION, add_special_tokens=False)["input_ids"]
-    train_ex = [build_example(template, cache.get(s.media), q, tok(s.answer, add_special_tokens=False)["input_ids"])
-                for s in train_samples]
-    test_ex = [build_example(template, cache.get(s.media), q, None) for s in test_samples]
+    train_data = task_examples(model, cache, train_samples, with_answer=True)
+    test_data = task_examples(model, cache, test_samples, with_answer=False)
     pad_id = tok.pad_token_id
-    option_ids = [tok(letter, add_special_tokens=False)["input_ids"][0] for letter in "ABCD"]
-    backbone_loss = train_backbone(thinker, train_ex, pad_id, steps=args.backbone_steps, batch_size=16,
-                                   lr=args.backbone_lr, seed=seed)
+    option_ids = [tok(letter, add_special_tokens=False)["input_ids"][0] for letter in "ABCD"[:len(PITCHES)]]
+    backbone_loss = train_backbone(thinker, train_data, pad_id, steps=args.backbone_steps,
+                                   batch_size=args.batch_size, lr=args.backbone_lr, proj_lr=args.proj_lr, seed=seed)
+    proj = thinker.model.audio_tower.proj
+    train_ex = train_data.with_projection(proj).examples
+    test_data = test_data.with_projection(proj)
+    test_ex = test_data.examples
+    check = projection_check(model, test_samples[0], test_data, 0)
     full = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, None)
     randoms = [evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS, RandomScorer(seed * 10 + r))
                for r in range(3)]
     random_mean = {k: float(np.mean([r[k] for r in randoms])) for k in randoms[0]}
     untrained = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS)
-    settings = TrainSettings(steps=args.selector_steps, batch_size=16, lr=args.selector_lr, warmup_steps=10,
-                             min_lr_ratio=0.1, rho_video=RATIOS.rho_video, rho_audio=RATIOS.rho_audio,
-                             save_every=0, log_every=10, seed=seed)
+    settings = TrainSettings(steps=args.selector_steps, batch_size=args.batch_size, lr=args.selector_lr,
+                             warmup_steps=10, min_lr_ratio=0.1, rho_video=RATIOS.rho_video,
+                             rho_audio=RATIOS.rho_audio, save_every=0, log_every=10, seed=seed)
     trainer = Trainer(thinker, settings, out_dir=work / f"selector-seed{seed}")
     trainer.run(batch_stream(train_ex, settings.batch_size, pad_id, seed=seed), progress=args.progress)
     thinker.eval()
     trained = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS)
     plot_curve(trainer.history, out / f"selector-curve-seed{seed}.png", title=f"VGAS training, seed {seed}")
-    return SeedResult(seed, full, random_mean, untrained, trained, backbone_loss,
-                      [list(x) for x in trainer.history.train], time.perf_counter() - start)
+    result = SeedResult(seed, full, random_mean, untrained, trained, backbone_loss,
+                        [list(x) for x in trainer.history.train], check, time.perf_counter() - start)
+    print(f"seed {seed}: full {full['accuracy']:.3f}, random {random_mean['accuracy']:.3f} "
+          f"(beep kept {random_mean['beep_kept']:.2f}), untrained {untrained['accuracy']:.3f} "
+          f"({untrained['beep_kept']:.2f}), trained {trained['accuracy']:.3f} ({trained['beep_kept']:.2f}), "
+          f"retention {trained['retention']:.3f}, projection check {check:.1e}, {result.seconds:.0f} s", flush=True)
+    return result
 
 
 def summary_table(results: list[SeedResult]) -> str:
-    rows = ["| seed | full tokens | random audio @25% | untrained VGAS @25% | trained VGAS @25% | retention | "
-            "beep kept: random / untrained / trained |", "|---|---|---|---|---|---|---|"]
+    rows = [("| seed | full tokens | random audio @25% | untrained VGAS @25% | trained VGAS @25% | kept fraction | "
+             "beep kept: random / untrained / trained |"), "|---|---|---|---|---|---|---|"]
     for r in results:
         rows.append(f"| {r.seed} | {r.full['accuracy']:.3f} | {r.random['accuracy']:.3f} | "
-                    f"{r.untrained['accuracy']:.3f} | {r.trained['accuracy']:.3f} | {r.trained['retention']:.1%} | "
+                    f"{r.untrained['accuracy']:.3f} | {r.trained['accuracy']:.3f} | "
+                    f"{r.random['retention']:.1%} / {r.untrained['retention']:.1%} / {r.trained['retention']:.1%} | "
                     f"{r.random['beep_kept']:.2f} / {r.untrained['beep_kept']:.2f} / {r.trained['beep_kept']:.2f} |")
-    mean = lambda key, f: float(np.mean([getattr(r, key)[f] for r in results]))  # noqa: E731
-    std = lambda key, f: float(np.std([getattr(r, key)[f] for r in results]))  # noqa: E731
+    mean = lambda key, f: float(np.mean([getattr(r, key)[f] for r in results]))
+    std = lambda key, f: float(np.std([getattr(r, key)[f] for r in results], ddof=1)) if len(results) > 1 else 0.0
     rows.append(f"| mean ± sd | {mean('full', 'accuracy'):.3f} ± {std('full', 'accuracy'):.3f} | "
                 f"{mean('random', 'accuracy'):.3f} ± {std('random', 'accuracy'):.3f} | "
                 f"{mean('untrained', 'accuracy'):.3f} ± {std('untrained', 'accuracy'):.3f} | "
                 f"{mean('trained', 'accuracy'):.3f} ± {std('trained', 'accuracy'):.3f} | "
-                f"{mean('trained', 'retention'):.1%} | {mean('random', 'beep_kept'):.2f} / "
-                f"{mean('untrained', 'beep_kept'):.2f} / {mean('trained', 'beep_kept'):.2f} |")
+                f"{mean('trained', 'retention'):.1%} | "
+                f"{mean('random', 'beep_kept'):.2f} ± {std('random', 'beep_kept'):.2f} / "
+                f"{mean('untrained', 'beep_kept'):.2f} ± {std('untrained', 'beep_kept'):.2f} / "
+                f"{mean('trained', 'beep_kept'):.2f} ± {std('trained', 'beep_kept'):.2f} |")
+    gains = [r.trained["accuracy"] - r.random["accuracy"] for r in results]
+    rows.append("")
+    rows.append(f"trained - random accuracy per seed: {', '.join(f'{g:+.3f}' for g in gains)} "
+                f"(mean {np.mean(gains):+.3f}, min {min(gains):+.3f})")
     return "\n".join(rows)
 
 
@@ -270,32 +428,33 @@ def plot_all(results: list[SeedResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    w = 10
+    smooth = lambda ys: [float(np.mean(ys[max(0, i - w + 1):i + 1])) for i in range(len(ys))]
     for r in results:
-        ys = r.backbone_loss
-        axes[0].plot(ys, alpha=0.7, label=f"seed {r.seed}")
-        ys = [loss for _, loss in r.selector_history]
-        w = 10
-        smooth = [float(np.mean(ys[max(0, i - w + 1):i + 1])) for i in range(len(ys))]
-        axes[1].plot(smooth, label=f"seed {r.seed}")
-    axes[0].set_title("1. text backbone, all tokens")
-    axes[1].set_title("2. VGAS selector @25% retention (running mean 10)")
+        axes[0].plot(smooth(r.backbone_loss), label=f"seed {r.seed}")
+        axes[1].plot(smooth([loss for _, loss in r.selector_history]), label=f"seed {r.seed}")
+    axes[0].axhline(np.log(len(PITCHES)) / 2, color="grey", ls=":", lw=1, label="chance")
+    axes[0].set_title("1. backbone + audio projection, all tokens")
+    axes[1].set_title(f"2. VGAS @{RATIOS.rho_video}/{RATIOS.rho_audio} (video/audio dropped)")
     for ax in axes:
         ax.set_xlabel("step")
-        ax.set_ylabel("answer loss")
-        ax.legend()
+        ax.set_ylabel(f"answer loss (running mean {w})")
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--train", type=int, default=320)
+    parser.add_argument("--train", type=int, default=640)
     parser.add_argument("--test", type=int, default=160)
-    parser.add_argument("--backbone-steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--backbone-steps", type=int, default=600)
     parser.add_argument("--backbone-lr", type=float, default=3e-3)
+    parser.add_argument("--proj-lr", type=float, default=3e-3)
     parser.add_argument("--selector-steps", type=int, default=120)
     parser.add_argument("--selector-lr", type=float, default=1e-3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/omnisift-synthetic"))
