@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from streams.config import load_source_config
+from streams.config import load_source_config, read_yaml
 from streams.errors import ConfigError
 
 DropPolicy = Literal["drop_oldest", "block"]
@@ -209,12 +208,7 @@ def load_pipeline_config(obj: Any, **overrides: Any) -> PipelineConfig:
         obj = obj.model_dump()
     elif isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
-        try:
-            obj = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"pipeline config: file {str(path)!r} not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"pipeline config: {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        obj = read_yaml(path, "pipeline config")
         base = path.parent
     if not isinstance(obj, dict):
         raise ConfigError(f"pipeline config: expected a mapping, got {type(obj).__name__}")

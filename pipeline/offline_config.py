@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from omnisift.data import LAYOUTS
+from streams.config import read_yaml
 
 Layout = Literal["auto", "jsonl", "worldsense", "videomme", "dailyomni", "omnivideobench", "video_salmonn"]
 assert set(LAYOUTS) <= set(Layout.__args__)
@@ -92,9 +92,7 @@ class EvalConfig(_Strict):
 def load_config(path: str | Path, cls: type[BaseModel], overrides: dict | None = None) -> BaseModel:
     """Read and validate a YAML config; raises ValueError naming the bad field and value."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, "config") or {}
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")

@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .errors import ConfigError
 from .redact import redact_url
@@ -260,6 +268,19 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
     return f"source config: field '{field}' has bad value {value!r}: {msg}"
 
 
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """The YAML document at `path`; a missing or malformed file is a one-line ConfigError naming `what`.
+
+    The one YAML reader of the project: source, pipeline, training and evaluation configs all use it."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"{what}: file {str(path)!r} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what}: {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
 def load_source_config(obj: Any) -> SourceConfig:
     """Validate a source config given as a mapping, a config object, or a YAML file path."""
     if isinstance(obj, BaseModel):
@@ -267,13 +288,7 @@ def load_source_config(obj: Any) -> SourceConfig:
             return obj
         obj = obj.model_dump()
     if isinstance(obj, (str, os.PathLike)):
-        path = Path(obj)
-        try:
-            obj = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"source config: file {str(path)!r} not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"source config: {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        obj = read_yaml(obj, "source config")
     if isinstance(obj, dict) and "type" not in obj and isinstance(obj.get("source"), dict):
         obj = obj["source"]
     if not isinstance(obj, dict):
