@@ -206,3 +206,19 @@ async def test_cancelled_and_timed_out_questions_leave_the_stream_working(live):
         await live.ask("What now?", "cam", max_new_tokens=64, timeout=1e-6)
     answer = await live.ask("And now?", "cam", timeout=60)
     assert answer.stream == "cam"
+
+
+async def test_chunks_pass_through_the_object_store_without_piling_up(live):
+    """The driver hands chunk refs from the source to the encoder and lets go of them: the number of
+    object references this process holds does not grow as chunks keep flowing."""
+    core = ray._private.worker.global_worker.core_worker
+    stats = live.stats("cam")
+    await next_matching(stats, lambda s: True, 60)
+    before = len(core.get_all_reference_counts())
+    seen = 0
+    async for _ in stats:
+        seen += 1
+        if seen == 6:
+            break
+    after = len(core.get_all_reference_counts())
+    assert after <= before + 4, (before, after)  # in flight only: max_in_flight chunks, not every chunk
