@@ -48,11 +48,14 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
     local_files_only: bool = False,
+    towers_only: bool = False,
 ) -> OmniModel:
     """Load the thinker (with OmniSIFT inside its forward) and the processor.
 
     `selector` is a separate selector checkpoint for a base Qwen2.5-Omni model; without it the model
     checkpoint must hold one (OmniSIFT-7B layout) unless `compress=False` or `rho_audio == 0`.
+    `towers_only=True` drops the language model and LM head after loading, before anything moves to the
+    device: what an encoder process needs (towers + selector), without a second copy of the 7B's LM.
     """
     device = pick_device(device)
     dtype = pick_dtype(device, dtype)
@@ -70,6 +73,9 @@ def load_model(
             "pass selector=PATH, or rho_audio=0, or compress=False"
         )
     has_selector = selector is not None or not missing_selector
+    if towers_only:
+        thinker.model.language_model = None
+        thinker.lm_head = None
     thinker.to(device=device, dtype=dtype).eval()
     thinker.configure_compression(rho_video=rho_video, rho_audio=rho_audio, retention=retention, enabled=compress)
     if not has_selector:

@@ -191,13 +191,15 @@ def resolve_model_path(spec: dict) -> tuple[str, bool]:
         return str(make_tiny_omni(Path(tempfile.mkdtemp(prefix="omnisift-tiny-")))), True
 
 
-def load_omni(spec: dict):
-    """Load the `OmniModel` a model spec (a `ModelSpec` dump) names."""
+def load_omni(spec: dict, *, towers_only: bool = False):
+    """Load the `OmniModel` a model spec (a `ModelSpec` dump) names; `towers_only` for the encoder."""
     from omnisift.loading import load_model
+    from operators import COMPRESSORS
 
+    compressor = COMPRESSORS.get(spec.get("compressor", "omnisift"))
     return load_model(spec["path"], selector=spec.get("selector"), device=spec.get("device"),
-                      dtype=spec.get("dtype"), compress=spec.get("compressor", "omnisift") == "omnisift",
-                      local_files_only=spec.get("local_files_only", False))
+                      dtype=spec.get("dtype"), compress=compressor is None or compressor.needs_selector,
+                      local_files_only=spec.get("local_files_only", False), towers_only=towers_only)
 
 
 def new_session(model, spec: dict):
@@ -241,7 +243,7 @@ class EncoderWorker:
     def __init__(self, spec: dict, *, model=None, num_cpus: float | None = None) -> None:
         _threads(num_cpus)
         self.spec = spec
-        self.model = model if model is not None else load_omni(spec)
+        self.model = model if model is not None else load_omni(spec, towers_only=True)
         self.encoders: dict[str, Any] = {}
 
     def encode(self, chunk: AVChunk) -> EncodedChunkResult:

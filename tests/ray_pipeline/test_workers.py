@@ -82,3 +82,19 @@ def test_model_worker_pads_appends_to_a_minimum_time(av_file, loaded):
     model.append(meta, encoded)
     assert time.perf_counter() - t >= 0.3
     assert isinstance(meta, ChunkMeta)
+
+
+def test_encoder_worker_loads_only_the_towers_and_encodes_like_the_full_model(tiny_model_path, loaded):
+    from tests.pipeline.conftest import moving_square_chunks
+
+    spec = {"path": str(tiny_model_path), "compressor": "omnisift"}
+    towers = EncoderWorker(spec)  # loads by itself: towers and selector only
+    full = EncoderWorker(spec, model=loaded)
+    thinker = towers.model.thinker
+    assert thinker.model.language_model is None and thinker.lm_head is None
+    lm_params = sum(p.numel() for p in loaded.thinker.model.language_model.parameters())
+    assert sum(p.numel() for p in thinker.parameters()) + lm_params <= sum(p.numel() for p in loaded.thinker.parameters())
+    for chunk in moving_square_chunks(2):
+        a, b = towers.encode(chunk).compressed, full.encode(chunk).compressed
+        assert (a.positions == b.positions).all()
+        assert (a.tokens - b.tokens).abs().max() < 1e-5
