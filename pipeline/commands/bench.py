@@ -22,11 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tower-layers", type=int, default=4, help="layers of the 7B-wide audio tower (OmniZip)")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument("--benchmarks-md", type=Path,
+                        help="also write the table into this BENCHMARKS.md, replacing the previous bench section")
 
 
 def run(args: argparse.Namespace) -> int:
     from operators.compress import COMPRESSORS
-    from pipeline.compressor_bench import BenchConfig, run_bench, write_outputs
+    import shlex
+    import sys
+
+    from pipeline.compressor_bench import BenchConfig, run_bench, update_benchmarks_md, write_outputs
 
     unknown = [m for m in args.methods if m not in COMPRESSORS]
     if unknown:
@@ -37,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
                          args.window, args.tokens_per_frame, args.reps, args.tower_layers)
     results = run_bench(config)
     paths = write_outputs(results, args.out)
-    print((args.out / "baselines.md").read_text())
+    table = (args.out / "baselines.md").read_text()
+    print(table)
+    if args.benchmarks_md:
+        update_benchmarks_md(args.benchmarks_md, table, "omnisift " + shlex.join(sys.argv[1:]))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

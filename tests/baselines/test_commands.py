@@ -28,6 +28,20 @@ def test_bench_writes_the_side_by_side_table_json_and_plots(tmp_path, capsys):
         assert Image.open(tmp_path / png).size[0] > 100
 
 
+def test_bench_regenerates_its_section_of_benchmarks_md_and_keeps_the_rest(tmp_path):
+    from pipeline.compressor_bench import BEGIN_MARK, END_MARK, update_benchmarks_md
+
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\nkept above\n")
+    update_benchmarks_md(md, "| old |\n", "omnisift bench --old")
+    md.write_text(md.read_text() + "\nkept below\n")
+    update_benchmarks_md(md, "| new |\n", "omnisift bench --new")
+    text = md.read_text()
+    assert text.count(BEGIN_MARK) == 1 and text.count(END_MARK) == 1
+    assert "| new |" in text and "| old |" not in text and "--new" in text
+    assert text.index("kept above") < text.index(BEGIN_MARK) < text.index(END_MARK) < text.index("kept below")
+
+
 def test_bench_rejects_an_unknown_method(tmp_path, capsys):
     assert main(["bench", "--methods", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown compressor" in capsys.readouterr().err
