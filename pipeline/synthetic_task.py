@@ -12,14 +12,19 @@ encoded by `operators`' towers into the feature cache, laid out by `omnisift.tra
    outputs once.
 2. Per seed: a tiny Qwen2.5-Omni (towers shared, text backbone and selector from the seed) has its
    text backbone and its audio tower's final projection (`audio_tower.proj`, re-initialised by PCA
-   whitening on the training clips, see `whiten_projection`) trained briefly on the task with all
-   tokens, then frozen. The projection's inputs are recovered exactly from the cached outputs, and
-   `projection_check` reruns the trained tower on a test clip to confirm the features used.
+   whitening on the training clips, see `whiten_projection`) trained on the task with all tokens,
+   then frozen. Training stops once full-token accuracy on held-out *training* clips (`--val`, never
+   the test clips) reaches `--target`. The projection's inputs are recovered exactly from the cached
+   outputs, and `projection_check` reruns the trained tower on a test clip to confirm the features used.
 3. Evaluate at about 25% retention (rho_video 0.5 of 4 tokens per frame, rho_audio 0.8 of 50 per
-   chunk: 14 of 58 tokens per chunk kept) with random audio selection, the untrained selector, and
-   the selector trained with `Trainer` (hard top-k, straight-through estimator); also full tokens.
+   chunk: 14 of 58 tokens per chunk kept) with random audio selection (mean of `--random-draws`), the
+   untrained selector, and the selector trained with `Trainer` (hard top-k, straight-through
+   estimator); also full tokens. The selector's first `--selector-warmup` training steps use a lower
+   audio drop ratio (`--warmup-rho-audio`); evaluation always uses the ratios above.
 
-    python -m pipeline.synthetic_task --seeds 3 --out docs/training-results
+Seeds run in parallel processes (`--jobs`).
+
+    python -m pipeline.synthetic_task --seeds 5 --work /tmp/w --out docs/training-results --no-progress
 
 writes `results.md`, `results.json` and learning curves there.
 """
@@ -211,6 +216,10 @@ class TaskExamples:
             batch = replace(batch, av_features=batch.av_features.masked_scatter(is_audio, audio))
         return batch
 
+    def subset(self, idx: list[int]) -> TaskExamples:
+        return TaskExamples([self.examples[i] for i in idx], [self.z[i] for i in idx],
+                            [self.is_audio[i] for i in idx])
+
     @torch.no_grad()
     def with_projection(self, proj: torch.nn.Linear) -> TaskExamples:
         """The examples with their audio features recomputed by `proj` (the trained tower's outputs)."""
@@ -244,10 +253,17 @@ def whiten_projection(proj: torch.nn.Linear, z: torch.Tensor, eps: float = 1e-6)
 
 
 def train_backbone(thinker, data: TaskExamples, pad_id: int, *, steps: int, batch_size: int, lr: float,
-                   proj_lr: float, seed: int, whiten: bool = True) -> list[float]:
+                   proj_lr: float, seed: int, whiten: bool = True, val: TaskExamples | None = None,
+                   val_samples: list[Sample] | None = None, option_ids: list[int] | None = None,
+                   target: float = 1.0, eval_every: int = 100, min_steps: int = 0,
+                   ) -> tuple[list[float], list[tuple[int, float]]]:
     """Train the text backbone (embeddings, layers, head) and the audio tower's final projection on the
     task with every token kept (the projection first re-initialised by `whiten_projection` on the
-    training clips); everything is frozen afterwards."""
+    training clips); everything is frozen afterwards.
+
+    With `val` (held-out *training* clips, never the test clips), full-token accuracy on them is measured
+    every `eval_every` steps and training stops once it reaches `target` (after at least `min_steps`),
+    or after `steps`. Returns the per-step losses and the (step, validation accuracy) points."""
     thinker.requires_grad_(False)
     proj = thinker.model.audio_tower.proj
     if whiten:
@@ -265,7 +281,8 @@ def train_backbone(thinker, data: TaskExamples, pad_id: int, *, steps: int, batc
     losses = []
     order: list[int] = []
     rng = np.random.default_rng(seed)
-    for _ in range(steps):
+    val_points: list[tuple[int, float]] = []
+    for step in range(1, steps + 1):
         if len(order) < batch_size:
             order = [int(i) for i in rng.permutation(len(data.examples))]
         idx, order = order[:batch_size], order[batch_size:]
@@ -276,9 +293,17 @@ def train_backbone(thinker, data: TaskExamples, pad_id: int, *, steps: int, batc
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
+        if val is not None and (step % eval_every == 0 or step == steps):
+            thinker.eval()
+            acc = evaluate(thinker, val.with_projection(proj).examples, val_samples, option_ids, pad_id,
+                           None)["accuracy"]
+            thinker.train()
+            val_points.append((step, acc))
+            if acc >= target and step >= min_steps:
+                break
     thinker.eval()
     thinker.requires_grad_(False)
-    return losses
+    return losses, val_points
 
 
 def beep_tokens(sample: Sample) -> tuple[float, float]:
@@ -324,6 +349,7 @@ class SeedResult:
     untrained: dict
     trained: dict
     backbone_loss: list[float]
+    backbone_val: list  # (step, full-token accuracy on the held-out training clips)
     selector_history: list
     projection_check: float  # max |tower rerun - features used|, on one test clip
     seconds: float
@@ -368,57 +394,94 @@ def run_seed(seed: int, work: Path, out: Path, ref_model, cache, train_samples, 
     test_data = task_examples(model, cache, test_samples, with_answer=False)
     pad_id = tok.pad_token_id
     option_ids = [tok(letter, add_special_tokens=False)["input_ids"][0] for letter in "ABCD"[:len(PITCHES)]]
-    backbone_loss = train_backbone(thinker, train_data, pad_id, steps=args.backbone_steps,
-                                   batch_size=args.batch_size, lr=args.backbone_lr, proj_lr=args.proj_lr, seed=seed)
+    # Held-out *training* clips decide when the backbone has learned the task (the test clips are never
+    # looked at before the final evaluation); the backbone trains on the other training clips.
+    n_fit = len(train_samples) - args.val
+    fit_idx, val_idx = list(range(n_fit)), list(range(n_fit, len(train_samples)))
+    backbone_loss, backbone_val = train_backbone(
+        thinker, train_data.subset(fit_idx), pad_id, steps=args.backbone_steps, batch_size=args.batch_size,
+        lr=args.backbone_lr, proj_lr=args.proj_lr, seed=seed, val=train_data.subset(val_idx) if args.val else None,
+        val_samples=train_samples[n_fit:], option_ids=option_ids, target=args.target, eval_every=args.eval_every,
+        min_steps=args.min_backbone_steps)
     proj = thinker.model.audio_tower.proj
     train_ex = train_data.with_projection(proj).examples
     test_data = test_data.with_projection(proj)
     test_ex = test_data.examples
     check = projection_check(model, test_samples[0], test_data, 0)
     full = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, None)
-    randoms = [evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS, RandomScorer(seed * 10 + r))
-               for r in range(3)]
+    randoms = [evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS, RandomScorer(seed * 100 + r))
+               for r in range(args.random_draws)]
     random_mean = {k: float(np.mean([r[k] for r in randoms])) for k in randoms[0]}
     untrained = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS)
     settings = TrainSettings(steps=args.selector_steps, batch_size=args.batch_size, lr=args.selector_lr,
                              warmup_steps=10, min_lr_ratio=0.1, rho_video=RATIOS.rho_video,
                              rho_audio=RATIOS.rho_audio, save_every=0, log_every=10, seed=seed)
     trainer = Trainer(thinker, settings, out_dir=work / f"selector-seed{seed}")
-    trainer.run(batch_stream(train_ex, settings.batch_size, pad_id, seed=seed), progress=args.progress)
+    # Warm-up (training only): the first selector steps drop fewer audio tokens, so the beep is often kept
+    # and its tokens get a gradient through the straight-through mask early on; then the target ratios.
+    # Inference (`evaluate`) always uses RATIOS with OmniSIFT's unchanged rule.
+    if args.selector_warmup:
+        trainer.ratios = Ratios(rho_video=RATIOS.rho_video, rho_audio=args.warmup_rho_audio)
+
+    def after_step(r) -> None:
+        if r.optimizer_step >= args.selector_warmup:
+            trainer.ratios = RATIOS
+
+    trainer.run(batch_stream(train_ex, settings.batch_size, pad_id, seed=seed), progress=args.progress,
+                on_step=after_step)
     thinker.eval()
     trained = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS)
     plot_curve(trainer.history, out / f"selector-curve-seed{seed}.png", title=f"VGAS training, seed {seed}")
-    result = SeedResult(seed, full, random_mean, untrained, trained, backbone_loss,
+    result = SeedResult(seed, full, random_mean, untrained, trained, backbone_loss, [list(x) for x in backbone_val],
                         [list(x) for x in trainer.history.train], check, time.perf_counter() - start)
-    print(f"seed {seed}: full {full['accuracy']:.3f}, random {random_mean['accuracy']:.3f} "
+    val_text = f"backbone {len(backbone_loss)} steps, val {backbone_val[-1][1]:.2f}; " if backbone_val else ""
+    print(f"seed {seed}: {val_text}full {full['accuracy']:.3f}, random {random_mean['accuracy']:.3f} "
           f"(beep kept {random_mean['beep_kept']:.2f}), untrained {untrained['accuracy']:.3f} "
           f"({untrained['beep_kept']:.2f}), trained {trained['accuracy']:.3f} ({trained['beep_kept']:.2f}), "
           f"retention {trained['retention']:.3f}, projection check {check:.1e}, {result.seconds:.0f} s", flush=True)
     return result
 
 
+def _seed_job(seed: int, args, train_samples: list[Sample], test_samples: list[Sample]) -> SeedResult:
+    """`run_seed` in a worker process: the reference towers and the feature cache are loaded from disk."""
+    from transformers.utils import logging as hf_logging
+
+    from pipeline.features import FeatureCache
+
+    logging.basicConfig(level=logging.WARNING)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    ref = tiny_model(args.work, 0)
+    cache = FeatureCache(args.work / "cache", shard_size=64)
+    return run_seed(seed, args.work, args.out, ref, cache, train_samples, test_samples, args)
+
+
 def summary_table(results: list[SeedResult]) -> str:
-    rows = [("| seed | full tokens | random audio @25% | untrained VGAS @25% | trained VGAS @25% | kept fraction | "
-             "beep kept: random / untrained / trained |"), "|---|---|---|---|---|---|---|"]
-    for r in results:
-        rows.append(f"| {r.seed} | {r.full['accuracy']:.3f} | {r.random['accuracy']:.3f} | "
-                    f"{r.untrained['accuracy']:.3f} | {r.trained['accuracy']:.3f} | "
+    rows = [("| seed | backbone steps (held-out train acc) | full tokens | random audio @25% | untrained VGAS @25% | "
+             "trained VGAS @25% | trained - random | kept fraction | beep kept: random / untrained / trained |"),
+            "|---|---|---|---|---|---|---|---|---|"]
+    gains = [r.trained["accuracy"] - r.random["accuracy"] for r in results]
+    for r, g in zip(results, gains, strict=True):
+        val = f" ({r.backbone_val[-1][1]:.2f})" if r.backbone_val else ""
+        rows.append(f"| {r.seed} | {len(r.backbone_loss)}{val} | {r.full['accuracy']:.3f} | {r.random['accuracy']:.3f} | "
+                    f"{r.untrained['accuracy']:.3f} | {r.trained['accuracy']:.3f} | {g:+.3f} | "
                     f"{r.random['retention']:.1%} / {r.untrained['retention']:.1%} / {r.trained['retention']:.1%} | "
                     f"{r.random['beep_kept']:.2f} / {r.untrained['beep_kept']:.2f} / {r.trained['beep_kept']:.2f} |")
-    mean = lambda key, f: float(np.mean([getattr(r, key)[f] for r in results]))
-    std = lambda key, f: float(np.std([getattr(r, key)[f] for r in results], ddof=1)) if len(results) > 1 else 0.0
-    rows.append(f"| mean ± sd | {mean('full', 'accuracy'):.3f} ± {std('full', 'accuracy'):.3f} | "
-                f"{mean('random', 'accuracy'):.3f} ± {std('random', 'accuracy'):.3f} | "
-                f"{mean('untrained', 'accuracy'):.3f} ± {std('untrained', 'accuracy'):.3f} | "
-                f"{mean('trained', 'accuracy'):.3f} ± {std('trained', 'accuracy'):.3f} | "
-                f"{mean('trained', 'retention'):.1%} | "
-                f"{mean('random', 'beep_kept'):.2f} ± {std('random', 'beep_kept'):.2f} / "
-                f"{mean('untrained', 'beep_kept'):.2f} ± {std('untrained', 'beep_kept'):.2f} / "
-                f"{mean('trained', 'beep_kept'):.2f} ± {std('trained', 'beep_kept'):.2f} |")
-    gains = [r.trained["accuracy"] - r.random["accuracy"] for r in results]
+    sd = lambda xs: float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0  # noqa: E731
+    ms = lambda key, f: (f"{np.mean([getattr(r, key)[f] for r in results]):.3f} ± "  # noqa: E731
+                         f"{sd([getattr(r, key)[f] for r in results]):.3f}")
+    ms2 = lambda key: (f"{np.mean([getattr(r, key)['beep_kept'] for r in results]):.2f} ± "  # noqa: E731
+                       f"{sd([getattr(r, key)['beep_kept'] for r in results]):.2f}")
+    steps = [len(r.backbone_loss) for r in results]
+    rows.append(f"| mean ± sd | {np.mean(steps):.0f} | {ms('full', 'accuracy')} | {ms('random', 'accuracy')} | "
+                f"{ms('untrained', 'accuracy')} | {ms('trained', 'accuracy')} | {np.mean(gains):+.3f} ± {sd(gains):.3f} | "
+                f"{np.mean([r.trained['retention'] for r in results]):.1%} | "
+                f"{ms2('random')} / {ms2('untrained')} / {ms2('trained')} |")
     rows.append("")
     rows.append(f"trained - random accuracy per seed: {', '.join(f'{g:+.3f}' for g in gains)} "
-                f"(mean {np.mean(gains):+.3f}, min {min(gains):+.3f})")
+                f"(mean {np.mean(gains):+.3f}, sd {sd(gains):.3f}, min {min(gains):+.3f}; "
+                f"trained > random on {sum(g > 0 for g in gains)} of {len(gains)} seeds)")
     return "\n".join(rows)
 
 
@@ -448,18 +511,30 @@ def plot_all(results: list[SeedResult], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5, help="run seeds 0 .. N-1")
+    parser.add_argument("--seed-ids", type=int, nargs="+", help="run these seeds instead")
     parser.add_argument("--train", type=int, default=640)
     parser.add_argument("--test", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--backbone-steps", type=int, default=600)
-    parser.add_argument("--backbone-lr", type=float, default=3e-3)
-    parser.add_argument("--proj-lr", type=float, default=3e-3)
-    parser.add_argument("--selector-steps", type=int, default=120)
+    parser.add_argument("--backbone-steps", type=int, default=1000, help="at most this many backbone steps")
+    parser.add_argument("--val", type=int, default=128,
+                        help="training clips held out from backbone training to decide when it stops")
+    parser.add_argument("--target", type=float, default=0.95,
+                        help="stop backbone training at this full-token accuracy on the held-out training clips")
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--min-backbone-steps", type=int, default=200)
+    parser.add_argument("--random-draws", type=int, default=5)
+    parser.add_argument("--selector-warmup", type=int, default=60,
+                        help="first selector steps at --warmup-rho-audio (training only)")
+    parser.add_argument("--warmup-rho-audio", type=float, default=0.0)
+    parser.add_argument("--backbone-lr", type=float, default=1e-3)
+    parser.add_argument("--proj-lr", type=float, default=1e-3)
+    parser.add_argument("--selector-steps", type=int, default=200)
     parser.add_argument("--selector-lr", type=float, default=1e-3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/omnisift-synthetic"))
     parser.add_argument("--out", type=Path, default=Path("docs/training-results"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for the tiny model)")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds run in parallel (processes)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -484,8 +559,17 @@ def main(argv: list[str] | None = None) -> int:
     test_samples, s2 = cache_features(test_samples, cache, pre, enc, progress=args.progress)
     t_cache = time.perf_counter() - started - t_media
     print(s1.line(), "|", s2.line(), flush=True)
-    results = [run_seed(seed, args.work, args.out, ref, cache, train_samples, test_samples, args)
-               for seed in range(args.seeds)]
+    seeds = list(args.seed_ids if args.seed_ids is not None else range(args.seeds))
+    if args.jobs > 1:  # seeds are independent: one process per core, one torch thread each
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_seed_job, seeds, [args] * len(seeds), [train_samples] * len(seeds),
+                                    [test_samples] * len(seeds)))
+    else:
+        results = [run_seed(seed, args.work, args.out, ref, cache, train_samples, test_samples, args)
+                   for seed in seeds]
     table = summary_table(results)
     plot_all(results, args.out / "curves.png")
     total = time.perf_counter() - started
