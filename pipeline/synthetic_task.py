@@ -468,10 +468,10 @@ def summary_table(results: list[SeedResult]) -> str:
                     f"{r.untrained['accuracy']:.3f} | {r.trained['accuracy']:.3f} | {g:+.3f} | "
                     f"{r.random['retention']:.1%} / {r.untrained['retention']:.1%} / {r.trained['retention']:.1%} | "
                     f"{r.random['beep_kept']:.2f} / {r.untrained['beep_kept']:.2f} / {r.trained['beep_kept']:.2f} |")
-    sd = lambda xs: float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0  # noqa: E731
-    ms = lambda key, f: (f"{np.mean([getattr(r, key)[f] for r in results]):.3f} ± "  # noqa: E731
+    sd = lambda xs: float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+    ms = lambda key, f: (f"{np.mean([getattr(r, key)[f] for r in results]):.3f} ± "
                          f"{sd([getattr(r, key)[f] for r in results]):.3f}")
-    ms2 = lambda key: (f"{np.mean([getattr(r, key)['beep_kept'] for r in results]):.2f} ± "  # noqa: E731
+    ms2 = lambda key: (f"{np.mean([getattr(r, key)['beep_kept'] for r in results]):.2f} ± "
                        f"{sd([getattr(r, key)['beep_kept'] for r in results]):.2f}")
     steps = [len(r.backbone_loss) for r in results]
     rows.append(f"| mean ± sd | {np.mean(steps):.0f} | {ms('full', 'accuracy')} | {ms('random', 'accuracy')} | "
