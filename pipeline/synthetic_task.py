@@ -21,6 +21,9 @@ encoded by `operators`' towers into the feature cache, laid out by `omnisift.tra
    untrained selector, and the selector trained with `Trainer` (hard top-k, straight-through
    estimator); also full tokens. The selector's first `--selector-warmup` training steps use a lower
    audio drop ratio (`--warmup-rho-audio`); evaluation always uses the ratios above.
+   The selector is trained from `--inits` initialisations (the seed's own and fresh ones) on the
+   backbone's fit clips; the one with the best accuracy at those ratios on the held-out *training*
+   clips is kept (model selection on validation data). Only then are the test clips evaluated.
 
 Seeds run in parallel processes (`--jobs`).
 
@@ -57,7 +60,6 @@ from omnisift.training import (
     compressed_forward,
     cosine_with_warmup,
     option_logits,
-    plot_curve,
 )
 
 log = logging.getLogger(__name__)
@@ -353,6 +355,10 @@ class SeedResult:
     selector_history: list
     projection_check: float  # max |tower rerun - features used|, on one test clip
     seconds: float
+    chosen: int = 0  # the selector init picked on the held-out training clips
+    inits: list = None  # per init: accuracy on the held-out training clips (before/after), and on test
+    untrained_mean: dict = None  # the untrained selector on test, mean over the inits
+    init_histories: list = None  # selector loss curve of every init
 
 
 def task_examples(model, cache, samples: list[Sample], with_answer: bool) -> TaskExamples:
@@ -412,33 +418,73 @@ def run_seed(seed: int, work: Path, out: Path, ref_model, cache, train_samples, 
     randoms = [evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS, RandomScorer(seed * 100 + r))
                for r in range(args.random_draws)]
     random_mean = {k: float(np.mean([r[k] for r in randoms])) for k in randoms[0]}
-    untrained = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS)
+    # Several selector initialisations per seed (init 0 is the model's own, the one earlier runs used; init j
+    # > 0 is a fresh `VisionGuidedAudioSelector` with PyTorch's default init from seed `seed * 1000 + j`).
+    # Each trains on the backbone's fit clips with the same settings and data order; the one with the best
+    # accuracy on the held-out *training* clips (at RATIOS, OmniSIFT's unchanged rule) is kept. The test
+    # clips are evaluated only after the choice is made.
+    from omnisift.selector import VisionGuidedAudioSelector
+
+    fit_ex, val_ex = [train_ex[i] for i in fit_idx], [train_ex[i] for i in val_idx]
+    val_samples = train_samples[n_fit:]
+    compressor = thinker.compressor
+    own_init = copy.deepcopy(compressor.state_dict())
     settings = TrainSettings(steps=args.selector_steps, batch_size=args.batch_size, lr=args.selector_lr,
                              warmup_steps=10, min_lr_ratio=0.1, rho_video=RATIOS.rho_video,
                              rho_audio=RATIOS.rho_audio, save_every=0, log_every=10, seed=seed)
-    trainer = Trainer(thinker, settings, out_dir=work / f"selector-seed{seed}")
-    # Warm-up (training only): the first selector steps drop fewer audio tokens, so the beep is often kept
-    # and its tokens get a gradient through the straight-through mask early on; then the target ratios.
-    # Inference (`evaluate`) always uses RATIOS with OmniSIFT's unchanged rule.
-    if args.selector_warmup:
-        trainer.ratios = Ratios(rho_video=RATIOS.rho_video, rho_audio=args.warmup_rho_audio)
+    inits, states, histories = [], [], []
+    for j in range(args.inits):
+        if j == 0:
+            compressor.load_state_dict(own_init)
+        else:
+            torch.manual_seed(seed * 1000 + j)
+            compressor.load_state_dict(VisionGuidedAudioSelector(compressor.d_model).state_dict())
+        thinker.eval()
+        init_state = copy.deepcopy(compressor.state_dict())
+        val_before = evaluate(thinker, val_ex, val_samples, option_ids, pad_id, RATIOS)
+        trainer = Trainer(thinker, settings, out_dir=work / f"selector-seed{seed}-init{j}")
+        # Warm-up (training only): the first selector steps drop fewer audio tokens, so the beep is often
+        # kept and its tokens get a gradient through the straight-through mask early on; then the target
+        # ratios. Inference (`evaluate`) always uses RATIOS with OmniSIFT's unchanged rule.
+        if args.selector_warmup:
+            trainer.ratios = Ratios(rho_video=RATIOS.rho_video, rho_audio=args.warmup_rho_audio)
 
-    def after_step(r) -> None:
-        if r.optimizer_step >= args.selector_warmup:
-            trainer.ratios = RATIOS
+        def after_step(r, trainer=trainer) -> None:
+            if r.optimizer_step >= args.selector_warmup:
+                trainer.ratios = RATIOS
 
-    trainer.run(batch_stream(train_ex, settings.batch_size, pad_id, seed=seed), progress=args.progress,
-                on_step=after_step)
-    thinker.eval()
+        trainer.run(batch_stream(fit_ex, settings.batch_size, pad_id, seed=seed), progress=args.progress,
+                    on_step=after_step)
+        thinker.eval()
+        val_after = evaluate(thinker, val_ex, val_samples, option_ids, pad_id, RATIOS)
+        inits.append({"init": j, "val_untrained": val_before, "val_trained": val_after, "init_state": init_state})
+        states.append(copy.deepcopy(compressor.state_dict()))
+        histories.append([list(x) for x in trainer.history.train])
+    # Best accuracy on the held-out training clips; ties go to the lower init index.
+    chosen = max(range(len(inits)), key=lambda j: (inits[j]["val_trained"]["accuracy"], -j))
+    # Test clips, only now. Every init is reported on them for transparency; only `chosen` is the result.
+    for j, info in enumerate(inits):
+        compressor.load_state_dict(info.pop("init_state"))
+        info["test_untrained"] = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS)
+        compressor.load_state_dict(states[j])
+        info["test_trained"] = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS)
+    compressor.load_state_dict(states[chosen])
     trained = evaluate(thinker, test_ex, test_samples, option_ids, pad_id, RATIOS)
-    plot_curve(trainer.history, out / f"selector-curve-seed{seed}.png", title=f"VGAS training, seed {seed}")
+    assert trained == inits[chosen]["test_trained"]
+    untrained = inits[chosen]["test_untrained"]
+    untrained_mean = {k: float(np.mean([i["test_untrained"][k] for i in inits])) for k in untrained}
+    plot_inits(histories, chosen, out / f"selector-curve-seed{seed}.png", seed)
     result = SeedResult(seed, full, random_mean, untrained, trained, backbone_loss, [list(x) for x in backbone_val],
-                        [list(x) for x in trainer.history.train], check, time.perf_counter() - start)
+                        histories[chosen], check, time.perf_counter() - start, chosen, inits, untrained_mean,
+                        histories)
     val_text = f"backbone {len(backbone_loss)} steps, val {backbone_val[-1][1]:.2f}; " if backbone_val else ""
+    per_init = ", ".join(f"init {i['init']}: val {i['val_untrained']['accuracy']:.2f}->{i['val_trained']['accuracy']:.2f}"
+                         for i in inits)
     print(f"seed {seed}: {val_text}full {full['accuracy']:.3f}, random {random_mean['accuracy']:.3f} "
-          f"(beep kept {random_mean['beep_kept']:.2f}), untrained {untrained['accuracy']:.3f} "
-          f"({untrained['beep_kept']:.2f}), trained {trained['accuracy']:.3f} ({trained['beep_kept']:.2f}), "
-          f"retention {trained['retention']:.3f}, projection check {check:.1e}, {result.seconds:.0f} s", flush=True)
+          f"(beep kept {random_mean['beep_kept']:.2f}), chosen init {chosen} [{per_init}], untrained "
+          f"{untrained['accuracy']:.3f} ({untrained['beep_kept']:.2f}), trained {trained['accuracy']:.3f} "
+          f"({trained['beep_kept']:.2f}), retention {trained['retention']:.3f}, projection check {check:.1e}, "
+          f"{result.seconds:.0f} s", flush=True)
     return result
 
 
@@ -458,16 +504,22 @@ def _seed_job(seed: int, args, train_samples: list[Sample], test_samples: list[S
 
 
 def summary_table(results: list[SeedResult]) -> str:
-    rows = [("| seed | backbone steps (held-out train acc) | full tokens | random audio @25% | untrained VGAS @25% | "
-             "trained VGAS @25% | trained - random | kept fraction | beep kept: random / untrained / trained |"),
-            "|---|---|---|---|---|---|---|---|---|"]
+    k = len(results[0].inits)
+    rows = [("| seed | backbone steps (held-out train acc) | full tokens | random audio @25% | "
+             f"untrained VGAS @25%: chosen init / mean of {k} | trained + selected VGAS @25% | trained - random | "
+             "kept fraction | beep kept: random / untrained (chosen) / trained | chosen init (held-out train acc "
+             "after training, per init) |"),
+            "|---|---|---|---|---|---|---|---|---|---|"]
     gains = [r.trained["accuracy"] - r.random["accuracy"] for r in results]
     for r, g in zip(results, gains, strict=True):
         val = f" ({r.backbone_val[-1][1]:.2f})" if r.backbone_val else ""
+        vals = " / ".join(f"{i['val_trained']['accuracy']:.2f}" for i in r.inits)
         rows.append(f"| {r.seed} | {len(r.backbone_loss)}{val} | {r.full['accuracy']:.3f} | {r.random['accuracy']:.3f} | "
-                    f"{r.untrained['accuracy']:.3f} | {r.trained['accuracy']:.3f} | {g:+.3f} | "
+                    f"{r.untrained['accuracy']:.3f} / {r.untrained_mean['accuracy']:.3f} | {r.trained['accuracy']:.3f} | "
+                    f"{g:+.3f} | "
                     f"{r.random['retention']:.1%} / {r.untrained['retention']:.1%} / {r.trained['retention']:.1%} | "
-                    f"{r.random['beep_kept']:.2f} / {r.untrained['beep_kept']:.2f} / {r.trained['beep_kept']:.2f} |")
+                    f"{r.random['beep_kept']:.2f} / {r.untrained['beep_kept']:.2f} / {r.trained['beep_kept']:.2f} | "
+                    f"{r.chosen} ({vals}) |")
     sd = lambda xs: float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
     ms = lambda key, f: (f"{np.mean([getattr(r, key)[f] for r in results]):.3f} ± "
                          f"{sd([getattr(r, key)[f] for r in results]):.3f}")
@@ -475,14 +527,51 @@ def summary_table(results: list[SeedResult]) -> str:
                        f"{sd([getattr(r, key)['beep_kept'] for r in results]):.2f}")
     steps = [len(r.backbone_loss) for r in results]
     rows.append(f"| mean ± sd | {np.mean(steps):.0f} | {ms('full', 'accuracy')} | {ms('random', 'accuracy')} | "
-                f"{ms('untrained', 'accuracy')} | {ms('trained', 'accuracy')} | {np.mean(gains):+.3f} ± {sd(gains):.3f} | "
+                f"{ms('untrained', 'accuracy')} / {ms('untrained_mean', 'accuracy')} | {ms('trained', 'accuracy')} | "
+                f"{np.mean(gains):+.3f} ± {sd(gains):.3f} | "
                 f"{np.mean([r.trained['retention'] for r in results]):.1%} | "
-                f"{ms2('random')} / {ms2('untrained')} / {ms2('trained')} |")
+                f"{ms2('random')} / {ms2('untrained')} / {ms2('trained')} | |")
     rows.append("")
     rows.append(f"trained - random accuracy per seed: {', '.join(f'{g:+.3f}' for g in gains)} "
                 f"(mean {np.mean(gains):+.3f}, sd {sd(gains):.3f}, min {min(gains):+.3f}; "
                 f"trained > random on {sum(g > 0 for g in gains)} of {len(gains)} seeds)")
+    rows.append("")
+    rows.append("Every init on the test clips (reported only; the choice used the held-out training clips):")
+    rows.append("")
+    rows.append("| seed | init | held-out train acc: untrained -> trained | test acc: untrained -> trained | "
+                "test beep kept: untrained -> trained |")
+    rows.append("|---|---|---|---|---|")
+    for r in results:
+        for i in r.inits:
+            mark = " (chosen)" if i["init"] == r.chosen else ""
+            rows.append(f"| {r.seed} | {i['init']}{mark} | {i['val_untrained']['accuracy']:.3f} -> "
+                        f"{i['val_trained']['accuracy']:.3f} | {i['test_untrained']['accuracy']:.3f} -> "
+                        f"{i['test_trained']['accuracy']:.3f} | {i['test_untrained']['beep_kept']:.2f} -> "
+                        f"{i['test_trained']['beep_kept']:.2f} |")
     return "\n".join(rows)
+
+
+def plot_inits(histories: list, chosen: int, path: Path, seed: int) -> None:
+    """Selector loss (running mean) of every init of one seed; the chosen one drawn bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    w = 10
+    for j, h in enumerate(histories):
+        ys = [loss for _, loss in h]
+        ys = [float(np.mean(ys[max(0, i - w + 1):i + 1])) for i in range(len(ys))]
+        ax.plot(ys, lw=2.2 if j == chosen else 1, alpha=1 if j == chosen else 0.6,
+                label=f"init {j}" + (" (chosen on held-out train clips)" if j == chosen else ""))
+    ax.set_xlabel("micro-batch")
+    ax.set_ylabel(f"answer loss (running mean {w})")
+    ax.set_title(f"VGAS training, seed {seed}, {len(histories)} inits")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def plot_all(results: list[SeedResult], path: Path) -> None:
@@ -499,7 +588,7 @@ def plot_all(results: list[SeedResult], path: Path) -> None:
         axes[1].plot(smooth([loss for _, loss in r.selector_history]), label=f"seed {r.seed}")
     axes[0].axhline(np.log(len(PITCHES)) / 2, color="grey", ls=":", lw=1, label="chance")
     axes[0].set_title("1. backbone + audio projection, all tokens")
-    axes[1].set_title(f"2. VGAS @{RATIOS.rho_video}/{RATIOS.rho_audio} (video/audio dropped)")
+    axes[1].set_title(f"2. VGAS @{RATIOS.rho_video}/{RATIOS.rho_audio}, chosen init")
     for ax in axes:
         ax.set_xlabel("step")
         ax.set_ylabel(f"answer loss (running mean {w})")
@@ -531,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proj-lr", type=float, default=1e-3)
     parser.add_argument("--selector-steps", type=int, default=200)
     parser.add_argument("--selector-lr", type=float, default=1e-3)
+    parser.add_argument("--inits", type=int, default=3,
+                        help="selector initialisations per seed; the best on the held-out training clips is kept")
     parser.add_argument("--work", type=Path, default=Path("/tmp/omnisift-synthetic"))
     parser.add_argument("--out", type=Path, default=Path("docs/training-results"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for the tiny model)")
