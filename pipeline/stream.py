@@ -352,7 +352,7 @@ class OmniStream:
     # ---- the user's side --------------------------------------------------------------------------
 
     async def ask(self, question: str, stream: str | None = None, *, max_new_tokens: int | None = None,
-                  timeout: float | None = None, **generation) -> Answer:
+                  timeout: float | None = None, **generation) -> Answer:  # noqa: ASYNC109 - a per-question deadline is part of the API
         """Answer from the stream's live context as it is now. Raises StreamNotFound, ValueError for an
         empty question, TimeoutError after `timeout` seconds; cancelling the await cancels the request."""
         if not isinstance(question, str) or not question.strip():
