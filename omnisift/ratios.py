@@ -37,6 +37,12 @@ class Ratios:
         check_ratio("rho_video", self.rho_video)
         check_ratio("rho_audio", self.rho_audio)
 
+    @classmethod
+    def or_release(cls, rho_video: float | None = None, rho_audio: float | None = None) -> Ratios:
+        """The given ratios, each left out (None) taking the release default."""
+        return cls(rho_video=RELEASE_RHO_VIDEO if rho_video is None else rho_video,
+                   rho_audio=RELEASE_RHO_AUDIO if rho_audio is None else rho_audio)
+
 
 def ratios_for_retention(
     retention: float, tokens_per_frame: int, frames_per_chunk: int = 2, audio_per_chunk: int = 50,

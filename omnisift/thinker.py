@@ -117,11 +117,7 @@ class OmniSIFTThinker(Qwen2_5OmniThinkerForConditionalGeneration):
         if retention is not None and (rho_video is not None or rho_audio is not None):
             raise ValueError("give either retention or rho_video/rho_audio, not both")
         self.retention = None if retention is None else check_ratio("retention", retention)
-        defaults = Ratios()
-        self.ratios = Ratios(
-            rho_video=defaults.rho_video if rho_video is None else rho_video,
-            rho_audio=defaults.rho_audio if rho_audio is None else rho_audio,
-        )
+        self.ratios = Ratios.or_release(rho_video, rho_audio)
 
     def _ratios_for(self, video_grid_thw: torch.Tensor) -> Ratios:
         if self.retention is None:

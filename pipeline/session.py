@@ -81,23 +81,32 @@ class OmniSession:
         `retention` (over audio + video tokens) or `rho_video`/`rho_audio` (fractions dropped) set the
         compression; `window_seconds` bounds the context for streams with no end.
         """
-        if retention is not None and (rho_video is not None or rho_audio is not None):
-            raise ValueError("give either retention or rho_video/rho_audio, not both")
-        if compressor not in COMPRESSORS:
-            raise ValueError(f"unknown compressor {compressor!r}; choose one of {', '.join(sorted(COMPRESSORS))}")
+        _check_compression(compressor, retention, rho_video, rho_audio)
         # A compressor that runs VGAS needs a selector: loading fails early, naming the missing keys.
         loaded = load_model(model, selector=selector, device=device, dtype=dtype,
                             compress=COMPRESSORS[compressor].needs_selector, local_files_only=local_files_only)
-        defaults = Ratios()
-        ratios = Ratios(rho_video=defaults.rho_video if rho_video is None else rho_video,
-                        rho_audio=defaults.rho_audio if rho_audio is None else rho_audio)
-        return cls(loaded, compressor, ratios, retention, window_seconds, system_prompt, min_pixels, max_pixels,
-                   dict(compressor_options))
+        return cls.from_model(loaded, compressor, retention, window_seconds, system_prompt, rho_video=rho_video,
+                              rho_audio=rho_audio, min_pixels=min_pixels, max_pixels=max_pixels,
+                              **compressor_options)
+
+    @classmethod
+    def from_model(
+        cls, model: OmniModel, compressor: str = "omnisift", retention: float | None = None,
+        window_seconds: float | None = None, system_prompt: str = DEFAULT_SYSTEM_PROMPT, *,
+        rho_video: float | None = None, rho_audio: float | None = None, min_pixels: int | None = None,
+        max_pixels: int | None = None, **compressor_options,
+    ) -> OmniSession:
+        """An empty live context over an already loaded model (several sessions can share one model)."""
+        _check_compression(compressor, retention, rho_video, rho_audio)
+        if COMPRESSORS[compressor].needs_selector and model.thinker.compressor is None:
+            raise ValueError(f"compressor {compressor!r} needs a VGAS selector and the model has none")
+        return cls(model, compressor, Ratios.or_release(rho_video, rho_audio), retention, window_seconds,
+                   system_prompt, min_pixels, max_pixels, dict(compressor_options))
 
     def __post_init__(self) -> None:
         if self.window_seconds is not None and self.window_seconds < CHUNK_SECONDS:
             raise ValueError(f"window_seconds must be at least {CHUNK_SECONDS}, got {self.window_seconds}")
-        self.ratios = self.ratios or Ratios()
+        self.ratios = self.ratios or Ratios.or_release()
         self.chunk_encoder = ChunkEncoder(
             Preprocessor(self.model.processor.video_processor, self.model.device, self.min_pixels, self.max_pixels),
             Encoder(self.model.thinker),
@@ -173,7 +182,8 @@ class OmniSession:
 
     # ---- questions ----------------------------------------------------------------------------
 
-    def _question_logits(self, question: str, extra: list[int] | None = None) -> torch.Tensor:
+    def _question_logits(self, question: str, extra: list[int] | None = None) -> tuple[torch.Tensor, int]:
+        """Logits [n, V] of the question (and `extra` tokens) appended to the context, and the last position."""
         self._ensure_started()
         end = self.context.segment_end if self.context.segment_end is not None else self.layout.av_start
         ids, positions = self.layout.question(question, end)
@@ -239,6 +249,15 @@ class OmniSession:
                     self.context.embed(torch.tensor([token])), torch.tensor([[position]] * 3))
         finally:
             self.context.rollback(mark)
+
+
+def _check_compression(compressor: str, retention: float | None, rho_video: float | None,
+                       rho_audio: float | None) -> None:
+    """One-line errors for an unknown compressor or a retention given together with ratios."""
+    if retention is not None and (rho_video is not None or rho_audio is not None):
+        raise ValueError("give either retention or rho_video/rho_audio, not both")
+    if compressor not in COMPRESSORS:
+        raise ValueError(f"unknown compressor {compressor!r}; choose one of {', '.join(sorted(COMPRESSORS))}")
 
 
 def _stop_ids(tokenizer, thinker) -> set[int]:

@@ -204,14 +204,11 @@ def load_omni(spec: dict, *, towers_only: bool = False):
 
 def new_session(model, spec: dict):
     """An empty `OmniSession` over an already loaded model, with the spec's compression and window."""
-    from omnisift.ratios import Ratios
     from pipeline.session import OmniSession
 
-    d = Ratios()
-    rho_v, rho_a = spec.get("rho_video"), spec.get("rho_audio")
-    ratios = Ratios(rho_video=d.rho_video if rho_v is None else rho_v, rho_audio=d.rho_audio if rho_a is None else rho_a)
-    return OmniSession(model, spec.get("compressor", "omnisift"), ratios, spec.get("retention"),
-                       spec.get("window_seconds"))
+    return OmniSession.from_model(model, spec.get("compressor", "omnisift"), spec.get("retention"),
+                                  spec.get("window_seconds"), rho_video=spec.get("rho_video"),
+                                  rho_audio=spec.get("rho_audio"))
 
 
 def _threads(num_cpus: float | None) -> None:
