@@ -24,9 +24,6 @@ N_FFT = 400
 HOP = 160
 N_MELS = 128
 RATE = 16_000
-# Qwen's video defaults: 128 to 768 merged tokens' worth of pixels per frame (28 x 28 each).
-VIDEO_MIN_PIXELS = 128 * 28 * 28
-VIDEO_MAX_PIXELS = 768 * 28 * 28
 
 
 def log_mel(audio: torch.Tensor, mel_filters: torch.Tensor) -> torch.Tensor:

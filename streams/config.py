@@ -198,17 +198,15 @@ class ZmqSourceConfig(_Base):
         return v
 
 
-_Single = Annotated[
-    Union[
-        FileSourceConfig,
-        RtspSourceConfig,
-        WebcamSourceConfig,
-        MicrophoneSourceConfig,
-        SyntheticSourceConfig,
-        ZmqSourceConfig,
-    ],
-    Field(discriminator="type"),
-]
+_SINGLE_TYPES = (
+    FileSourceConfig,
+    RtspSourceConfig,
+    WebcamSourceConfig,
+    MicrophoneSourceConfig,
+    SyntheticSourceConfig,
+    ZmqSourceConfig,
+)
+_Single = Annotated[Union[_SINGLE_TYPES], Field(discriminator="type")]
 
 
 class CombinedSourceConfig(_Base):
@@ -233,18 +231,7 @@ class CombinedSourceConfig(_Base):
         return self.align or ("wall" if self.live else "media")
 
 
-SourceConfig = Annotated[
-    Union[
-        FileSourceConfig,
-        RtspSourceConfig,
-        WebcamSourceConfig,
-        MicrophoneSourceConfig,
-        SyntheticSourceConfig,
-        ZmqSourceConfig,
-        CombinedSourceConfig,
-    ],
-    Field(discriminator="type"),
-]
+SourceConfig = Annotated[Union[(*_SINGLE_TYPES, CombinedSourceConfig)], Field(discriminator="type")]
 _ADAPTER: TypeAdapter = TypeAdapter(SourceConfig)
 _TYPES = ("file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "combined")
 

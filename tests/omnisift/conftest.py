@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnisift.answer import processor_inputs
+from omnisift.inputs import processor_inputs
 from omnisift.loading import load_model
 from omnisift.testing import make_tiny_omni
 from omnisift_helpers import make_clip

@@ -1,6 +1,6 @@
 """compress_sequence over real processor layouts equals the per-chunk decisions (DESIGN sections 2, 3).
 
-Sequences come from the real Qwen2.5-Omni processor (`omnisift.answer.processor_inputs` with the tiny
+Sequences come from the real Qwen2.5-Omni processor (`omnisift.inputs.processor_inputs` with the tiny
 model) and positions from the thinker's own `get_rope_index(..., use_audio_in_video=True)`. The expected
 keep-mask is computed chunk by chunk in `omnisift_reference.chunkwise_keep`, slicing chunks from the
 token layout by counting tokens, not from positions.
@@ -13,7 +13,7 @@ import torch
 
 import omnisift
 import omnisift_reference as ref
-from omnisift.answer import processor_inputs
+from omnisift.inputs import processor_inputs
 from omnisift_helpers import make_clip, rope_positions
 
 

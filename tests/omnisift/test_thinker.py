@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import omnisift
 import omnisift_reference as ref
 from omnisift import CheckpointError
-from omnisift.answer import processor_inputs
+from omnisift.inputs import processor_inputs
 from omnisift.loading import load_model
 from omnisift_helpers import make_clip, rope_positions
 
@@ -142,7 +142,7 @@ def test_padded_batch_generate_equals_each_clip_alone(tiny):
     items = [processor_inputs(tiny, f, a, q) for (f, a), q in zip(clips, questions)]
     alone = [generate(thinker, item).sequences[0, item["input_ids"].shape[1]:].tolist() for item in items]
     tokenizer = tiny.processor.tokenizer
-    text = [tiny.processor.apply_chat_template(omnisift.answer.conversation(q), add_generation_prompt=True,
+    text = [tiny.processor.apply_chat_template(omnisift.inputs.conversation(q), add_generation_prompt=True,
                                                tokenize=False) for q in questions]
     batch = tiny.processor(
         text=text, videos=[c[0] for c in clips], audio=[c[1] for c in clips], padding=True,

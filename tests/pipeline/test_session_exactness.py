@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnisift.answer import processor_inputs
+from omnisift.inputs import processor_inputs
 from omnisift.sequence import compress_sequence
 from operators.preprocess import log_mel
 from pipeline.session import OmniSession

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from omnisift import load_selector
-from omnisift.answer import processor_inputs
+from omnisift.inputs import processor_inputs
 from omnisift.loading import DEFAULT_SYSTEM_PROMPT
 from omnisift.ratios import Ratios
 from omnisift.selector import straight_through_mask

@@ -1,4 +1,7 @@
-"""Answer a question about decoded audio + video with the compressed thinker (offline, whole clip).
+"""Processor inputs for one whole clip, for the compressed thinker's own `generate` (offline use).
+
+    inputs = processor_inputs(model, frames, audio, "What is happening?").to(model.device)
+    out = model.thinker.generate(**inputs, use_audio_in_video=True)   # model.thinker.last_stats: counts
 
 Takes arrays, not files: `frames` sampled at 2 fps and 16 kHz mono audio, as `streams/` produces them.
 The processor is called with fixed per-frame sizes (no whole-video pixel budget) and without its
@@ -7,27 +10,14 @@ The processor is called with fixed per-frame sizes (no whole-video pixel budget)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 from transformers import BatchFeature
 
 from omnisift.loading import DEFAULT_SYSTEM_PROMPT, OmniModel
-from omnisift.thinker import CompressionStats
 
 VIDEO_FPS = 2.0
 AUDIO_RATE = 16_000
 HOP_LENGTH = 160  # Whisper log-mel hop: 100 feature frames per second
-
-
-@dataclass(frozen=True)
-class Answer:
-    """Generated text and what compression kept."""
-
-    text: str
-    stats: CompressionStats | None
-    prompt_tokens: int
 
 
 def conversation(question: str, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> list[dict]:
@@ -62,21 +52,3 @@ def processor_inputs(
         )
     inputs = processor(text=text, videos=[frames], **kwargs)
     return inputs
-
-
-@torch.inference_mode()
-def answer(
-    model: OmniModel, frames: np.ndarray, audio: np.ndarray | None, question: str,
-    *, max_new_tokens: int = 64, system_prompt: str = DEFAULT_SYSTEM_PROMPT, **generation,
-) -> Answer:
-    """Generate an answer to `question` about the clip, compressed by OmniSIFT inside the thinker."""
-    inputs = processor_inputs(model, frames, audio, question, system_prompt=system_prompt).to(model.device)
-    inputs = {k: (v.to(model.dtype) if torch.is_floating_point(v) else v) for k, v in inputs.items()}
-    model.thinker.last_stats = None
-    generation.setdefault("do_sample", False)
-    output = model.thinker.generate(
-        **inputs, use_audio_in_video=audio is not None, max_new_tokens=max_new_tokens, **generation,
-    )
-    prompt_len = inputs["input_ids"].shape[1]
-    text = model.processor.batch_decode(output[:, prompt_len:], skip_special_tokens=True)[0]
-    return Answer(text=text.strip(), stats=model.thinker.last_stats, prompt_tokens=prompt_len)
