@@ -5,6 +5,7 @@
     omnisift_tokens_total{stream,modality,kept}  counter: audio/video tokens before (kept="false") and after
     omnisift_chunks_total{stream}                counter: chunks in the context
     omnisift_chunks_dropped_total{stream}        counter: chunks dropped by the drop policy
+    omnisift_chunks_lost_total{stream}           counter: chunks lost in flight (the encoder/model actor died or failed)
     omnisift_reconnects_total{stream}            counter: source reconnects
     omnisift_kv_cache_tokens{stream}             gauge: tokens in the stream's KV cache
     omnisift_actor_restarts_total{actor}         counter: restarts seen (a new process answered)
@@ -30,6 +31,8 @@ class PipelineMetrics:
                               ["stream", "modality", "kept"], registry=r)
         self.chunks = Counter("omnisift_chunks", "Chunks appended to the model's context", ["stream"], registry=r)
         self.dropped = Counter("omnisift_chunks_dropped", "Chunks dropped by the drop policy", ["stream"], registry=r)
+        self.lost = Counter("omnisift_chunks_lost", "Chunks lost in flight: the encoder or model actor died or failed",
+                            ["stream"], registry=r)
         self.reconnects = Counter("omnisift_reconnects", "Source reconnects", ["stream"], registry=r)
         self.cache = Gauge("omnisift_kv_cache_tokens", "Tokens in the stream's KV cache", ["stream"], registry=r)
         self.restarts = Counter("omnisift_actor_restarts", "Actor restarts seen", ["actor"], registry=r)
@@ -44,6 +47,7 @@ class PipelineMetrics:
             self.tokens.labels(s.stream, modality, "false").inc(getattr(s, f"{modality}_before"))
             self.tokens.labels(s.stream, modality, "true").inc(getattr(s, f"{modality}_after"))
         self.chunks.labels(s.stream).inc()
+        self.lost.labels(s.stream)  # shown (at 0) from the stream's first chunk, not only after a loss
         self.cache.labels(s.stream).set(s.cache_tokens)
         self.source_counts(s.stream, s.dropped, s.reconnects)
 
@@ -53,6 +57,10 @@ class PipelineMetrics:
         self.dropped.labels(stream).inc(dropped - d0 if dropped >= d0 else dropped)
         self.reconnects.labels(stream).inc(reconnects - r0 if reconnects >= r0 else reconnects)
         self._seen[stream] = (dropped, reconnects)
+
+    def chunk_lost(self, stream: str) -> None:
+        """One chunk of `stream` that left its source will never reach the context."""
+        self.lost.labels(stream).inc()
 
     def remove(self, stream: str) -> None:
         self._seen.pop(stream, None)

@@ -81,6 +81,7 @@ class ChunkStats:
     reconnects: int = 0
     model_pid: int = 0
     encoder_pid: int = 0
+    lost: int = 0  # chunks lost in flight so far (encoder/model actor died or failed); set by the driver
 
     def to_json(self) -> dict:
         return {"type": "stats", **asdict(self)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import zmq.asyncio
 from pipeline.stream import OmniStream, StreamNotFound
 from pipeline.workers import Answer, ChunkStats, WatchEvent
 from streams.errors import SourceError
+from tests.pipeline.media import write_clip
 from tests.ray_pipeline.conftest import next_matching, pipeline_config, synthetic
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.timeout(150)]
@@ -88,6 +90,43 @@ async def test_file_source_answers_through_the_api_and_zeromq(local_ray, tiny_mo
     for actor in actors:  # closed means gone: the actors do not answer any more
         with pytest.raises(ray.exceptions.RayActorError):
             await asyncio.wait_for(actor.where.remote(), 30)
+
+
+async def test_chunks_lost_to_a_killed_model_are_counted_and_every_chunk_adds_up(local_ray, tiny_model_path, tmp_path):
+    # a finite live feed at 4x real time (a chunk every 0.5 s) into a model that takes >= 1.5 s per chunk
+    # and no standing questions: the appender is never idle, so the model always has an append in flight
+    clip = write_clip(tmp_path / "lossy.mp4", seconds=24.0, fps=4)
+    source = {"type": "file", "path": str(clip), "realtime": True, "speed": 4.0}
+    cfg = pipeline_config(tiny_model_path, [], model={"min_append_seconds": 1.5},
+                          backpressure={"max_in_flight": 1, "queue_size": 1, "drop_policy": "drop_oldest"})
+    async with OmniStream.from_config(cfg) as p:
+        sub = await _sub(p.endpoints["pub"])
+        await p.add_stream("lossy", source)
+        async with contextlib.aclosing(p.stats("lossy")) as stats:
+            await next_matching(stats, lambda s: True, 60)
+        await asyncio.sleep(0.3)  # the next append (1.5 s) began as the first one returned
+        ray.kill(p.model, no_restart=False)
+        msgs = await _recv_until(sub, lambda m, _: m["type"] == "stream" and m["state"] == "ended", 120)
+        sub.close()
+
+        records = [m for m in msgs if m["type"] == "stats"]
+        snap = p.snapshot()["streams"]["lossy"]
+        source_counts = await asyncio.wait_for(p.streams["lossy"].source.stats.remote(), 30)
+        appended = len({m["index"] for m in records})
+        assert appended == len(records) == snap["chunks"]
+        assert snap["dropped"] == source_counts["chunks_dropped"] >= 1
+        assert snap["lost"] >= 1  # at least the chunk the model was appending when it died
+        # Counted on three sides (the source actor, the published records, the driver's losses). While the
+        # stream runs chunks are in flight (produced >= appended + dropped + lost); once it has ended nothing
+        # is, so the identity is exact.
+        assert source_counts["queue_depth"] == 0
+        assert source_counts["chunks_delivered"] == appended + snap["lost"], (source_counts, snap)
+        assert source_counts["chunks_emitted"] == appended + snap["dropped"] + snap["lost"], (source_counts, snap)
+        assert [m["lost"] for m in records] == sorted(m["lost"] for m in records) and records[-1]["lost"] <= snap["lost"]
+
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(p.endpoints["metrics"], timeout=10).read().decode())
+        lost = re.search(r'omnisift_chunks_lost_total\{stream="lossy"\} (\S+)', text)
+        assert lost and float(lost.group(1)) == snap["lost"]
 
 
 async def test_watch_yields_probabilities_with_media_time_and_lag(live):

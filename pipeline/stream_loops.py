@@ -1,0 +1,177 @@
+"""The two driver-side coroutines that move one stream's chunks (see `pipeline.stream`).
+
+The *pump* takes the next chunk's small meta from the source actor and hands the chunk's object ref
+(never the frames) to the encoder; the *appender* prefills the encoded chunks into the model in order,
+then evaluates the standing questions. Between them, the stream's bounded queue.
+
+An actor that dies is restarted by Ray; the loops retry and go on. A chunk in flight to the encoder or
+the model when it dies (or fails on it) cannot be recovered: it is counted as `lost`, in the stream's
+state, in every later stats record and in `omnisift_chunks_lost_total`, so that for every stream
+chunks produced by the source = chunks in the context + dropped + lost + chunks still in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pipeline.ray_calls import actor_gone, one_line, unwrap
+from pipeline.stream_events import EventHub
+from pipeline.stream_state import RestartTracker, StreamState, Watch
+from pipeline.workers import ChunkMeta, ChunkStats, WatchEvent
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 0.3  # between calls to an actor that is restarting
+GIVE_UP_SECONDS = 60.0  # an actor unreachable this long fails the stream
+
+
+class _SourceFailed(Exception):
+    """The source raised, or its actor stayed unreachable: the stream fails with this message."""
+
+
+class StreamLoops:
+    """The pump and the appender of one stream, over the pipeline's encoder and model actors."""
+
+    def __init__(self, st: StreamState, *, encoder: Any, model: Any, metrics: Any, events: EventHub,
+                 watches: dict[int, Watch], restarts: RestartTracker) -> None:
+        self.st = st
+        self.name = st.spec.name
+        self.encoder, self.model, self.metrics = encoder, model, metrics
+        self.events = events
+        self.watches = watches  # shared with OmniStream: questions added later are seen
+        self.restarts = restarts
+        self._failing_since: float | None = None
+
+    def start(self) -> list[asyncio.Task]:
+        """Start both loops; the tasks end at end of stream or failure, or when cancelled."""
+        return [asyncio.create_task(self.pump(), name=f"pump-{self.name}"),
+                asyncio.create_task(self.append(), name=f"append-{self.name}")]
+
+    # ---- source -> encoder ------------------------------------------------------------------------
+
+    async def pump(self) -> None:
+        """Source -> encoder, one chunk at a time, bounded by the queue to the appender."""
+        st = self.st
+        while True:
+            await st.resumed.wait()
+            try:
+                meta, chunk_ref = await self._next_chunk()
+            except _SourceFailed as e:
+                self.events.set_state(st, "failed", str(e))
+                await st.queue.put(None)
+                return
+            if meta is None:
+                continue  # the source actor is restarting
+            self._source_said(meta)
+            if meta.kind == "end":
+                await st.queue.put(None)
+                return
+            if meta.kind != "chunk":
+                continue
+            encoded_ref = self.encoder.encode.remote(chunk_ref)  # the frames go source -> encoder directly
+            del chunk_ref
+            await st.queue.put((meta, encoded_ref))  # waits while max_in_flight chunks are in flight
+
+    async def _next_chunk(self) -> tuple[ChunkMeta | None, Any]:
+        """(meta, chunk ref) from the source actor; (None, None) after a pause while it restarts.
+        Raises _SourceFailed if the source raised or stayed unreachable for GIVE_UP_SECONDS."""
+        try:
+            meta_ref, chunk_ref = self.st.source.next_chunk.options(num_returns=2).remote(0.5)
+            meta = await meta_ref
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if not actor_gone(e):
+                raise _SourceFailed(one_line(unwrap(e))) from None
+            self._failing_since = self._failing_since or time.monotonic()
+            if time.monotonic() - self._failing_since > GIVE_UP_SECONDS:
+                raise _SourceFailed("source actor unreachable") from None
+            await asyncio.sleep(RETRY_SECONDS)
+            return None, None
+        self._failing_since = None
+        return meta, chunk_ref
+
+    def _source_said(self, meta: ChunkMeta) -> None:
+        """Take the source's process id and its cumulative drop and reconnect counts."""
+        self._seen_pid("source", meta.pid)
+        self.st.dropped, self.st.reconnects = meta.dropped, meta.reconnects
+        if self.metrics is not None:
+            self.metrics.source_counts(self.name, meta.dropped, meta.reconnects)
+
+    # ---- encoder -> model -------------------------------------------------------------------------
+
+    async def append(self) -> None:
+        """Encoded chunks -> model context, in order; then the standing questions of this stream."""
+        st = self.st
+        while True:
+            item = await st.queue.get()
+            if item is None:
+                if st.state != "failed":
+                    self.events.set_state(st, "ended")
+                return
+            meta, encoded_ref = item
+            stats = await self._call(lambda m=meta, r=encoded_ref: self.model.append.remote(m, r))
+            del encoded_ref
+            if stats is None:
+                self._lost(meta)
+                continue
+            self._seen_pid("model", stats.model_pid)
+            self._seen_pid("encoder", stats.encoder_pid)
+            stats = st.appended(stats)
+            if self.metrics is not None:
+                self.metrics.chunk(stats)
+            self.events.emit(stats.to_json())
+            await self._evaluate_watches(stats)
+
+    def _lost(self, meta: ChunkMeta) -> None:
+        """Count a chunk that left the source but will never reach the context.
+
+        The append fails when the model actor dies during it, or the encoder actor died with the chunk
+        (the append's argument is then that failure), or either raised; in each case the chunk is gone.
+        """
+        self.st.lost += 1
+        if self.metrics is not None:
+            self.metrics.chunk_lost(self.name)
+        log.warning("%s: chunk %d lost in flight (%d lost so far)", self.name, meta.index, self.st.lost)
+
+    async def _call(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Await an actor call; None if the actor died under it (it restarts) or raised (the stream
+        shows the error and goes on)."""
+        try:
+            return await call()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if actor_gone(e):
+                log.warning("%s: an actor died under a call (%s); it restarts", self.name, type(e).__name__)
+                await asyncio.sleep(RETRY_SECONDS)
+                return None
+            self.events.set_state(self.st, "error", one_line(unwrap(e)))
+            log.error("%s: %s", self.name, one_line(unwrap(e)))
+            return None
+
+    def _seen_pid(self, actor: str, pid: int) -> None:
+        if self.restarts.seen(actor, self.name, pid):
+            if self.metrics is not None:
+                self.metrics.restarts.labels(actor).inc()
+            self.events.set_state(self.st, self.st.state, f"{actor} actor restarted")
+
+    async def _evaluate_watches(self, stats: ChunkStats) -> None:
+        """Ask each standing question that is due, now that chunk `stats.index` is in the context."""
+        end = stats.media_time + stats.duration
+        for w in list(self.watches.values()):
+            if not w.due(self.name, end):
+                continue
+            started = time.perf_counter()
+            p = await self._call(lambda q=w.spec.question: self.model.yes_probability.remote(self.name, q))
+            if p is None:
+                continue
+            if self.metrics is not None:
+                self.metrics.stage.labels(self.name, "watch").observe(time.perf_counter() - started)
+            event = WatchEvent(self.name, w.spec.question, stats.index, end, p, p >= w.spec.threshold,
+                               max(0.0, time.time() - stats.capture_time), w.id)
+            self.events.emit(event.to_json(), event)

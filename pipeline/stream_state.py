@@ -1,0 +1,93 @@
+"""The driver's bookkeeping of a running pipeline: one `StreamState` per stream, the standing questions
+(`Watch`), and the actor processes seen (`RestartTracker`), from which `OmniStream.snapshot()` is made.
+
+Plain data, no Ray and no I/O: the stream loops (`pipeline.stream_loops`) update it, the API reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pipeline.config import StreamSpec, WatchSpec
+from pipeline.workers import ChunkStats
+
+ACTIVE_STATES = ("running", "paused", "starting", "error")  # a stream in one of these may yield more
+OVER_STATES = ("ended", "failed", "removed", "closed")  # a stream in one of these yields nothing more
+
+
+@dataclass
+class Watch:
+    """A standing yes/no question and, per stream, the media time of its next evaluation."""
+
+    id: int
+    spec: WatchSpec
+    next_due: dict[str, float] = field(default_factory=dict)
+
+    def due(self, stream: str, end: float) -> bool:
+        """Whether to evaluate now that `stream`'s context reaches media time `end`; if so, the next
+        evaluation is booked `every` seconds of media later (so a slow model never piles them up)."""
+        if self.spec.stream not in (None, stream):
+            return False
+        due = self.next_due.get(stream)
+        if due is not None and end < due - 1e-6:
+            return False
+        self.next_due[stream] = end + self.spec.every
+        return True
+
+
+@dataclass
+class StreamState:
+    """One stream as the driver sees it: its source actor, state, the queue between its two loops,
+    and its counters. `dropped` and `reconnects` are the source's own (a restarted source counts
+    from 0 again); `lost` counts chunks that left the source but never reached the context because
+    the encoder or model actor died (or failed) with them in flight."""
+
+    spec: StreamSpec
+    source: Any = None
+    state: str = "starting"
+    detail: str = ""
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+    queue: asyncio.Queue | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    chunks: int = 0
+    last: ChunkStats | None = None
+    dropped: int = 0
+    lost: int = 0
+    reconnects: int = 0
+
+    def appended(self, stats: ChunkStats) -> ChunkStats:
+        """Count a chunk now in the context; its stats, completed with what only the driver knows."""
+        self.chunks += 1
+        self.last = replace(stats, lost=self.lost)
+        return self.last
+
+    def snapshot(self) -> dict:
+        """This stream's counters now (one entry of `OmniStream.snapshot()`)."""
+        last = self.last
+        return {
+            "state": self.state, "detail": self.detail, "chunks": self.chunks, "dropped": self.dropped,
+            "lost": self.lost, "reconnects": self.reconnects, "lag": None if last is None else last.lag,
+            "media_time": None if last is None else last.media_time + last.duration,
+            "cache_tokens": None if last is None else last.cache_tokens,
+        }
+
+
+class RestartTracker:
+    """Counts actor restarts from the process id every reply carries: a new pid from the same actor
+    means Ray ran its constructor again. `counts` is what `OmniStream.restarts` shows."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {"source": 0, "encoder": 0, "model": 0}
+        self._pids: dict[str, int] = {}
+
+    def seen(self, actor: str, stream: str, pid: int) -> bool:
+        """Record that `actor` (of `stream`, for a source) answered from `pid`; True if it restarted."""
+        key = actor if actor != "source" else f"source:{stream}"
+        old = self._pids.get(key)
+        self._pids[key] = pid
+        if old is not None and old != pid and pid:
+            self.counts[actor] += 1
+            return True
+        return False
