@@ -33,13 +33,16 @@ class VisionGuidedAudioSelector(nn.Module):
         video: torch.Tensor,
         audio: torch.Tensor,
         video_mask: torch.Tensor | None = None,
+        logits: bool = False,
     ) -> torch.Tensor:
         """Score audio tokens.
 
         video: [Lv, D] or [C, Lv, D] kept video tokens (C chunks, padded to Lv).
         audio: [La, D] or [C, La, D] audio tokens.
         video_mask: [C, Lv] bool, True for real video tokens (batched form only; default all real).
-        returns: [La] or [C, La] scores in (0, 1). A chunk with no video token is scored from audio alone.
+        returns: [La] or [C, La] scores in (0, 1); with `logits=True` the score head's output before the
+        sigmoid (same order, but no float32 ties once the sigmoid saturates: decisions rank these).
+        A chunk with no video token is scored from audio alone.
         """
         unbatched = audio.ndim == 2
         if unbatched:
@@ -60,7 +63,9 @@ class VisionGuidedAudioSelector(nn.Module):
         attended, _ = self.cross_attn(a, v, v, key_padding_mask=key_padding, need_weights=False)
         attended = attended * has_video.to(attended.dtype).view(-1, 1, 1)
         x = self.post_attn_norm(attended + a)
-        scores = torch.sigmoid(self.score_head(x).squeeze(-1))  # [C, La]
+        scores = self.score_head(x).squeeze(-1)  # [C, La] logits
+        if not logits:
+            scores = torch.sigmoid(scores)
         return scores[0] if unbatched else scores
 
 
@@ -69,7 +74,7 @@ def select_audio(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Keep the `n_a - floor(n_a * rho_audio)` highest-scoring audio tokens of a chunk, in time order.
 
-    scores: [n_a] selector scores.
+    scores: [n_a] selector scores or logits (only their order matters).
     returns: sorted LongTensor of kept indices; with `straight_through=True`, also the mask
     `hard - scores.detach() + scores` ([n_a], 1 at kept tokens and 0 elsewhere in value), which is
     multiplied into the kept audio embeddings so the next-token loss trains the selector.

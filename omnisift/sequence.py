@@ -27,7 +27,8 @@ class SequenceDecision:
     """What OmniSIFT keeps of a batch of sequences.
 
     keep:         [B, L] bool; every token that is not audio or video is kept.
-    audio_scores: [B, L] selector scores at audio tokens (differentiable), 0 elsewhere.
+    audio_scores: [B, L] selector scores at audio tokens, 0 elsewhere; differentiable as
+                  `straight_through_scores` says.
     is_video, is_audio: [B, L] bool masks of the audio-video tokens considered.
     """
 
@@ -35,6 +36,23 @@ class SequenceDecision:
     audio_scores: torch.Tensor
     is_video: torch.Tensor
     is_audio: torch.Tensor
+
+
+def straight_through_scores(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The selector's scores `sigmoid(logits)` [C, A] in value; in the backward pass the gradient goes to
+    the logits as it is, minus its mean over each chunk's `valid` [C, A] tokens.
+
+    Two things kept selector training from learning (seen on the synthetic task): only the order of the
+    scores within a chunk decides what is kept, so a gradient shared by a chunk's tokens carries no
+    information, yet the straight-through loss pushed every score the same way until the sigmoid
+    saturated (all scores above 0.999 within 25 steps); after that the sigmoid's derivative vanished and
+    the order was decided by float32 ties. Centring removes the shared part; skipping the sigmoid's
+    derivative keeps the gradient alive; decisions rank the logits, which never tie that way.
+    """
+    weights = valid.to(logits.dtype)
+    mean = (logits * weights).sum(-1, keepdim=True) / weights.sum(-1, keepdim=True).clamp(min=1)  # [C, 1]
+    centred = (logits - mean) * weights  # padding slots get no gradient
+    return torch.sigmoid(logits.detach()) + (centred - centred.detach())
 
 
 def _group_slots(group: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,9 +173,10 @@ def decide_sequence(
         a_slot, a_counts = _group_slots(chunk[a_sel], n_chunks)
         audio_pad = embeds.new_zeros(n_chunks, int(a_counts.max()), d)
         audio_pad[chunk[a_sel], a_slot] = embeds[a_sel]
-        scores = selector(video_pad, audio_pad, video_mask)  # [C, Amax]
+        logits = selector(video_pad, audio_pad, video_mask, logits=True)  # [C, Amax]
         audio_valid = torch.arange(audio_pad.shape[1], device=device) < a_counts.unsqueeze(-1)
-        ranked = scores.detach().float().masked_fill(~audio_valid, float("-inf"))
+        scores = straight_through_scores(logits, audio_valid)
+        ranked = logits.detach().float().masked_fill(~audio_valid, float("-inf"))
         chunk_keep = keep_top(ranked, _kept_counts(a_counts, rho_audio))  # [C, Amax]
         keep_av[a_sel] = chunk_keep[chunk[a_sel], a_slot]
         scores_av = scores_av.to(scores.dtype).index_put((a_sel,), scores[chunk[a_sel], a_slot])

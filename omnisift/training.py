@@ -4,9 +4,12 @@ The frozen towers ran once (the feature cache in `pipeline.features`); here each
 vision and audio tokens are laid out as Qwen2.5-Omni lays them out (`[chunk 0 video][chunk 0 audio]...`
 between the bos and eos tokens, then the question and the answer) with TMRoPE positions by the rules of
 DESIGN section 2 (a test checks them against `get_rope_index`). `compressed_forward` decides what to
-keep with `decide_sequence`, multiplies the audio embeddings by the straight-through mask, runs the
-frozen language model on the kept tokens at their original positions and takes the next-token loss
-on the answer. Only the selector learns.
+keep with `decide_sequence`, runs the frozen language model on the kept tokens at their original
+positions and takes the next-token loss on the answer; the straight-through mask carries the gradient
+to the selector either through the kept audio embeddings (`gate="embedding"`, DESIGN section 3) or
+through every attention layer's keys (`gate="attention"`, `omnisift.key_gate`), and the scores pass it
+to the selector's logits centred per chunk (`omnisift.sequence.straight_through_scores`). Only the
+selector learns.
 
 `Trainer.step()` does one micro-batch (and an optimizer step every `grad_accum` micro-batches);
 `Trainer.run()` loops, shows a progress bar, writes checkpoints and the learning curve. Checkpoints
@@ -200,7 +203,7 @@ class RandomScorer(nn.Module):
         super().__init__()
         self.generator = torch.Generator().manual_seed(seed)
 
-    def forward(self, video, audio, video_mask=None):  # noqa: ARG002 - the selector's signature
+    def forward(self, video, audio, video_mask=None, logits=False):  # noqa: ARG002 - the selector's signature
         return torch.rand(audio.shape[:-1], generator=self.generator).to(audio.device)
 
 
@@ -222,22 +225,29 @@ def embed_batch(thinker, batch: Batch) -> torch.Tensor:
     return embeds.masked_scatter(slots.unsqueeze(-1), batch.av_features.to(embeds.dtype))
 
 
-def compressed_forward(thinker, batch: Batch, ratios: Ratios | None, selector: nn.Module | None = None) -> ForwardResult:
+GATES = ("embedding", "attention")
+
+
+def compressed_forward(thinker, batch: Batch, ratios: Ratios | None, selector: nn.Module | None = None,
+                       gate: str = "embedding") -> ForwardResult:
     """Next-token loss on the answer with OmniSIFT deciding what to keep.
 
     `ratios=None` keeps every token (the full model). `selector` defaults to `thinker.compressor`; a
     `RandomScorer` gives random audio selection. When grad is enabled and the selector has trainable
-    weights, audio embeddings are multiplied by the straight-through mask (1 in value at kept tokens).
+    weights, the straight-through mask (1 in value at kept tokens) carries the gradient to its scores:
+    `gate="embedding"` multiplies it into the kept audio embeddings (DESIGN section 3; dropped tokens are
+    removed), `gate="attention"` keeps every token and weighs each attention key by it
+    (`omnisift.key_gate`: the forward is the same, dropped tokens get a gradient too).
     """
-    from omnisift.thinker import pack_kept
-
+    if gate not in GATES:
+        raise ValueError(f"gate must be one of {', '.join(GATES)}, got {gate!r}")
     cfg = thinker.config
     embeds = embed_batch(thinker, batch)  # [B, L, D]
-    is_video = (batch.input_ids == cfg.video_token_id) & batch.attention_mask.bool()
-    is_audio = (batch.input_ids == cfg.audio_token_id) & batch.attention_mask.bool()
-    if ratios is None:
-        keep = torch.ones_like(is_video)
-    else:
+    real = batch.attention_mask.bool()
+    is_video = (batch.input_ids == cfg.video_token_id) & real
+    is_audio = (batch.input_ids == cfg.audio_token_id) & real
+    keep, scores = torch.ones_like(is_video), None
+    if ratios is not None:
         decision = decide_sequence(
             embeds, batch.input_ids, batch.positions, video_token_id=cfg.video_token_id,
             audio_token_id=cfg.audio_token_id, selector=thinker.compressor if selector is None else selector,
@@ -245,22 +255,52 @@ def compressed_forward(thinker, batch: Batch, ratios: Ratios | None, selector: n
         )
         keep = decision.keep
         if torch.is_grad_enabled() and decision.audio_scores.requires_grad:
-            gate = straight_through_mask(keep, decision.audio_scores)  # [B, L]
-            embeds = embeds * torch.where(is_audio, gate, 1.0).unsqueeze(-1).to(embeds.dtype)
-    keep = keep & batch.attention_mask.bool()
+            scores = decision.audio_scores  # [B, L]
+    keep = keep & real
+    counts = torch.stack([is_video.sum(), (is_video & keep).sum(), is_audio.sum(), (is_audio & keep).sum()]).tolist()
+    if scores is not None and gate == "attention":
+        key_gate = torch.where(is_audio, straight_through_mask(keep, scores), keep.to(scores.dtype))  # [B, L]
+        logits, index, packed_mask = _key_gated_logits(thinker, batch, embeds, keep, key_gate)
+    else:
+        if scores is not None:
+            audio_gate = torch.where(is_audio, straight_through_mask(keep, scores), 1.0)  # [B, L]
+            embeds = embeds * audio_gate.unsqueeze(-1).to(embeds.dtype)
+        logits, index, packed_mask = _packed_logits(thinker, batch, embeds, keep)
+    labels = batch.labels.gather(1, index).masked_fill(packed_mask == 0, -100)  # [B, L']
+    loss = None
+    if (labels != -100).any():
+        loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                           ignore_index=-100)
+    return ForwardResult(loss, logits, index, packed_mask, (counts[0], counts[1]), (counts[2], counts[3]))
+
+
+def _packed_logits(thinker, batch: Batch, embeds: torch.Tensor, keep: torch.Tensor):
+    """The language model on the kept tokens only, at their original positions.
+
+    returns logits [B, L', V], index [B, L'] into L, packed mask [B, L'] (left-padded)."""
+    from omnisift.thinker import pack_kept
+
     index, packed_mask = pack_kept(keep)  # [B, L']
     packed = embeds.gather(1, index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
     positions = batch.positions.gather(2, index.unsqueeze(0).expand(3, -1, -1))
     out = thinker.model.language_model(inputs_embeds=packed, attention_mask=packed_mask, position_ids=positions,
                                        use_cache=False)
-    logits = thinker.lm_head(out.last_hidden_state)  # [B, L', V]
-    labels = batch.labels.gather(1, index).masked_fill(packed_mask == 0, -100)
-    loss = None
-    if (labels != -100).any():
-        loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                           ignore_index=-100)
-    counts = torch.stack([is_video.sum(), (is_video & keep).sum(), is_audio.sum(), (is_audio & keep).sum()]).tolist()
-    return ForwardResult(loss, logits, index, packed_mask, (counts[0], counts[1]), (counts[2], counts[3]))
+    return thinker.lm_head(out.last_hidden_state), index, packed_mask
+
+
+def _key_gated_logits(thinker, batch: Batch, embeds: torch.Tensor, keep: torch.Tensor, key_gate: torch.Tensor):
+    """The language model on every token with attention keys weighed by `key_gate` [B, L]; the logits at
+    the kept tokens are returned in the packed layout of `_packed_logits`, so the loss is the same."""
+    from omnisift.key_gate import key_gated
+    from omnisift.thinker import pack_kept
+
+    language_model = thinker.model.language_model
+    with key_gated(language_model):
+        out = language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                             position_ids=batch.positions, use_cache=False, key_gate=key_gate)
+    index, packed_mask = pack_kept(keep)  # [B, L']
+    hidden = out.last_hidden_state.gather(1, index.unsqueeze(-1).expand(-1, -1, out.last_hidden_state.shape[-1]))
+    return thinker.lm_head(hidden), index, packed_mask
 
 
 def option_logits(result: ForwardResult, batch: Batch, option_ids: Sequence[int]) -> torch.Tensor:
@@ -294,6 +334,7 @@ class TrainSettings:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1
     max_grad_norm: float = 1.0
+    gate: str = "embedding"  # how the straight-through mask reaches the scores: see `compressed_forward`
     rho_video: float = 0.8
     rho_audio: float = 0.3
     save_every: int = 200
@@ -401,7 +442,7 @@ class Trainer:
         start = time.perf_counter()
         batch = batch.to(self.device)
         with self.autocast():
-            result = compressed_forward(self.thinker, batch, self.ratios, self.selector)
+            result = compressed_forward(self.thinker, batch, self.ratios, self.selector, self.settings.gate)
         if result.loss is None:
             raise ValueError("a training batch has no answer tokens")
         (result.loss / self.settings.grad_accum).backward()
@@ -483,9 +524,10 @@ class Trainer:
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
     """The newest `checkpoint-N` (or `final`) folder under `out_dir`, if any."""
     out_dir = Path(out_dir)
-    found = sorted((int(p.name.split("-")[1]), p) for p in out_dir.glob("checkpoint-*")
-                   if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").exists())
-    return found[-1][1] if found else None
+    folders = [p for p in out_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()] + [out_dir / "final"]
+    found = sorted((json.loads((p / "trainer_state.json").read_text())["optimizer_step"], p.name != "final", p)
+                   for p in folders if (p / "trainer_state.json").exists())
+    return found[-1][2] if found else None
 
 
 def batch_stream(examples: Sequence[Example], batch_size: int, pad_id: int, *, seed: int = 0,

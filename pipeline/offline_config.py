@@ -48,6 +48,7 @@ class OptimConfig(_Strict):
     warmup_steps: int = Field(default=50, ge=0)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
     max_grad_norm: float = Field(default=1.0, ge=0)
+    gate: Literal["embedding", "attention"] = "embedding"  # omnisift.training.compressed_forward
     rho_video: float = Field(default=0.8, ge=0, le=1)
     rho_audio: float = Field(default=0.3, ge=0, le=1)
     save_every: int = Field(default=200, ge=0)

@@ -19,7 +19,8 @@ encoded by `operators`' towers into the feature cache, laid out by `omnisift.tra
 3. Evaluate at about 25% retention (rho_video 0.5 of 4 tokens per frame, rho_audio 0.8 of 50 per
    chunk: 14 of 58 tokens per chunk kept) with random audio selection (mean of `--random-draws`), the
    untrained selector, and the selector trained with `Trainer` (hard top-k, straight-through
-   estimator); also full tokens. The selector's first `--selector-warmup` training steps use a lower
+   estimator through the gate `--gate`: `embedding` as in DESIGN section 3, or `attention`, see
+   `omnisift.key_gate`); also full tokens. The selector's first `--selector-warmup` training steps use a lower
    audio drop ratio (`--warmup-rho-audio`); evaluation always uses the ratios above.
    The selector is trained from `--inits` initialisations (the seed's own and fresh ones) on the
    backbone's fit clips; the one with the best accuracy at those ratios on the held-out *training*
@@ -27,7 +28,8 @@ encoded by `operators`' towers into the feature cache, laid out by `omnisift.tra
 
 Seeds run in parallel processes (`--jobs`).
 
-    python -m pipeline.synthetic_task --seeds 5 --work /tmp/w --out docs/training-results --no-progress
+    python -m pipeline.synthetic_task --seed-ids 5 6 7 8 9 --gate attention --selector-warmup 0 \
+        --work /tmp/w --out docs/training-results/attention --no-progress
 
 writes `results.md`, `results.json` and learning curves there.
 """
@@ -49,6 +51,7 @@ import torch
 from omnisift.data import Sample
 from omnisift.ratios import Ratios
 from omnisift.training import (
+    GATES,
     Example,
     PromptTemplate,
     RandomScorer,
@@ -431,7 +434,7 @@ def run_seed(seed: int, work: Path, out: Path, ref_model, cache, train_samples, 
     own_init = copy.deepcopy(compressor.state_dict())
     settings = TrainSettings(steps=args.selector_steps, batch_size=args.batch_size, lr=args.selector_lr,
                              warmup_steps=10, min_lr_ratio=0.1, rho_video=RATIOS.rho_video,
-                             rho_audio=RATIOS.rho_audio, save_every=0, log_every=10, seed=seed)
+                             rho_audio=RATIOS.rho_audio, save_every=0, log_every=10, seed=seed, gate=args.gate)
     inits, states, histories = [], [], []
     for j in range(args.inits):
         if j == 0:
@@ -620,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proj-lr", type=float, default=1e-3)
     parser.add_argument("--selector-steps", type=int, default=200)
     parser.add_argument("--selector-lr", type=float, default=1e-3)
+    parser.add_argument("--gate", choices=GATES, default="embedding",
+                        help="how the straight-through mask reaches the selector (omnisift.training.compressed_forward)")
     parser.add_argument("--inits", type=int, default=3,
                         help="selector initialisations per seed; the best on the held-out training clips is kept")
     parser.add_argument("--work", type=Path, default=Path("/tmp/omnisift-synthetic"))

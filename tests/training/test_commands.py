@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from omnisift import load_selector
@@ -46,19 +47,36 @@ def test_train_command_writes_checkpoints_curve_and_resumes(tmp_path, tiny_path,
     first = load_selector(run / "final" / "selector.safetensors")
     assert first.d_model == 64
     assert main(["train", str(config), "--steps", "4", "--no-progress"]) == 0
-    assert "resumed from" in capsys.readouterr().out and "at step 2" not in ""
+    assert f"resumed from {run / 'final'} at step 3" in capsys.readouterr().out
     state = json.loads((run / "final" / "trainer_state.json").read_text())
     assert state["optimizer_step"] == 4
 
 
-def test_bad_train_config_names_the_field(tmp_path, tiny_path, clips, capsys):
+@pytest.mark.parametrize(("field", "value"), [("lr", -1), ("gate", "soft")])
+def test_bad_train_config_names_the_field(tmp_path, tiny_path, clips, capsys, field, value):
     folder, paths = clips
     config = _train_config(tmp_path, tiny_path, _dataset(folder, paths))
     data = yaml.safe_load(config.read_text())
-    data["train"]["lr"] = -1
+    data["train"][field] = value
     config.write_text(yaml.safe_dump(data))
     assert main(["train", str(config)]) == 2
-    assert "train.lr" in capsys.readouterr().err
+    assert f"train.{field}" in capsys.readouterr().err
+
+
+def test_train_command_trains_with_the_attention_gate(tmp_path, tiny_path, clips):
+    from safetensors.torch import load_file
+
+    from omnisift.loading import load_model
+
+    folder, paths = clips
+    config = _train_config(tmp_path, tiny_path, _dataset(folder, paths), steps=2)
+    data = yaml.safe_load(config.read_text())
+    data["train"]["gate"] = "attention"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["train", str(config), "--no-progress"]) == 0
+    trained = load_file(tmp_path / "run" / "final" / "selector.safetensors")
+    start = load_model(tiny_path, device="cpu", dtype="float32").thinker.compressor.state_dict()
+    assert any(not torch.equal(trained[f"thinker.compressor.{k}"], v) for k, v in start.items())
 
 
 @pytest.mark.slow
