@@ -607,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-ids", type=int, nargs="+", help="run these seeds instead")
     parser.add_argument("--train", type=int, default=640)
     parser.add_argument("--test", type=int, default=160)
+    parser.add_argument("--train-seed", type=int, default=1, help="seed of the generated training clips")
+    parser.add_argument("--test-seed", type=int, default=2, help="seed of the generated test clips")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--backbone-steps", type=int, default=1000, help="at most this many backbone steps")
     parser.add_argument("--val", type=int, default=128,
@@ -633,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="seeds run in parallel (processes)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
+    if args.train_seed == args.test_seed:
+        parser.error("--train-seed and --test-seed must differ (the test clips would be the training clips)")
     logging.basicConfig(level=logging.WARNING)
     from transformers.utils import logging as hf_logging
 
@@ -644,8 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    train_samples = make_dataset(args.work / "train", args.train, seed=1)
-    test_samples = make_dataset(args.work / "test", args.test, seed=2)
+    train_samples = make_dataset(args.work / f"train-seed{args.train_seed}", args.train, seed=args.train_seed)
+    test_samples = make_dataset(args.work / f"test-seed{args.test_seed}", args.test, seed=args.test_seed)
     t_media = time.perf_counter() - started
     ref = tiny_model(args.work, 0)
     cache = FeatureCache(args.work / "cache", shard_size=64)

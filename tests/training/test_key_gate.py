@@ -92,7 +92,8 @@ def test_straight_through_scores_are_the_sigmoid_with_the_gradient_centred_per_c
     torch.testing.assert_close(logits.grad, torch.tensor([[-2.0, -1.0, 3.0, 0.0], [3.0, -1.0, -1.0, -1.0]]))
 
 
-def test_attention_gate_gives_dropped_audio_tokens_a_gradient(model):
+def _logit_gradients(model, gate: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """d loss / d selector logit per audio token [chunks, 50], and which were kept [chunks, 50] bool."""
     thinker = model.thinker
     batch = _batch(model, n=1)
     d = _decision(thinker, batch)
@@ -100,32 +101,26 @@ def test_attention_gate_gives_dropped_audio_tokens_a_gradient(model):
     logits = {}
     hook = thinker.compressor.register_forward_hook(lambda m, i, o: logits.setdefault("z", o).retain_grad())
     try:
-        compressed_forward(thinker, batch, RATIOS, gate="attention").loss.backward()
+        compressed_forward(thinker, batch, RATIOS, gate=gate).loss.backward()
     finally:
         hook.remove()
-    grads = logits["z"].grad.flatten()  # [audio tokens] in time order
-    dropped = ~d.keep[0][is_audio]
-    assert grads[dropped].abs().min() > 0
+    return logits["z"].grad.view(-1, 50), d.keep[0][is_audio].view(-1, 50)
 
 
-def test_embedding_gate_gives_dropped_audio_tokens_no_gradient(model):
-    thinker = model.thinker
-    batch = _batch(model, n=1)
-    d = _decision(thinker, batch)
-    is_audio = batch.input_ids[0] == thinker.config.audio_token_id
-    logits = {}
-    hook = thinker.compressor.register_forward_hook(lambda m, i, o: logits.setdefault("z", o).retain_grad())
-    try:
-        compressed_forward(thinker, batch, RATIOS, gate="embedding").loss.backward()
-    finally:
-        hook.remove()
-    grads = logits["z"].grad.view(-1, 50)  # [chunks, 50 audio tokens]
-    kept = d.keep[0][is_audio].view(-1, 50)
+def test_attention_gate_gives_each_dropped_audio_token_its_own_gradient(model):
+    grads, kept = _logit_gradients(model, "attention")
+    for c in range(grads.shape[0]):
+        assert grads[c][~kept[c]].std() > 0
+
+
+def test_embedding_gate_gives_dropped_audio_tokens_no_gradient_of_their_own(model):
+    grads, kept = _logit_gradients(model, "embedding")
     # Only kept tokens carry a loss gradient; after centring, every dropped token of a chunk has the same
     # one (minus the chunk's mean), and the kept ones differ from it.
     for c in range(grads.shape[0]):
-        assert torch.allclose(grads[c][~kept[c]], grads[c][~kept[c]][0].expand(int((~kept[c]).sum())))
-        assert (grads[c][kept[c]] - grads[c][~kept[c]][0]).abs().max() > 0
+        dropped = grads[c][~kept[c]]
+        torch.testing.assert_close(dropped, dropped[:1].expand_as(dropped))
+        assert (grads[c][kept[c]] - dropped[0]).abs().max() > 0
 
 
 def test_an_unknown_gate_is_refused(model):
