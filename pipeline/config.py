@@ -8,7 +8,7 @@ working directory); it is validated by `streams.load_source_config`.
     streams:
       - {name: door, source: source-rtsp.yaml}
     model: {path: Qwen/Qwen2.5-Omni-7B, compressor: omnisift, retention: 0.25, window_seconds: 300}
-    backpressure: {max_in_flight: 2, drop_policy: drop_oldest, queue_size: 4}
+    backpressure: {max_in_flight: 2, drop_policy: drop_oldest, queue_size: 4, restart_wait: 30}
     resources: {encoder: {num_gpus: 0.5}, model: {num_gpus: 0.5}}
     zmq: {pub: tcp://127.0.0.1:5560, rep: tcp://127.0.0.1:5561}
     metrics: {port: 9464}
@@ -107,9 +107,19 @@ class ResourcesSpec(_Strict):
 
 
 class BackpressureSpec(_Strict):
+    """How much of a stream is in flight, what a full queue drops, and how long a chunk waits for an
+    actor that is restarting.
+
+    restart_wait: seconds a chunk keeps being sent again (re-encoded first if the encoder lost it) while
+    the encoder or model actor restarts. Meanwhile newer chunks wait in the queues above and, once those
+    are full, the drop policy applies (a live source drops its oldest, counted as `dropped`). A chunk not
+    in the context by then, or whose actor is dead for good (its `max_restarts` used up), counts as `lost`.
+    0 gives up at the first failure."""
+
     max_in_flight: int = Field(2, ge=1, le=64)  # chunks of one stream between its source and the model
     drop_policy: DropPolicy | None = None  # overrides each live source's policy; None: the source's own
     queue_size: int | None = Field(None, ge=1, le=4096)  # overrides each source's queue size
+    restart_wait: float = Field(30.0, ge=0.0, le=3600.0)  # seconds; see above
 
 
 class CurveSpec(_Strict):

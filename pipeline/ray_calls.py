@@ -1,9 +1,12 @@
 """Calls to Ray actors from the driver: awaiting and cancelling them, and reading how they failed.
 
-Ray reports an actor that died or is restarting with exceptions of its own (a retry may succeed once it
-is back), and wraps an exception raised inside an actor in a `RayTaskError` (the cause is what the user
-needs to see). Ray is imported inside the functions, as everywhere in the driver, so importing
-`pipeline.stream` does not start loading Ray.
+Ray reports an actor that died or is restarting with exceptions of its own, and wraps an exception raised
+inside an actor in a `RayTaskError` (the cause is what the user needs to see). An actor that is restarting
+(or briefly unreachable) fails calls with `ActorUnavailableError`: the same call may succeed once it is
+back, and a call that was running when it died may or may not have run. One dead for good (its
+`max_restarts` used up, or killed without restart) fails them with `ActorDiedError`. A task whose argument
+an actor failed to produce raises that actor's error, naming that actor. Ray is imported inside the
+functions, as everywhere in the driver, so importing `pipeline.stream` does not start loading Ray.
 """
 
 from __future__ import annotations
@@ -16,6 +19,26 @@ def actor_gone(e: BaseException) -> bool:
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
     return isinstance(e, (RayActorError, ActorDiedError, ActorUnavailableError))
+
+
+def actor_restarting(e: BaseException) -> bool:
+    """Whether a call failed because its actor is restarting or briefly unreachable (a retry may succeed),
+    rather than dead for good."""
+    from ray.exceptions import ActorUnavailableError
+
+    return isinstance(e, ActorUnavailableError)
+
+
+def failed_actor(e: BaseException) -> str | None:
+    """The id (hex) of the actor whose death or restart failed a call, if Ray says: for a task whose
+    argument an actor failed to produce, that actor, not the one called."""
+    return getattr(e, "actor_id", None) or getattr(unwrap(e), "actor_id", None)
+
+
+def actor_id(handle: Any) -> str | None:
+    """The id (hex) of the actor behind a handle, as `failed_actor` gives it."""
+    aid = getattr(handle, "_actor_id", None)
+    return None if aid is None else aid.hex()
 
 
 def unwrap(e: BaseException) -> BaseException:

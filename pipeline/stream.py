@@ -10,9 +10,10 @@ chunk's small meta from the source actor and hands the chunk's object ref (never
 encoder, and an *appender* that prefills encoded chunks into the model in order and evaluates standing
 questions. Between them an `asyncio.Queue(max_in_flight)`: when the model is slower than real time the
 pump stops pulling, the source's own bounded queue fills, and its drop policy (`drop_oldest` for live
-streams) discards the oldest chunks and counts them; the count travels in every chunk's stats. Chunks
-lost with an actor that died are counted too (`lost`). `lag` is in every answer, watch event and stats
-record.
+streams) discards the oldest chunks and counts them; the count travels in every chunk's stats. A chunk
+whose encoder or model actor is restarting is sent again until it is back (`backpressure.restart_wait`);
+chunks that still never reach the context are counted too (`lost`). `lag` is in every answer, watch event
+and stats record.
 
 The rest lives beside this module: per-stream state and watches in `pipeline.stream_state`, the
 fan-out of events in `pipeline.stream_events`, ZeroMQ requests in `pipeline.stream_requests`, and the
@@ -196,7 +197,8 @@ class OmniStream:
             st.resumed.set()
         self._events.set_state(st, "paused" if paused else "running")
         st.tasks = StreamLoops(st, encoder=self.encoder, model=self.model, metrics=self.metrics,
-                               events=self._events, watches=self._watches, restarts=self._tracker).start()
+                               events=self._events, watches=self._watches, restarts=self._tracker,
+                               restart_wait=self.config.backpressure.restart_wait).start()
 
     async def pause_stream(self, name: str) -> None:
         """Stop taking chunks; a live source keeps only its newest `queue_size` chunks meanwhile."""

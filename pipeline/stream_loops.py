@@ -4,10 +4,14 @@ The *pump* takes the next chunk's small meta from the source actor and hands the
 (never the frames) to the encoder; the *appender* prefills the encoded chunks into the model in order,
 then evaluates the standing questions. Between them, the stream's bounded queue.
 
-An actor that dies is restarted by Ray; the loops retry and go on. A chunk in flight to the encoder or
-the model when it dies (or fails on it) cannot be recovered: it is counted as `lost`, in the stream's
-state, in every later stats record and in `omnisift_chunks_lost_total`, so that for every stream
-chunks produced by the source = chunks in the context + dropped + lost + chunks still in flight.
+An actor that dies is restarted by Ray (up to its `max_restarts`); while it restarts Ray fails calls to
+it at once. The appender then sends the same chunk again, re-encoding it first if the encoder lost it,
+until the actor is back or `backpressure.restart_wait` seconds have passed; meanwhile newer chunks wait in
+the bounded queues, and a live source's drop policy discards the oldest (`dropped`). A chunk that cannot be
+delivered by then, or whose actor is dead for good, or on which an actor raised, is counted as `lost`, in
+the stream's state, in every later stats record and in `omnisift_chunks_lost_total`, so that for every
+stream chunks produced by the source = chunks in the context + dropped + lost + chunks still in flight.
+A model actor that restarted has lost every stream's context: the stream goes on in a fresh one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pipeline.ray_calls import actor_gone, one_line, unwrap
+from pipeline.ray_calls import (
+    actor_gone,
+    actor_id,
+    actor_restarting,
+    failed_actor,
+    one_line,
+    unwrap,
+)
 from pipeline.stream_events import EventHub
 from pipeline.stream_state import RestartTracker, StreamState, Watch
 from pipeline.workers import ChunkMeta, ChunkStats, WatchEvent
@@ -26,7 +37,7 @@ from pipeline.workers import ChunkMeta, ChunkStats, WatchEvent
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 0.3  # between calls to an actor that is restarting
-GIVE_UP_SECONDS = 60.0  # an actor unreachable this long fails the stream
+GIVE_UP_SECONDS = 60.0  # a source actor unreachable this long fails the stream
 
 
 class _SourceFailed(Exception):
@@ -37,14 +48,18 @@ class StreamLoops:
     """The pump and the appender of one stream, over the pipeline's encoder and model actors."""
 
     def __init__(self, st: StreamState, *, encoder: Any, model: Any, metrics: Any, events: EventHub,
-                 watches: dict[int, Watch], restarts: RestartTracker) -> None:
+                 watches: dict[int, Watch], restarts: RestartTracker, restart_wait: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.st = st
         self.name = st.spec.name
         self.encoder, self.model, self.metrics = encoder, model, metrics
         self.events = events
         self.watches = watches  # shared with OmniStream: questions added later are seen
         self.restarts = restarts
+        self.restart_wait = restart_wait  # seconds one chunk waits for a restarting encoder or model
+        self.clock = clock
         self._failing_since: float | None = None
+        self._model_pid: int | None = None  # the model process this stream's last chunk went to
 
     def start(self) -> list[asyncio.Task]:
         """Start both loops; the tasks end at end of stream or failure, or when cancelled."""
@@ -73,8 +88,9 @@ class StreamLoops:
             if meta.kind != "chunk":
                 continue
             encoded_ref = self.encoder.encode.remote(chunk_ref)  # the frames go source -> encoder directly
-            del chunk_ref
-            await st.queue.put((meta, encoded_ref))  # waits while max_in_flight chunks are in flight
+            # the chunk's ref goes along too, to encode it again if the encoder restarts with it
+            await st.queue.put((meta, chunk_ref, encoded_ref))  # waits while max_in_flight chunks are in flight
+            del chunk_ref, encoded_ref
 
     async def _next_chunk(self) -> tuple[ChunkMeta | None, Any]:
         """(meta, chunk ref) from the source actor; (None, None) after a pause while it restarts.
@@ -87,8 +103,8 @@ class StreamLoops:
         except Exception as e:  # noqa: BLE001
             if not actor_gone(e):
                 raise _SourceFailed(one_line(unwrap(e))) from None
-            self._failing_since = self._failing_since or time.monotonic()
-            if time.monotonic() - self._failing_since > GIVE_UP_SECONDS:
+            self._failing_since = self._failing_since or self.clock()
+            if self.clock() - self._failing_since > GIVE_UP_SECONDS:
                 raise _SourceFailed("source actor unreachable") from None
             await asyncio.sleep(RETRY_SECONDS)
             return None, None
@@ -113,12 +129,19 @@ class StreamLoops:
                 if st.state != "failed":
                     self.events.set_state(st, "ended")
                 return
-            meta, encoded_ref = item
-            stats = await self._call(lambda m=meta, r=encoded_ref: self.model.append.remote(m, r))
-            del encoded_ref
+            meta, chunk_ref, encoded_ref = item
+            del item
+            stats, resent = await self._deliver(meta, chunk_ref, encoded_ref)
+            del chunk_ref, encoded_ref
             if stats is None:
                 self._lost(meta)
                 continue
+            if resent and stats.model_pid == self._model_pid:
+                # Ray could not say whether the failed call ran, and the model did not restart (which
+                # would have taken its context with it): the chunk may be in the context twice.
+                log.warning("%s: chunk %d sent again to a model actor that did not restart; it may be in "
+                            "the context twice", self.name, meta.index)
+            self._model_pid = stats.model_pid
             self._seen_pid("model", stats.model_pid)
             self._seen_pid("encoder", stats.encoder_pid)
             stats = st.appended(stats)
@@ -127,12 +150,43 @@ class StreamLoops:
             self.events.emit(stats.to_json())
             await self._evaluate_watches(stats)
 
-    def _lost(self, meta: ChunkMeta) -> None:
-        """Count a chunk that left the source but will never reach the context.
+    async def _deliver(self, meta: ChunkMeta, chunk_ref: Any, encoded_ref: Any) -> tuple[ChunkStats | None, bool]:
+        """Append one chunk to the model: (its stats, or None if it cannot be; whether the model was sent
+        it again after a call that failed on the model, which may or may not have run).
 
-        The append fails when the model actor dies during it, or the encoder actor died with the chunk
-        (the append's argument is then that failure), or either raised; in each case the chunk is gone.
+        The append fails when the model actor dies or restarts under it, or the encoder actor did with
+        the chunk (the append's argument is then that failure, naming the encoder), or either raised.
+        While the failing actor is restarting the chunk is sent again every RETRY_SECONDS, through the
+        encoder first if the encoder lost it, for up to `restart_wait` seconds; an actor dead for good,
+        an error raised inside one, or the time running out gives None.
         """
+        deadline = self.clock() + self.restart_wait
+        resent = False
+        while True:
+            try:
+                return await self.model.append.remote(meta, encoded_ref), resent
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                if not actor_gone(e):
+                    self._failed(e)
+                    return None, resent
+                model_failed = failed_actor(e) == actor_id(self.model)
+                actor = "model" if model_failed else "encoder"
+                if not actor_restarting(e):
+                    log.warning("%s: the %s actor is dead for good (%s)", self.name, actor, type(e).__name__)
+                    return None, resent
+                if self.clock() >= deadline:
+                    log.warning("%s: the %s actor still unavailable after %gs", self.name, actor, self.restart_wait)
+                    return None, resent
+            log.info("%s: the %s actor is restarting; chunk %d is sent again", self.name, actor, meta.index)
+            await asyncio.sleep(RETRY_SECONDS)
+            resent = resent or model_failed
+            if not model_failed:  # the encoded chunk is that failure: encode it again
+                encoded_ref = self.encoder.encode.remote(chunk_ref)
+
+    def _lost(self, meta: ChunkMeta) -> None:
+        """Count a chunk that left the source but will never reach the context (see `_deliver`)."""
         self.st.lost += 1
         if self.metrics is not None:
             self.metrics.chunk_lost(self.name)
@@ -150,9 +204,13 @@ class StreamLoops:
                 log.warning("%s: an actor died under a call (%s); it restarts", self.name, type(e).__name__)
                 await asyncio.sleep(RETRY_SECONDS)
                 return None
-            self.events.set_state(self.st, "error", one_line(unwrap(e)))
-            log.error("%s: %s", self.name, one_line(unwrap(e)))
+            self._failed(e)
             return None
+
+    def _failed(self, e: BaseException) -> None:
+        """An actor raised: the stream shows the error and goes on."""
+        self.events.set_state(self.st, "error", one_line(unwrap(e)))
+        log.error("%s: %s", self.name, one_line(unwrap(e)))
 
     def _seen_pid(self, actor: str, pid: int) -> None:
         if self.restarts.seen(actor, self.name, pid):

@@ -41,8 +41,9 @@ class Watch:
 class StreamState:
     """One stream as the driver sees it: its source actor, state, the queue between its two loops,
     and its counters. `dropped` and `reconnects` are the source's own (a restarted source counts
-    from 0 again); `lost` counts chunks that left the source but never reached the context because
-    the encoder or model actor died (or failed) with them in flight."""
+    from 0 again); `lost` counts chunks that left the source but never reached the context: the
+    encoder or model actor raised on them, was dead for good, or did not come back from a restart within
+    `backpressure.restart_wait` seconds."""
 
     spec: StreamSpec
     source: Any = None

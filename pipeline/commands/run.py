@@ -49,8 +49,8 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
             await asyncio.gather(printer, return_exceptions=True)
         snap = stream.snapshot()
     for name, s in snap["streams"].items():
-        print(f"[{name}] {s['state']}: {s['chunks']} chunks, {s['dropped']} dropped, {s['reconnects']} reconnects",
-              flush=True)
+        print(f"[{name}] {s['state']}: {s['chunks']} chunks, {s['dropped']} dropped, {s['lost']} lost, "
+              f"{s['reconnects']} reconnects", flush=True)
     return 0
 
 

@@ -57,7 +57,7 @@ def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_mo
     assert any(ln.startswith("[cam] chunk") and "lag" in ln and "dropped" in ln for ln in lines), out.stdout
     assert any(ln.startswith("[cam] ALERT p(yes)=") and "lag" in ln for ln in lines), out.stdout
     assert any(ln.startswith("[cam] A: ") and "lag" in ln for ln in lines), out.stdout
-    assert lines[-1].startswith("[cam] running:") and "dropped" in lines[-1]
+    assert lines[-1].startswith("[cam] running:") and " dropped, 0 lost, " in lines[-1], lines[-1]
     assert any(ln.startswith("rep: tcp://127.0.0.1:") for ln in lines)
     deadline = time.monotonic() + 15
     assert any(Path(ray_tmp).iterdir()), "the run did not use RAY_TMPDIR; the check below would see nothing"

@@ -43,6 +43,7 @@ def _ok(**kw):
         (_ok(model={"retention": 1.5}), ["model.retention", "1.5"]),
         (_ok(backpressure={"drop_policy": "drop_newest"}), ["backpressure.drop_policy", "'drop_newest'"]),
         (_ok(backpressure={"max_in_flight": 0}), ["backpressure.max_in_flight", "0"]),
+        (_ok(backpressure={"restart_wait": -1}), ["backpressure.restart_wait", "-1"]),
         (_ok(zmq={"pub": "tcp://0.0.0.0:5560"}), ["beyond loopback", "zmq.curve"]),
         (_ok(zmq={"rep": "http://127.0.0.1:1"}), ["zmq.rep", "tcp://"]),
         (_ok(watch=[{"question": "x?", "stream": "nope"}]), ["watch", "'nope'"]),

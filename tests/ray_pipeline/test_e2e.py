@@ -92,7 +92,7 @@ async def test_file_source_answers_through_the_api_and_zeromq(local_ray, tiny_mo
             await asyncio.wait_for(actor.where.remote(), 30)
 
 
-async def test_chunks_lost_to_a_killed_model_are_counted_and_every_chunk_adds_up(local_ray, tiny_model_path, tmp_path):
+async def test_chunks_sent_while_the_model_restarts_are_retried_and_every_chunk_adds_up(local_ray, tiny_model_path, tmp_path):
     # a finite live feed at 4x real time (a chunk every 0.5 s) into a model that takes >= 1.5 s per chunk
     # and no standing questions: the appender is never idle, so the model always has an append in flight
     clip = write_clip(tmp_path / "lossy.mp4", seconds=24.0, fps=4)
@@ -113,9 +113,17 @@ async def test_chunks_lost_to_a_killed_model_are_counted_and_every_chunk_adds_up
         snap = p.snapshot()["streams"]["lossy"]
         source_counts = await asyncio.wait_for(p.streams["lossy"].source.stats.remote(), 30)
         appended = len({m["index"] for m in records})
+        assert p.restarts["model"] == 1 and records[1]["model_pid"] != records[0]["model_pid"]
         assert appended == len(records) == snap["chunks"]
+        # While the model restarts (seconds: it loads the model again) the chunk waits and is sent again;
+        # the live source keeps only its newest chunk meanwhile and drops the rest.
         assert snap["dropped"] == source_counts["chunks_dropped"] >= 1
-        assert snap["lost"] >= 1  # at least the chunk the model was appending when it died
+        # The append running when the model died fails with "may or may not have run" (ActorUnavailableError)
+        # and is sent again to the restarted actor; its context is new, so the chunk cannot be in it twice.
+        # Measured: 0 lost, the chunk after the first one is in the new context. At most 1 allows for a Ray
+        # that reports that call as dead for good (ActorDiedError), which counts it lost.
+        assert snap["lost"] <= 1, snap
+        assert records[1]["index"] == records[0]["index"] + 1 or snap["lost"] == 1, [m["index"] for m in records]
         # Counted on three sides (the source actor, the published records, the driver's losses). While the
         # stream runs chunks are in flight (produced >= appended + dropped + lost); once it has ended nothing
         # is, so the identity is exact.
