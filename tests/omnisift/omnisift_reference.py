@@ -50,8 +50,9 @@ def stvp(f1: torch.Tensor, f2: torch.Tensor | None, rho: float) -> tuple[list[in
     return keep1, top_sorted(temporal_saliency(a, f2.double().cpu().numpy()), keep)
 
 
-def vgas(sel: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-    """VGAS forward from the selector's weights with functional ops; video [Lv, D], audio [La, D]."""
+def vgas(sel: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor, logits: bool = False) -> torch.Tensor:
+    """VGAS forward from the selector's weights with functional ops; video [Lv, D], audio [La, D].
+    Scores in (0, 1), or with `logits=True` the score head's output before the sigmoid."""
     p = {k: v.detach().double() for k, v in sel.state_dict().items()}
     hidden = p["v_proj.weight"].shape[0]
     heads = sel.cross_attn.num_heads
@@ -72,7 +73,8 @@ def vgas(sel: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor) -> torc
         att = torch.zeros_like(a)
     x = F.layer_norm(att + a, (hidden,), p["post_attn_norm.weight"], p["post_attn_norm.bias"])
     h = F.silu(x @ p["score_head.0.weight"].T + p["score_head.0.bias"])
-    return torch.sigmoid(h @ p["score_head.2.weight"].T + p["score_head.2.bias"]).squeeze(-1)
+    z = (h @ p["score_head.2.weight"].T + p["score_head.2.bias"]).squeeze(-1)  # [La]
+    return z if logits else torch.sigmoid(z)
 
 
 def select_audio(scores: torch.Tensor, rho: float) -> list[int]:

@@ -8,6 +8,8 @@ token layout by counting tokens, not from positions.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -191,5 +193,40 @@ def test_saliency_in_blocks_of_frames_decides_like_one_block(tiny, clip_inputs, 
     expected = ref.chunkwise_keep(
         embeds[0], clip_inputs["input_ids"][0], thinker.compressor, 0.7, 0.3, video_token_id=video_id,
         audio_token_id=audio_id, tokens_per_frame=tokens_per_frame(grid), frames=int(grid[0]),
+    )
+    assert keep[0].tolist() == expected.tolist()
+
+
+def test_saturated_scores_are_ranked_like_the_double_precision_reference(tiny, clip_inputs):
+    """Logits in [20, 32] make every float32 sigmoid score exactly 1.0; decisions must still follow the
+    scores' order (the functional reference's float64 logits, same order as the scores), not fall back to
+    the earliest tokens."""
+    thinker = tiny.thinker
+    video_id, audio_id = ids_of(tiny)
+    embeds = real_embeddings(thinker, clip_inputs)
+    positions = rope_positions(thinker, clip_inputs)
+    selector = copy.deepcopy(thinker.compressor)
+    seen = []
+    hook = selector.score_head.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+
+    def keep_with(sel):
+        return omnisift.compress_sequence(
+            embeds, clip_inputs["input_ids"], positions, video_token_id=video_id, audio_token_id=audio_id,
+            selector=sel, rho_video=0.7, rho_audio=0.6, attention_mask=clip_inputs["attention_mask"])
+
+    keep_with(selector)
+    low, high = float(seen[-1].min()), float(seen[-1].max())
+    scale = 12.0 / (high - low)
+    with torch.no_grad():
+        selector.score_head[2].weight.mul_(scale)
+        selector.score_head[2].bias.mul_(scale).add_(20.0 - scale * low)
+    keep = keep_with(selector)
+    hook.remove()
+    assert torch.all(torch.sigmoid(seen[-1]) == 1.0)  # float32 scores all tie
+    grid = clip_inputs["video_grid_thw"][0]
+    expected = ref.chunkwise_keep(
+        embeds[0], clip_inputs["input_ids"][0], lambda video, audio: ref.vgas(selector, video, audio, logits=True), 0.7, 0.6,
+        video_token_id=video_id, audio_token_id=audio_id, tokens_per_frame=tokens_per_frame(grid),
+        frames=int(grid[0]),
     )
     assert keep[0].tolist() == expected.tolist()
