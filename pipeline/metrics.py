@@ -5,7 +5,9 @@
     omnisift_tokens_total{stream,modality,kept}  counter: audio/video tokens before (kept="false") and after
     omnisift_chunks_total{stream}                counter: chunks in the context
     omnisift_chunks_dropped_total{stream}        counter: chunks dropped by the drop policy
-    omnisift_chunks_lost_total{stream}           counter: chunks lost in flight (the encoder/model actor died or failed)
+    omnisift_chunks_lost_total{stream}           counter: chunks that left the source and never reached the context
+                                                 (not delivered within backpressure.restart_wait, an actor dead
+                                                 for good, or an actor raised on them)
     omnisift_reconnects_total{stream}            counter: source reconnects
     omnisift_kv_cache_tokens{stream}             gauge: tokens in the stream's KV cache
     omnisift_actor_restarts_total{actor}         counter: restarts seen (a new process answered)
@@ -31,7 +33,9 @@ class PipelineMetrics:
                               ["stream", "modality", "kept"], registry=r)
         self.chunks = Counter("omnisift_chunks", "Chunks appended to the model's context", ["stream"], registry=r)
         self.dropped = Counter("omnisift_chunks_dropped", "Chunks dropped by the drop policy", ["stream"], registry=r)
-        self.lost = Counter("omnisift_chunks_lost", "Chunks lost in flight: the encoder or model actor died or failed",
+        self.lost = Counter("omnisift_chunks_lost",
+                            "Chunks that left the source and never reached the context: not delivered within "
+                            "backpressure.restart_wait, an actor dead for good, or an actor raised on them",
                             ["stream"], registry=r)
         self.reconnects = Counter("omnisift_reconnects", "Source reconnects", ["stream"], registry=r)
         self.cache = Gauge("omnisift_kv_cache_tokens", "Tokens in the stream's KV cache", ["stream"], registry=r)
@@ -40,7 +44,8 @@ class PipelineMetrics:
         self._server = None
 
     def chunk(self, s: ChunkStats) -> None:
-        for stage in ("preprocess", "encode", "compress", "prefill"):
+        # a duplicate's prefill ran in a call whose reply was lost: its time is not known
+        for stage in ("preprocess", "encode", "compress") + (() if s.duplicate else ("prefill",)):
             self.stage.labels(s.stream, stage).observe(getattr(s, stage))
         self.lag.labels(s.stream).set(s.lag)
         for modality in ("video", "audio"):

@@ -12,8 +12,9 @@ questions. Between them an `asyncio.Queue(max_in_flight)`: when the model is slo
 pump stops pulling, the source's own bounded queue fills, and its drop policy (`drop_oldest` for live
 streams) discards the oldest chunks and counts them; the count travels in every chunk's stats. A chunk
 whose encoder or model actor is restarting is sent again until it is back (`backpressure.restart_wait`);
-chunks that still never reach the context are counted too (`lost`). `lag` is in every answer, watch event
-and stats record.
+chunks that still never reach the context are counted too (`lost`). An actor dead for good fails the
+stream: its state is "failed" with a one-line `detail` naming the actor, in `snapshot()` and in the
+"stream" event. `lag` is in every answer, watch event and stats record.
 
 The rest lives beside this module: per-stream state and watches in `pipeline.stream_state`, the
 fan-out of events in `pipeline.stream_events`, ZeroMQ requests in `pipeline.stream_requests`, and the

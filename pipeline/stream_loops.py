@@ -8,10 +8,14 @@ An actor that dies is restarted by Ray (up to its `max_restarts`); while it rest
 it at once. The appender then sends the same chunk again, re-encoding it first if the encoder lost it,
 until the actor is back or `backpressure.restart_wait` seconds have passed; meanwhile newer chunks wait in
 the bounded queues, and a live source's drop policy discards the oldest (`dropped`). A chunk that cannot be
-delivered by then, or whose actor is dead for good, or on which an actor raised, is counted as `lost`, in
-the stream's state, in every later stats record and in `omnisift_chunks_lost_total`, so that for every
-stream chunks produced by the source = chunks in the context + dropped + lost + chunks still in flight.
-A model actor that restarted has lost every stream's context: the stream goes on in a fresh one.
+delivered by then, or on which an actor raised, is counted as `lost`, in the stream's state, in every later
+stats record and in `omnisift_chunks_lost_total`, and the stream goes on. A model actor that restarted has
+lost every stream's context: the stream goes on in a fresh one. One that was only unreachable may have run
+the call that failed; the chunk sent again is then skipped by the model (its stats say `duplicate`) and
+counted once. An encoder or model actor dead for good (its restarts used up) fails the stream: its state
+becomes "failed", naming the actor, the pump stops pulling from the source, and the chunk that found the
+actor dead and those already past the source are counted lost. So for every stream, chunks produced by
+the source = chunks in the context + dropped + lost + chunks still in flight (none once it is over).
 """
 
 from __future__ import annotations
@@ -41,7 +45,12 @@ GIVE_UP_SECONDS = 60.0  # a source actor unreachable this long fails the stream
 
 
 class _SourceFailed(Exception):
-    """The source raised, or its actor stayed unreachable: the stream fails with this message."""
+    """The source raised, or its actor stayed unreachable or is dead for good: the stream fails with this
+    message."""
+
+
+class _ActorDead(Exception):
+    """The encoder or model actor is dead for good: the stream fails with this message."""
 
 
 class StreamLoops:
@@ -59,7 +68,8 @@ class StreamLoops:
         self.restart_wait = restart_wait  # seconds one chunk waits for a restarting encoder or model
         self.clock = clock
         self._failing_since: float | None = None
-        self._model_pid: int | None = None  # the model process this stream's last chunk went to
+        self._source_died = False  # the last call to the source actor failed as on one dead for good
+        self._stop = asyncio.Event()  # set when the stream fails for good: the pump pulls no more chunks
 
     def start(self) -> list[asyncio.Task]:
         """Start both loops; the tasks end at end of stream or failure, or when cancelled."""
@@ -71,30 +81,46 @@ class StreamLoops:
     async def pump(self) -> None:
         """Source -> encoder, one chunk at a time, bounded by the queue to the appender."""
         st = self.st
-        while True:
-            await st.resumed.wait()
+        while not self._stop.is_set():
+            await self._resumed()
+            if self._stop.is_set():
+                break
             try:
                 meta, chunk_ref = await self._next_chunk()
             except _SourceFailed as e:
                 self.events.set_state(st, "failed", str(e))
-                await st.queue.put(None)
-                return
+                break
             if meta is None:
                 continue  # the source actor is restarting
             self._source_said(meta)
             if meta.kind == "end":
-                await st.queue.put(None)
-                return
+                break
             if meta.kind != "chunk":
                 continue
+            if self._stop.is_set():  # the stream failed while the source was asked: this chunk is past it
+                self._lost(meta)
+                break
             encoded_ref = self.encoder.encode.remote(chunk_ref)  # the frames go source -> encoder directly
             # the chunk's ref goes along too, to encode it again if the encoder restarts with it
             await st.queue.put((meta, chunk_ref, encoded_ref))  # waits while max_in_flight chunks are in flight
             del chunk_ref, encoded_ref
+        await st.queue.put(None)
+
+    async def _resumed(self) -> None:
+        """Wait until the stream is not paused, or has failed."""
+        if self.st.resumed.is_set() or self._stop.is_set():
+            return
+        waits = [asyncio.create_task(self.st.resumed.wait()), asyncio.create_task(self._stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in waits:
+                t.cancel()
 
     async def _next_chunk(self) -> tuple[ChunkMeta | None, Any]:
         """(meta, chunk ref) from the source actor; (None, None) after a pause while it restarts.
-        Raises _SourceFailed if the source raised or stayed unreachable for GIVE_UP_SECONDS."""
+        Raises _SourceFailed if the source raised, its actor is dead for good (see `_deliver`) or stayed
+        unreachable for GIVE_UP_SECONDS."""
         try:
             meta_ref, chunk_ref = self.st.source.next_chunk.options(num_returns=2).remote(0.5)
             meta = await meta_ref
@@ -103,12 +129,15 @@ class StreamLoops:
         except Exception as e:  # noqa: BLE001
             if not actor_gone(e):
                 raise _SourceFailed(one_line(unwrap(e))) from None
+            died, self._source_died = self._source_died, not actor_restarting(e)
+            if died and self._source_died:
+                raise _SourceFailed(f"the source actor is dead for good ({type(e).__name__})") from None
             self._failing_since = self._failing_since or self.clock()
             if self.clock() - self._failing_since > GIVE_UP_SECONDS:
                 raise _SourceFailed("source actor unreachable") from None
             await asyncio.sleep(RETRY_SECONDS)
             return None, None
-        self._failing_since = None
+        self._failing_since, self._source_died = None, False
         return meta, chunk_ref
 
     def _source_said(self, meta: ChunkMeta) -> None:
@@ -131,17 +160,21 @@ class StreamLoops:
                 return
             meta, chunk_ref, encoded_ref = item
             del item
-            stats, resent = await self._deliver(meta, chunk_ref, encoded_ref)
+            stats = None
+            if not self._stop.is_set():  # once the stream failed, a queued chunk never reaches the context
+                try:
+                    stats = await self._deliver(meta, chunk_ref, encoded_ref)
+                except _ActorDead as e:
+                    self._fail(str(e))
             del chunk_ref, encoded_ref
             if stats is None:
                 self._lost(meta)
                 continue
-            if resent and stats.model_pid == self._model_pid:
-                # Ray could not say whether the failed call ran, and the model did not restart (which
-                # would have taken its context with it): the chunk may be in the context twice.
-                log.warning("%s: chunk %d sent again to a model actor that did not restart; it may be in "
-                            "the context twice", self.name, meta.index)
-            self._model_pid = stats.model_pid
+            if stats.duplicate:
+                # a call that failed (Ray could not say whether it ran) had run on a model that did not
+                # restart: the chunk is in the context once, and this is the first reply that says so
+                log.warning("%s: chunk %d was already in the context (a failed call to the model had run); "
+                            "the copy sent again was skipped", self.name, meta.index)
             self._seen_pid("model", stats.model_pid)
             self._seen_pid("encoder", stats.encoder_pid)
             stats = st.appended(stats)
@@ -150,38 +183,45 @@ class StreamLoops:
             self.events.emit(stats.to_json())
             await self._evaluate_watches(stats)
 
-    async def _deliver(self, meta: ChunkMeta, chunk_ref: Any, encoded_ref: Any) -> tuple[ChunkStats | None, bool]:
-        """Append one chunk to the model: (its stats, or None if it cannot be; whether the model was sent
-        it again after a call that failed on the model, which may or may not have run).
+    async def _deliver(self, meta: ChunkMeta, chunk_ref: Any, encoded_ref: Any) -> ChunkStats | None:
+        """Append one chunk to the model: its stats, or None if it cannot be. Raises _ActorDead if the
+        encoder or model actor is dead for good.
 
         The append fails when the model actor dies or restarts under it, or the encoder actor did with
         the chunk (the append's argument is then that failure, naming the encoder), or either raised.
         While the failing actor is restarting the chunk is sent again every RETRY_SECONDS, through the
-        encoder first if the encoder lost it, for up to `restart_wait` seconds; an actor dead for good,
-        an error raised inside one, or the time running out gives None.
+        encoder first if the encoder lost it, for up to `restart_wait` seconds; an error raised inside an
+        actor, or the time running out, gives None. A call that failed may have run on a model that was
+        only unreachable: the model then skips the chunk sent again (`ChunkStats.duplicate`).
+
+        Dead for good is two calls in a row failing with ActorDiedError from the same actor: Ray 2.60
+        fails the call an actor died under with ActorUnavailableError when it will restart (measured),
+        and the second call guards against a Ray that says ActorDiedError for it.
         """
         deadline = self.clock() + self.restart_wait
-        resent = False
+        died: str | None = None  # the actor whose last call failed as on one dead for good
         while True:
             try:
-                return await self.model.append.remote(meta, encoded_ref), resent
+                return await self.model.append.remote(meta, encoded_ref)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001
                 if not actor_gone(e):
                     self._failed(e)
-                    return None, resent
+                    return None
                 model_failed = failed_actor(e) == actor_id(self.model)
                 actor = "model" if model_failed else "encoder"
-                if not actor_restarting(e):
-                    log.warning("%s: the %s actor is dead for good (%s)", self.name, actor, type(e).__name__)
-                    return None, resent
+                if actor_restarting(e):
+                    died = None
+                elif died == actor:
+                    raise _ActorDead(f"the {actor} actor is dead for good ({type(e).__name__})") from None
+                else:
+                    died = actor
                 if self.clock() >= deadline:
                     log.warning("%s: the %s actor still unavailable after %gs", self.name, actor, self.restart_wait)
-                    return None, resent
-            log.info("%s: the %s actor is restarting; chunk %d is sent again", self.name, actor, meta.index)
+                    return None
+            log.info("%s: the %s actor is unavailable; chunk %d is sent again", self.name, actor, meta.index)
             await asyncio.sleep(RETRY_SECONDS)
-            resent = resent or model_failed
             if not model_failed:  # the encoded chunk is that failure: encode it again
                 encoded_ref = self.encoder.encode.remote(chunk_ref)
 
@@ -206,6 +246,12 @@ class StreamLoops:
                 return None
             self._failed(e)
             return None
+
+    def _fail(self, reason: str) -> None:
+        """An actor is dead for good: the stream fails, the pump stops, queued chunks are counted lost."""
+        self.events.set_state(self.st, "failed", reason)
+        self._stop.set()
+        log.error("%s: %s; the stream stops", self.name, reason)
 
     def _failed(self, e: BaseException) -> None:
         """An actor raised: the stream shows the error and goes on."""

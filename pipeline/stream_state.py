@@ -39,11 +39,12 @@ class Watch:
 
 @dataclass
 class StreamState:
-    """One stream as the driver sees it: its source actor, state, the queue between its two loops,
-    and its counters. `dropped` and `reconnects` are the source's own (a restarted source counts
-    from 0 again); `lost` counts chunks that left the source but never reached the context: the
-    encoder or model actor raised on them, was dead for good, or did not come back from a restart within
-    `backpressure.restart_wait` seconds."""
+    """One stream as the driver sees it: its source actor, state (with `detail`, the one-line reason of
+    a "failed" or "error" state), the queue between its two loops, and its counters. `dropped` and
+    `reconnects` are the source's own (a restarted source counts from 0 again); `lost` counts chunks that
+    left the source but never reached the context: the encoder or model actor raised on them, did not come
+    back from a restart within `backpressure.restart_wait` seconds, or is dead for good (which fails the
+    stream: the chunks already past the source are lost, and no more are taken from it)."""
 
     spec: StreamSpec
     source: Any = None

@@ -81,7 +81,12 @@ class ChunkStats:
     reconnects: int = 0
     model_pid: int = 0
     encoder_pid: int = 0
-    lost: int = 0  # chunks lost in flight so far (encoder/model actor died or failed); set by the driver
+    # chunks lost so far: they left the source but will never reach the context (not delivered within
+    # backpressure.restart_wait, an actor dead for good, or an actor raised on them); set by the driver
+    lost: int = 0
+    # the chunk was already in the context (a call that failed on the way back had applied it) and was not
+    # appended again: prefill is 0, the other fields describe the chunk and the context as they are
+    duplicate: bool = False
 
     def to_json(self) -> dict:
         return {"type": "stats", **asdict(self)}
@@ -269,9 +274,23 @@ class EncoderWorker:
 @dataclass
 class _StreamContext:
     session: Any
-    last_meta: ChunkMeta | None = None
+    last_meta: ChunkMeta | None = None  # of the last chunk applied
     chunks: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    applied_to: Any = None  # the session's LiveContext that chunk went into (a reset session makes a new one)
+
+    def holds(self, meta: ChunkMeta) -> bool:
+        """Whether the chunk is already in the context: the session's context is still the one the last
+        chunk went into, and this chunk comes from the same source process (a restarted source numbers
+        its chunks from 0 again) with an index at most that chunk's."""
+        last = self.last_meta
+        return (last is not None and self.applied_to is not None and self.session.context is self.applied_to
+                and meta.pid == last.pid and meta.index <= last.index)
+
+    def applied(self, meta: ChunkMeta) -> None:
+        """Remember the chunk just appended to the session's context."""
+        self.last_meta, self.applied_to = meta, self.session.context
+        self.chunks += 1
 
 
 class UnknownStreamError(ValueError):
@@ -301,25 +320,28 @@ class ModelWorker:
             return ctx
 
     def append(self, meta: ChunkMeta, encoded: EncodedChunkResult) -> ChunkStats:
-        """Prefill one compressed chunk into its stream's context."""
+        """Prefill one compressed chunk into its stream's context. Idempotent: a chunk the context already
+        holds (sent again after a call that failed but had run) is skipped, its stats marked `duplicate`."""
         started = time.perf_counter()
         ctx = self._context(meta.stream)
         c = encoded.compressed
         with ctx.lock:
-            ctx.session.append_compressed(c)
-            ctx.last_meta = meta
-            ctx.chunks += 1
-            prefill = ctx.session._last_prefill
+            duplicate = ctx.holds(meta)
+            prefill = 0.0
+            if not duplicate:
+                ctx.session.append_compressed(c)
+                ctx.applied(meta)
+                prefill = ctx.session._last_prefill
             cache = len(ctx.session.context)
             in_context = len(ctx.session.context.chunks)
         pad = self.spec.get("min_append_seconds", 0.0) - (time.perf_counter() - started)
-        if pad > 0:
+        if pad > 0 and not duplicate:
             time.sleep(pad)
         return ChunkStats(
             meta.stream, meta.index, meta.start, meta.duration, meta.capture_time,
             max(0.0, time.time() - meta.capture_time), encoded.preprocess, encoded.encode, encoded.compress,
             prefill, c.video_before, c.video_after, c.audio_before, c.audio_after, cache, in_context,
-            meta.dropped, meta.reconnects, os.getpid(), encoded.pid,
+            meta.dropped, meta.reconnects, os.getpid(), encoded.pid, duplicate=duplicate,
         )
 
     def ask(self, stream: str, question: str, max_new_tokens: int | None = None, **generation) -> Answer:

@@ -1,7 +1,7 @@
 """The stream loops (pump and appender) over fake actors, without Ray running: a chunk whose encoder or
 model actor is restarting is sent again until the actor is back, within `restart_wait` seconds of a
-clock the test controls; chunks that still never reach the context are counted as lost; and every chunk
-the source produced is accounted for."""
+clock the test controls; chunks that still never reach the context are counted as lost; an actor dead
+for good fails the stream and stops it; and every chunk the source produced is accounted for."""
 
 from __future__ import annotations
 
@@ -59,41 +59,50 @@ class _Method:
 
 
 class _Source:
-    """Emits chunks `0..emitted-1` of which `dropped` were discarded by its drop policy, then ends."""
+    """Emits chunks `0..emitted-1` of which `dropped` were discarded by its drop policy, then ends.
 
-    def __init__(self, emitted: int, dropped: set[int]) -> None:
+    dead_from: from this chunk on, every call fails as on an actor dead for good (Ray's ActorDiedError).
+    on_chunk: called with the index of each chunk as it leaves."""
+
+    def __init__(self, emitted: int, dropped: set[int], dead_from: int | None = None, on_chunk=None) -> None:
         self.left = [i for i in range(emitted) if i not in dropped]
         self.emitted, self.dropped, self.delivered = emitted, dropped, 0
+        self.dead_from, self.on_chunk, self.calls = dead_from, on_chunk, 0
         self.next_chunk = _Method(self._next)
 
     def _next(self, timeout):
+        self.calls += 1
+        if self.left and self.dead_from is not None and self.left[0] >= self.dead_from:
+            return _Ref(error=ActorDiedError()), _Ref(error=ActorDiedError())
         if not self.left:
             return _Ref(ChunkMeta("end", "cam", dropped=len(self.dropped), pid=1)), _Ref(None)
         i = self.left.pop(0)
         self.delivered += 1
         dropped = sum(d < i for d in self.dropped)
+        if self.on_chunk is not None:
+            self.on_chunk(i)
         return _Ref(ChunkMeta("chunk", "cam", i, 2.0 * i, 2.0, dropped=dropped, pid=1)), _Ref(i)
 
 
 class _Actor:
     """What the fake encoder and model share: an id Ray's errors name, a process id, and failures.
 
-    dies_on: chunk indices whose call fails as on an actor dead for good (Ray's ActorDiedError).
+    dead_from: from this chunk on, every call fails as on an actor dead for good (Ray's ActorDiedError).
     outage: (index, seconds): the call for chunk `index` finds the actor restarting, and so does every
     call for `seconds` of the clock after it (each refused call takes REFUSE_SECONDS); then it answers
     from a new process, or from the same one if it was only unreachable (`restarts=False`)."""
 
-    def __init__(self, clock: _Clock, pid: int, dies_on=(), outage: tuple[int, float] | None = None,
-                 restarts: bool = True) -> None:
+    def __init__(self, clock: _Clock, pid: int, dead_from: int | None = None,
+                 outage: tuple[int, float] | None = None, restarts: bool = True) -> None:
         self._actor_id = ActorID.from_random()
-        self.clock, self.pid, self.dies_on, self.outage = clock, pid, set(dies_on), outage
+        self.clock, self.pid, self.dead_from, self.outage = clock, pid, dead_from, outage
         self.restarts = restarts
         self.down_until: float | None = None
         self.calls: list[int] = []  # chunk index of every call, failed or not
 
     def _failure(self, index: int) -> BaseException | None:
         self.calls.append(index)
-        if index in self.dies_on:
+        if self.dead_from is not None and index >= self.dead_from:
             e = ActorDiedError()
             e.actor_id = self._actor_id.hex()
             return e
@@ -117,11 +126,16 @@ class _Encoder(_Actor):
 
 
 class _Model(_Actor):
-    """Appends chunks to its context; a failed argument fails the append (as in Ray)."""
+    """Appends chunks to its context, skipping (as `duplicate`) one it already holds, like ModelWorker; a
+    failed argument fails the append (as in Ray).
 
-    def __init__(self, clock: _Clock, **kw) -> None:
+    reply_lost_on: the call for this chunk appends it, then fails as Ray fails a call to an actor that
+    became unreachable (ActorUnavailableError: it may or may not have run); the process stays the same."""
+
+    def __init__(self, clock: _Clock, reply_lost_on: int | None = None, **kw) -> None:
         super().__init__(clock, 2, **kw)
         self.context: list[int] = []
+        self.reply_lost_on = reply_lost_on
         self.append = _Method(self._append)  # a coroutine is awaitable, like the ref Ray would return
 
     async def _append(self, meta: ChunkMeta, encoded: _Ref) -> ChunkStats:
@@ -129,9 +143,16 @@ class _Model(_Actor):
         error = self._failure(meta.index)
         if error is not None:
             raise error
-        self.context.append(index)
+        duplicate = bool(self.context) and index <= self.context[-1]
+        if not duplicate:
+            self.context.append(index)
+        if index == self.reply_lost_on:
+            self.reply_lost_on = None
+            self.clock.now += REFUSE_SECONDS
+            raise ActorUnavailableError("The actor is temporarily unavailable.", self._actor_id.binary())
         return ChunkStats("cam", meta.index, meta.start, meta.duration, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                          8, 4, 8, 4, 10, 1, meta.dropped, 0, model_pid=self.pid, encoder_pid=encoder_pid)
+                          8, 4, 8, 4, 10, len(self.context), meta.dropped, 0, model_pid=self.pid,
+                          encoder_pid=encoder_pid, duplicate=duplicate)
 
 
 @pytest.fixture(autouse=True)
@@ -139,42 +160,82 @@ def _no_retry_pause(monkeypatch):
     monkeypatch.setattr("pipeline.stream_loops.RETRY_SECONDS", 0.0)
 
 
-async def _run(source: _Source, encoder: _Encoder, model: _Model, clock: _Clock, restart_wait: float = 30.0):
-    """Both loops of one stream until it ends: (stream state, stats records, metrics, restart counts)."""
-    st = StreamState(StreamSpec(name="cam", source={"type": "synthetic"}), source=source)
+def _stream() -> StreamState:
+    st = StreamState(StreamSpec(name="cam", source={"type": "synthetic"}))
     st.queue = asyncio.Queue(1)
     st.resumed.set()
+    return st
+
+
+async def _run(source: _Source, encoder: _Encoder, model: _Model, clock: _Clock, restart_wait: float = 30.0,
+               st: StreamState | None = None, states: list | None = None):
+    """Both loops of one stream until both end: (stream state, stats records, metrics, restart counts).
+    `states` receives the stream's state changes, as the "stream" events tell them."""
+    st = st or _stream()
+    st.source = source
     metrics, events, restarts = PipelineMetrics(), EventHub(), RestartTracker()
     loops = StreamLoops(st, encoder=encoder, model=model, metrics=metrics, events=events, watches={},
                         restarts=restarts, restart_wait=restart_wait, clock=clock)
-    with events.subscribe({"stats"}) as records:
+    with events.subscribe({"stats", "stream"}) as queue:
         await asyncio.wait_for(asyncio.gather(*loops.start()), 10)
-        stats = [records.get_nowait() for _ in range(records.qsize())]
-    return st, stats, metrics, restarts.counts
+        items = [queue.get_nowait() for _ in range(queue.qsize())]
+    if states is not None:
+        states.extend((m["state"], m["detail"]) for m in items if isinstance(m, dict))
+    return st, [m for m in items if isinstance(m, ChunkStats)], metrics, restarts.counts
 
 
 def _lost_metric(metrics: PipelineMetrics) -> float | None:
     return metrics.registry.get_sample_value("omnisift_chunks_lost_total", {"stream": "cam"})
 
 
-async def test_chunks_lost_with_a_dead_encoder_or_model_are_counted_and_add_up():
+@pytest.mark.parametrize("actor", ["model", "encoder"])
+async def test_an_actor_dead_for_good_fails_the_stream_and_stops_pulling_from_its_source(actor):
     clock = _Clock()
-    source = _Source(emitted=8, dropped={2})
-    encoder, model = _Encoder(clock, dies_on={3, 6}), _Model(clock, dies_on={4})
-    st, stats, metrics, _ = await _run(source, encoder, model, clock)
+    source = _Source(emitted=40, dropped={1})
+    dead = {"dead_from": 3}
+    encoder = _Encoder(clock, **dead if actor == "encoder" else {})
+    model = _Model(clock, **dead if actor == "model" else {})
+    states: list = []
+    st, stats, metrics, _ = await _run(source, encoder, model, clock, states=states)
 
-    assert [s.index for s in stats] == [0, 1, 5, 7] == model.context
-    assert (st.chunks, st.dropped, st.lost, st.state) == (4, 1, 3, "ended")
-    assert source.emitted == st.chunks + st.dropped + st.lost  # every chunk the source made, accounted for
-    assert source.delivered == st.chunks + st.lost
-    assert model.calls == [0, 1, 4, 5, 7] and encoder.calls == [0, 1, 3, 4, 5, 6, 7]  # dead: not sent again
-    assert [s.lost for s in stats] == [0, 0, 2, 3]  # each record carries the losses so far
-    assert st.snapshot()["lost"] == 3
-    assert _lost_metric(metrics) == 3
+    reason = f"the {actor} actor is dead for good (ActorDiedError)"
+    assert [s.index for s in stats] == [0, 2] == model.context
+    assert (st.state, st.detail) == ("failed", reason) and states[-1] == ("failed", reason)
+    snap = st.snapshot()
+    assert (snap["state"], snap["detail"], snap["chunks"], snap["dropped"]) == ("failed", reason, 2, 1)
+    # the source is asked no more: lost are only the chunk that found the actor dead (3) and those already
+    # past the source (4 in the queue of 1, 5 held by the pump), not every later chunk
+    assert source.delivered == st.chunks + st.lost and st.lost == 3
+    assert source.delivered < source.emitted - len(source.dropped) and source.calls == source.delivered
+    assert (model if actor == "model" else encoder).calls.count(3) == 2  # asked once more, then given up
+    assert max(model.calls) <= 3  # no chunk after it was sent to the model
+    assert _lost_metric(metrics) == st.lost
+
+
+async def test_a_paused_stream_whose_actor_is_dead_for_good_fails_and_its_loops_end():
+    # the stream is paused just after chunk 3 leaves the source; chunk 2, still queued, finds the model
+    # dead for good: the pump, waiting to be resumed, stops too
+    clock, st = _Clock(), _stream()
+    source = _Source(emitted=10, dropped=set(), on_chunk=lambda i: i == 3 and st.resumed.clear())
+    model = _Model(clock, dead_from=2)
+    st, stats, _, _ = await _run(source, _Encoder(clock), model, clock, st=st)
+
+    assert [s.index for s in stats] == [0, 1] and st.state == "failed" and "model actor" in st.detail
+    assert source.delivered == 4 == st.chunks + st.lost and not st.resumed.is_set()
+
+
+async def test_a_source_actor_dead_for_good_fails_the_stream_at_once():
+    clock = _Clock()
+    source = _Source(emitted=10, dropped=set(), dead_from=4)
+    st, stats, _, _ = await _run(source, _Encoder(clock), _Model(clock), clock)
+
+    assert [s.index for s in stats] == [0, 1, 2, 3] and (st.lost, clock.now) == (0, 0.0)
+    assert (st.state, st.detail) == ("failed", "the source actor is dead for good (ActorDiedError)")
+    assert source.calls == 4 + 2  # four chunks, then asked once more before giving up
 
 
 @pytest.mark.parametrize("actor", ["model", "encoder"])
-async def test_a_chunk_waits_for_a_restarting_actor_and_is_delivered(actor, caplog):
+async def test_a_chunk_waits_for_a_restarting_actor_and_is_delivered(actor):
     clock = _Clock()
     source = _Source(emitted=8, dropped={2})
     outage = {"outage": (4, 7.0)}  # four refused calls, 8 s of the clock: well within restart_wait
@@ -190,7 +251,7 @@ async def test_a_chunk_waits_for_a_restarting_actor_and_is_delivered(actor, capl
     assert calls.count(4) >= 2 and 7.0 <= clock.now < 30.0  # refused while it restarted, then delivered
     assert restarts[actor] == 1 and restarts["model" if actor == "encoder" else "encoder"] == 0
     assert all(s.lost == 0 for s in stats) and _lost_metric(metrics) == 0
-    assert not any("twice" in r.getMessage() for r in caplog.records)  # it restarted: its context is new
+    assert not any(s.duplicate for s in stats)  # it restarted: its context is new
 
 
 @pytest.mark.parametrize("actor", ["model", "encoder"])
@@ -211,14 +272,20 @@ async def test_a_chunk_whose_actor_stays_unavailable_past_the_bound_is_lost_and_
     assert [s.lost for s in stats] == [0, 0, 0, 1, 1, 1] and _lost_metric(metrics) == 1
 
 
-async def test_a_chunk_sent_again_to_a_model_that_did_not_restart_is_flagged(caplog):
-    # Ray cannot say whether a call that failed while running ran; a model that was only unreachable
-    # keeps its context, so the chunk may now be in it twice: the driver says so (it cannot know more)
+async def test_a_chunk_whose_failed_call_had_run_is_skipped_by_the_model_and_counted_once(caplog):
+    # Ray cannot say whether a call that failed ran; on a model that was only unreachable it may have, and
+    # the model keeps its context: the copy sent again is skipped and reported as a duplicate
     clock = _Clock()
-    source = _Source(emitted=6, dropped=set())
-    model = _Model(clock, outage=(3, 3.0), restarts=False)
+    source = _Source(emitted=6, dropped={1})
+    model = _Model(clock, reply_lost_on=3)
     with caplog.at_level("WARNING", logger="pipeline.stream_loops"):
-        st, _, _, restarts = await _run(source, _Encoder(clock), model, clock)
-    assert (st.chunks, st.lost, restarts["model"]) == (6, 0, 0)
-    flagged = [r.getMessage() for r in caplog.records if "twice" in r.getMessage()]
-    assert flagged == ["cam: chunk 3 sent again to a model actor that did not restart; it may be in the context twice"]
+        st, stats, metrics, restarts = await _run(source, _Encoder(clock), model, clock)
+
+    assert model.context == [0, 2, 3, 4, 5] and model.calls.count(3) == 2  # sent twice, in the context once
+    assert [s.index for s in stats] == model.context and [s.duplicate for s in stats] == [0, 0, 1, 0, 0]
+    assert (st.chunks, st.dropped, st.lost, st.state, restarts["model"]) == (5, 1, 0, "ended", 0)
+    assert source.emitted == st.chunks + st.dropped + st.lost  # the chunk counted once, as in the context
+    assert metrics.registry.get_sample_value("omnisift_chunks_total", {"stream": "cam"}) == 5
+    flagged = [r.getMessage() for r in caplog.records if "already in the context" in r.getMessage()]
+    assert flagged == [("cam: chunk 3 was already in the context (a failed call to the model had run); "
+                        "the copy sent again was skipped")]

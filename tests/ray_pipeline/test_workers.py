@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import math
 
 import pytest
+import torch
 
 from pipeline.workers import ChunkMeta, EncoderWorker, ModelWorker, SourceWorker, load_omni
 
@@ -65,6 +67,40 @@ def test_encoder_then_model_worker_answer_with_lag_and_media_time(av_file, loade
     assert fresh.ask("cam", "x").chunks_in_context == 0
     model.remove("cam")
     assert "cam" not in model.cache_tokens()
+
+
+def test_model_worker_skips_a_chunk_its_context_already_holds_until_the_context_is_reset(av_file, loaded):
+    # the driver sends a chunk again when a call failed without Ray knowing whether it ran; on a model that
+    # was only unreachable it had, and appending it again would put it in the context twice
+    spec = {"path": "unused"}
+    enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
+    src = SourceWorker("cam", {"type": "file", "path": str(av_file)})
+    try:
+        (m0, c0), (m1, c1) = src.next_chunk(5.0), src.next_chunk(5.0)
+    finally:
+        src.close()
+    e0, e1 = enc.encode(c0), enc.encode(c1)
+    first, second = model.append(m0, e0), model.append(m1, e1)
+    session = model.contexts["cam"].session
+    length, positions = len(session.context), session.context_positions().clone()
+
+    again, older = model.append(m1, e1), model.append(m0, e0)
+    assert not first.duplicate and not second.duplicate and again.duplicate and older.duplicate
+    assert len(session.context) == length and torch.equal(session.context_positions(), positions)
+    assert (again.index, again.chunks_in_context, again.cache_tokens, again.prefill) == (1, 2, length, 0.0)
+    assert model.ask("cam", "x", max_new_tokens=1).media_time == 4.0  # the newest chunk is still chunk 1
+
+    # a restarted source numbers its chunks from 0 again: from another process, chunk 0 is a new chunk
+    restarted = model.append(replace(m0, pid=m0.pid + 1), e0)
+    assert not restarted.duplicate and restarted.chunks_in_context == 3 and len(session.context) > length
+
+    # a reset session, or a context created again, takes chunk 0 again
+    session.reset()
+    assert not model.append(m0, e0).duplicate and len(session.context.chunks) == 1
+    model.remove("cam")
+    fresh = model.append(m0, e0)
+    assert not fresh.duplicate and fresh.chunks_in_context == 1
+    assert model.contexts["cam"].session is not session
 
 
 def test_model_worker_pads_appends_to_a_minimum_time(av_file, loaded):
