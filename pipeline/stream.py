@@ -204,12 +204,14 @@ class OmniStream:
     async def pause_stream(self, name: str) -> None:
         """Stop taking chunks; a live source keeps only its newest `queue_size` chunks meanwhile."""
         st = self._stream(name)
+        st.require_live("pause")
         st.resumed.clear()
         self._events.set_state(st, "paused")
 
     async def resume_stream(self, name: str) -> None:
         """Take chunks again after `pause_stream`."""
         st = self._stream(name)
+        st.require_live("resume")
         st.resumed.set()
         self._events.set_state(st, "running")
 

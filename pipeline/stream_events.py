@@ -61,7 +61,10 @@ class EventHub:
             put_newest(sub.queue, item)
 
     def set_state(self, st: StreamState, state: str, detail: str = "") -> None:
-        """Put a stream in a new state and tell everyone."""
+        """Put a stream in a new state and tell everyone; "failed" is final (a chunk still in flight
+        that ends or errors afterwards does not hide why the stream stopped)."""
+        if st.state == "failed" and state != "failed":
+            return
         st.state, st.detail = state, detail
         self.emit({"type": "stream", "stream": st.spec.name, "state": state, "detail": detail, "time": time.time()})
 

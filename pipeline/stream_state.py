@@ -37,6 +37,9 @@ class Watch:
         return True
 
 
+FINISHED = ("failed", "ended")  # states a stream does not leave (except by being removed)
+
+
 @dataclass
 class StreamState:
     """One stream as the driver sees it: its source actor, state (with `detail`, the one-line reason of
@@ -58,6 +61,13 @@ class StreamState:
     dropped: int = 0
     lost: int = 0
     reconnects: int = 0
+
+    def require_live(self, action: str) -> None:
+        """Raise a one-line ValueError if the stream has failed or ended: `action` cannot apply to it."""
+        if self.state in FINISHED:
+            reason = f" ({self.detail})" if self.detail else ""
+            raise ValueError(f"cannot {action} stream {self.spec.name!r}: it has {self.state}{reason}; "
+                             "remove it and add it again")
 
     def appended(self, stats: ChunkStats) -> ChunkStats:
         """Count a chunk now in the context; its stats, completed with what only the driver knows."""

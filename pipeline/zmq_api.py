@@ -8,7 +8,8 @@ PUB (`zmq.pub`): two-frame messages `[topic, json]`, topic one of `answer`, `wat
     alert   the same fields, only when p_yes >= the watch's threshold
     stats   {index, media_time, duration, capture_time, lag, preprocess, encode, compress, prefill,
              video_before, video_after, audio_before, audio_after, cache_tokens, chunks_in_context,
-             dropped, reconnects, model_pid, encoder_pid, lost}            (one per chunk)
+             dropped, reconnects, model_pid, encoder_pid, lost, duplicate}  (one per chunk; `duplicate`:
+             the model already held this chunk and skipped the copy sent again)
     stream  {state, detail}   (added, paused, resumed, removed, ended, failed, restarted)
 
 Times are seconds; media_time is on the stream's own clock; lag is wall-clock seconds behind capture.

@@ -6,6 +6,7 @@ for good fails the stream and stops it; and every chunk the source produced is a
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from ray import ActorID
@@ -289,3 +290,24 @@ async def test_a_chunk_whose_failed_call_had_run_is_skipped_by_the_model_and_cou
     flagged = [r.getMessage() for r in caplog.records if "already in the context" in r.getMessage()]
     assert flagged == [("cam: chunk 3 was already in the context (a failed call to the model had run); "
                         "the copy sent again was skipped")]
+
+
+def test_a_failed_stream_stays_failed_when_a_chunk_still_in_flight_errors_or_ends():
+    st, events = _stream(), EventHub()
+    events.set_state(st, "failed", "the model actor is dead for good (ActorDiedError)")
+    events.set_state(st, "error", "ValueError: late chunk")
+    events.set_state(st, "ended")
+    assert (st.state, st.detail) == ("failed", "the model actor is dead for good (ActorDiedError)")
+
+
+@pytest.mark.parametrize("state", ["failed", "ended"])
+def test_pausing_or_resuming_a_finished_stream_is_refused_with_its_reason(state):
+    st = _stream()
+    st.state, st.detail = state, "source gone" if state == "failed" else ""
+    reason = " (source gone)" if state == "failed" else ""
+    for action in ("pause", "resume"):
+        with pytest.raises(ValueError, match=re.escape(f"cannot {action} stream 'cam': it has {state}{reason}; "
+                                                       "remove it and add it again")):
+            st.require_live(action)
+    st.state = "paused"
+    st.require_live("resume")  # a live stream may
