@@ -14,8 +14,8 @@ tokens (positions are the original TMRoPE ones either way). Backward, `d attn_ij
 for a dropped key too: the first-order effect of letting it back in. With `g = hard - s.detach() + s`
 the selector's scores receive it (the estimator used by token-pruning work such as DynamicViT).
 
-Cost: every layer materialises `[B, heads, L, L]` weights in float32 (training only; inference never
-uses this path), and the dropped tokens are computed as well.
+Cost (training only; inference never uses this path): the dropped tokens are computed as well, and the
+weights are materialised in float32, one block of `QUERY_BLOCK` queries at a time, recomputed in backward.
 """
 
 from __future__ import annotations
@@ -24,10 +24,14 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 KEY_GATED = "omnisift_key_gated"
+
+
+QUERY_BLOCK = 512  # queries whose [B, H, block, Lk] weights are held at once (recomputed in backward)
 
 
 def key_gated_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -36,22 +40,38 @@ def key_gated_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
     """query [B, H, Lq, d], key/value [B, H_kv, Lk, d], key_gate [B, Lk] -> output [B, Lq, H, d].
 
     `attention_mask` is the model's causal/padding mask (`key_gated_mask`: bool, True = may attend).
+    Longer than `QUERY_BLOCK`, the queries go in blocks, each checkpointed: memory holds one block's
+    weights instead of `[B, H, Lq, Lk]` per layer, at the price of recomputing them in backward.
     """
     if attention_mask is None:
         raise ValueError("key-gated attention needs the causal mask; run the model inside `key_gated`")
     groups = query.shape[1] // key.shape[1]
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    if query.shape[2] <= QUERY_BLOCK:
+        out = _attend(query, key, value, attention_mask, key_gate, scaling)
+    else:
+        mask = attention_mask.expand(query.shape[0], -1, query.shape[2], -1)  # [B, 1|H, Lq, Lk]
+        out = torch.cat([
+            checkpoint(_attend, query[:, :, i:i + QUERY_BLOCK], key, value, mask[:, :, i:i + QUERY_BLOCK],
+                       key_gate, scaling, use_reentrant=False)
+            for i in range(0, query.shape[2], QUERY_BLOCK)
+        ], dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed: torch.Tensor,
+            key_gate: torch.Tensor | None, scaling: float) -> torch.Tensor:
+    """query [B, H, q, d], key/value [B, H, Lk, d], allowed [B, 1|H, q, Lk] bool -> [B, H, q, d]."""
     dtype = torch.promote_types(query.dtype, torch.float32)  # bf16 is computed in float32
-    logits = torch.matmul(query, key.transpose(2, 3)).to(dtype) * scaling  # [B, H, Lq, Lk]
-    logits = logits.masked_fill(~attention_mask, float("-inf"))
+    logits = torch.matmul(query, key.transpose(2, 3)).to(dtype) * scaling  # [B, H, q, Lk]
+    logits = logits.masked_fill(~allowed, float("-inf"))
     # The largest logit over every allowed key, dropped ones included, keeps exp() finite; rows with no
     # allowed key at all (padding) are clamped so they stay 0 instead of NaN.
-    scores = torch.exp(logits - logits.amax(-1, keepdim=True).detach().clamp(min=-1e4))  # [B, H, Lq, Lk]
+    scores = torch.exp(logits - logits.amax(-1, keepdim=True).detach().clamp(min=-1e4))
     if key_gate is not None:
         scores = scores * _secant_gate(key_gate[:, None, None, :].to(dtype), scores.detach())
     weights = scores / scores.sum(-1, keepdim=True).clamp(min=1e-30)
-    out = torch.matmul(weights.to(value.dtype), value)  # [B, H, Lq, d]
-    return out.transpose(1, 2).contiguous(), None
+    return torch.matmul(weights.to(value.dtype), value)
 
 
 def _secant_gate(gate: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

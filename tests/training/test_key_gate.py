@@ -126,3 +126,34 @@ def test_embedding_gate_gives_dropped_audio_tokens_no_gradient_of_their_own(mode
 def test_an_unknown_gate_is_refused(model):
     with pytest.raises(ValueError, match="gate must be one of embedding, attention, got 'soft'"):
         compressed_forward(model.thinker, _batch(model, n=1), RATIOS, gate="soft")
+
+
+def test_key_gated_attention_in_query_blocks_equals_one_block(monkeypatch):
+    from omnisift import key_gate
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 4, 9, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    allowed = torch.ones(9, 9, dtype=torch.bool).tril()[None, None]
+    hard = (torch.rand(2, 9, generator=g) > 0.4).double()
+
+    def run():
+        gate = hard.clone().requires_grad_(True)
+        qq = q.clone().requires_grad_(True)
+        out, _ = key_gate.key_gated_attention(None, qq, k, v, allowed, scaling=8 ** -0.5, key_gate=gate)
+        (out * torch.arange(out.numel(), dtype=out.dtype).view_as(out).sin()).sum().backward()
+        return out.detach(), gate.grad, qq.grad
+
+    whole = run()
+    monkeypatch.setattr(key_gate, "QUERY_BLOCK", 4)  # blocks of 4, 4 and 1 queries
+    blocked = run()
+    for a, b in zip(whole, blocked, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_key_gate_bench_prints_both_settings(capsys):
+    from omnisift.key_gate_bench import main
+
+    assert main(["--length", "64", "--heads", "2", "--head-dim", "8", "--reps", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| all", "| 512"))]
+    assert len(rows) == 2  # a smoke test: the figures themselves belong to BENCHMARKS.md
+    assert all(float(r.split("|")[2]) >= 0 and float(r.split("|")[3]) >= 0 for r in rows)
