@@ -181,7 +181,7 @@ class OmniSIFTCompressor(Compressor):
         if self.selector is None:
             raise ValueError("the omnisift compressor needs a VGAS selector (load one with the model)")
         mask = torch.zeros(audio.shape[0], dtype=torch.bool, device=audio.device)
-        scores = self.selector(kept_video, audio, logits=True)  # [n_a] logits: ranked, never tied
+        scores = self.selector(kept_video, audio, logits=True)  # [n_a] logits: no ties from a saturated sigmoid
         mask[select_audio(scores, self.ratios.rho_audio)] = True
         return mask
 
