@@ -48,7 +48,10 @@ def straight_through_scores(logits: torch.Tensor, valid: torch.Tensor) -> torch.
     saturated (all scores above 0.999 within 25 steps); after that the sigmoid's derivative vanished and
     the order was decided by float32 ties. Centring removes the shared part; skipping the sigmoid's
     derivative keeps the gradient alive; decisions rank the logits, which never tie that way.
+    Without a gradient to carry (inference), this is just the sigmoid.
     """
+    if not logits.requires_grad:
+        return torch.sigmoid(logits)
     weights = valid.to(logits.dtype)
     mean = (logits * weights).sum(-1, keepdim=True) / weights.sum(-1, keepdim=True).clamp(min=1)  # [C, 1]
     centred = (logits - mean) * weights  # padding slots get no gradient

@@ -155,8 +155,7 @@ class StreamLoops:
         while True:
             item = await st.queue.get()
             if item is None:
-                if st.state != "failed":
-                    self.events.set_state(st, "ended")
+                self.events.set_state(st, "ended")  # a failed stream stays failed (set_state)
                 return
             meta, chunk_ref, encoded_ref = item
             del item
