@@ -80,6 +80,23 @@ async def next_matching(agen, pred, timeout: float):
     return await asyncio.wait_for(scan(), timeout)
 
 
+async def assert_actor_ends(actor, timeout: float = 30.0) -> None:
+    """Fail unless calls to `actor` raise RayActorError within `timeout` seconds. `ray.kill` is
+    asynchronous, so a call made just after it may still be served; poll until the actor is gone."""
+    import ray
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            await asyncio.wait_for(actor.where.remote(), max(0.1, end - time.monotonic()))
+        except ray.exceptions.RayActorError:
+            return
+        except asyncio.TimeoutError:
+            break
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the actor still answers {timeout:.0f} s after it was ended")
+
+
 def _have_gst_rtsp() -> bool:
     if not os.path.exists(SYSTEM_PYTHON):
         return False

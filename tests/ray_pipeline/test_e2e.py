@@ -22,7 +22,7 @@ from pipeline.stream import OmniStream, StreamNotFound
 from pipeline.workers import Answer, ChunkStats, WatchEvent
 from streams.errors import SourceError
 from tests.pipeline.media import write_clip
-from tests.ray_pipeline.conftest import next_matching, pipeline_config, synthetic
+from tests.ray_pipeline.conftest import assert_actor_ends, next_matching, pipeline_config, synthetic
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -88,8 +88,7 @@ async def test_file_source_answers_through_the_api_and_zeromq(local_ray, tiny_mo
         sub.close()
         actors = [p.encoder, p.model]
     for actor in actors:  # closed means gone: the actors do not answer any more
-        with pytest.raises(ray.exceptions.RayActorError):
-            await asyncio.wait_for(actor.where.remote(), 30)
+        await assert_actor_ends(actor, 30)
 
 
 async def test_chunks_sent_while_the_model_restarts_are_retried_and_every_chunk_adds_up(local_ray, tiny_model_path, tmp_path):
@@ -187,8 +186,7 @@ async def test_second_stream_added_paused_resumed_and_removed_while_running(live
     assert "cam2" not in live.snapshot()["streams"]
     with pytest.raises(StreamNotFound, match="cam2"):
         await live.ask("x?", "cam2")
-    with pytest.raises(ray.exceptions.RayActorError):
-        await asyncio.wait_for(source.where.remote(), 30)
+    await assert_actor_ends(source, 30)
     await next_matching(live.stats("cam"), lambda s: True, 30)  # the other stream goes on
 
 
