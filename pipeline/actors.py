@@ -9,6 +9,7 @@ dead actor by running its constructor again; the driver's stream loops retry and
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ray
@@ -53,3 +54,15 @@ def kill(actor) -> None:
             ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
+
+
+async def close_source(source, timeout: float = 5.0) -> None:
+    """Close a source actor's source (the device or connection goes back at once), then end the actor.
+    One that does not answer within `timeout` seconds, or is already gone, is ended all the same."""
+    try:
+        await asyncio.wait_for(source.close.remote(), timeout)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - dead or hung: ended below anyway
+        pass
+    kill(source)

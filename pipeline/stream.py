@@ -227,11 +227,7 @@ class OmniStream:
         for t in st.tasks:
             t.cancel()
         await asyncio.gather(*st.tasks, return_exceptions=True)
-        try:
-            await asyncio.wait_for(st.source.close.remote(), 5.0)
-        except Exception:  # noqa: BLE001 - dead or hung: killed below anyway
-            pass
-        actors.kill(st.source)
+        await actors.close_source(st.source)
         for actor in (self.encoder, self.model):
             if actor is not None:
                 actor.remove.remote(name)

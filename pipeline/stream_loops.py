@@ -104,7 +104,16 @@ class StreamLoops:
             # the chunk's ref goes along too, to encode it again if the encoder restarts with it
             await st.queue.put((meta, chunk_ref, encoded_ref))  # waits while max_in_flight chunks are in flight
             del chunk_ref, encoded_ref
+        await self._release_source()
         await st.queue.put(None)
+
+    async def _release_source(self) -> None:
+        """The source ended or the stream failed: close the source and end its actor now, giving back the
+        device or connection and the actor's CPU, rather than when the stream is removed. The stream stays
+        listed with its state, and its context still answers questions."""
+        from pipeline import actors
+
+        await actors.close_source(self.st.source)
 
     async def _resumed(self) -> None:
         """Wait until the stream is not paused, or has failed."""

@@ -69,7 +69,13 @@ class _Source:
         self.left = [i for i in range(emitted) if i not in dropped]
         self.emitted, self.dropped, self.delivered = emitted, dropped, 0
         self.dead_from, self.on_chunk, self.calls = dead_from, on_chunk, 0
+        self.closed_after: int | None = None  # chunks delivered when close() was called
         self.next_chunk = _Method(self._next)
+        self.close = _Method(self._close)
+
+    def _close(self):
+        self.closed_after = self.delivered
+        return _Ref(None)
 
     def _next(self, timeout):
         self.calls += 1
@@ -290,6 +296,18 @@ async def test_a_chunk_whose_failed_call_had_run_is_skipped_by_the_model_and_cou
     flagged = [r.getMessage() for r in caplog.records if "already in the context" in r.getMessage()]
     assert flagged == [("cam: chunk 3 was already in the context (a failed call to the model had run); "
                         "the copy sent again was skipped")]
+
+
+@pytest.mark.parametrize("how", ["ended", "source dead", "model dead"])
+async def test_a_stream_that_ends_or_fails_closes_its_source_at_once(how):
+    clock = _Clock()
+    source = _Source(emitted=6, dropped=set(), dead_from=3 if how == "source dead" else None)
+    model = _Model(clock, dead_from=3 if how == "model dead" else None)
+    st, stats, _, _ = await _run(source, _Encoder(clock), model, clock)
+
+    assert st.state == ("ended" if how == "ended" else "failed")
+    # closed once the pump stopped asking: after every chunk it took (the stream is not removed yet)
+    assert source.closed_after == source.delivered
 
 
 def test_a_failed_stream_stays_failed_when_a_chunk_still_in_flight_errors_or_ends():
