@@ -77,7 +77,10 @@ def select_audio(
     scores: [n_a] selector scores or logits (only their order matters).
     returns: sorted LongTensor of kept indices; with `straight_through=True`, also the mask
     `hard - scores.detach() + scores` ([n_a], 1 at kept tokens and 0 elsewhere in value), which is
-    multiplied into the kept audio embeddings so the next-token loss trains the selector.
+    multiplied into the kept audio embeddings so the next-token loss trains the selector. The mask's
+    gradient is that of `scores`: to train, pass `omnisift.sequence.straight_through_scores(logits,
+    valid)` rather than the plain sigmoid, whose gradient saturates (see there); training in this package
+    goes through `decide_sequence`, which does.
     """
     check_ratio("rho_audio", rho_audio)
     keep_n = torch.tensor([kept_count(scores.shape[-1], rho_audio)], device=scores.device)
