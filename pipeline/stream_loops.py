@@ -14,7 +14,9 @@ lost every stream's context: the stream goes on in a fresh one. One that was onl
 the call that failed; the chunk sent again is then skipped by the model (its stats say `duplicate`) and
 counted once. An encoder or model actor dead for good (its restarts used up) fails the stream: its state
 becomes "failed", naming the actor, the pump stops pulling from the source, and the chunk that found the
-actor dead and those already past the source are counted lost. So for every stream, chunks produced by
+actor dead and those already past the source are counted lost. A stream that ends or fails closes its
+source and ends the source actor at once; it stays listed, and its context answers, until removed. So
+for every stream, chunks produced by
 the source = chunks in the context + dropped + lost + chunks still in flight (none once it is over).
 """
 
