@@ -56,13 +56,16 @@ def kill(actor) -> None:
             pass
 
 
-async def close_source(source, timeout: float = 5.0) -> None:
+async def close_source(source, timeout: float = 5.0) -> dict | None:
     """Close a source actor's source (the device or connection goes back at once), then end the actor.
-    One that does not answer within `timeout` seconds, or is already gone, is ended all the same."""
+    One that does not answer within `timeout` seconds, or is already gone, is ended all the same.
+    Returns the source's final counters (`streams.SourceStats` as a dict), None if it did not answer."""
+    final = None
     try:
-        await asyncio.wait_for(source.close.remote(), timeout)
+        final = await asyncio.wait_for(source.close.remote(), timeout)
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - dead or hung: ended below anyway
         pass
     kill(source)
+    return final

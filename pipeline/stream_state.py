@@ -61,6 +61,7 @@ class StreamState:
     dropped: int = 0
     lost: int = 0
     reconnects: int = 0
+    source_final: dict | None = None  # the source's own counters (streams.SourceStats) when it was closed
 
     def require_live(self, action: str) -> None:
         """Raise a one-line ValueError if the stream has failed or ended: `action` cannot apply to it."""
@@ -83,6 +84,7 @@ class StreamState:
             "lost": self.lost, "reconnects": self.reconnects, "lag": None if last is None else last.lag,
             "media_time": None if last is None else last.media_time + last.duration,
             "cache_tokens": None if last is None else last.cache_tokens,
+            "source": self.source_final,  # None until the source is closed (the stream ended or failed)
         }
 
 

@@ -168,8 +168,10 @@ class SourceWorker:
     def where(self) -> dict:
         return where()
 
-    def close(self) -> None:
+    def close(self) -> dict:
+        """Close the source; its final counters (`streams.SourceStats` as a dict)."""
         self.source.close()
+        return self.stats()
 
 
 # ---- model loading ---------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ async def test_chunks_sent_while_the_model_restarts_are_retried_and_every_chunk_
 
         records = [m for m in msgs if m["type"] == "stats"]
         snap = p.snapshot()["streams"]["lossy"]
-        source_counts = await asyncio.wait_for(p.streams["lossy"].source.stats.remote(), 30)
+        source_counts = snap["source"]  # the source actor's own counters, taken as it was closed at the end
         appended = len({m["index"] for m in records})
         assert p.restarts["model"] == 1 and records[1]["model_pid"] != records[0]["model_pid"]
         assert appended == len(records) == snap["chunks"]

@@ -75,7 +75,7 @@ class _Source:
 
     def _close(self):
         self.closed_after = self.delivered
-        return _Ref(None)
+        return _Ref({"chunks_emitted": self.emitted, "chunks_dropped": len(self.dropped)})
 
     def _next(self, timeout):
         self.calls += 1
@@ -308,6 +308,7 @@ async def test_a_stream_that_ends_or_fails_closes_its_source_at_once(how):
     assert st.state == ("ended" if how == "ended" else "failed")
     # closed once the pump stopped asking: after every chunk it took (the stream is not removed yet)
     assert source.closed_after == source.delivered
+    assert st.snapshot()["source"] == {"chunks_emitted": 6, "chunks_dropped": 0}  # its last word is kept
 
 
 def test_a_failed_stream_stays_failed_when_a_chunk_still_in_flight_errors_or_ends():

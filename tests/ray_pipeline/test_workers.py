@@ -30,6 +30,14 @@ def test_source_worker_steps_meta_then_chunk_and_ends(av_file):
     assert items[4][1] is None
 
 
+def test_source_worker_close_returns_its_final_counters(av_file):
+    w = SourceWorker("cam", {"type": "file", "path": str(av_file)})
+    taken = [w.next_chunk(5.0) for _ in range(2)]  # two of the file's four 2-second chunks
+    final = w.close()
+    assert [m.kind for m, _ in taken] == ["chunk", "chunk"]
+    assert final["state"] == "closed" and final["chunks_delivered"] == 2 and final["chunks_emitted"] >= 2
+
+
 def test_source_worker_policy_overrides_apply_to_live_sources_only(av_file):
     live = SourceWorker("s", {"type": "synthetic", "duration": None, "realtime": True}, queue_size=2,
                         drop_policy="drop_oldest")
