@@ -8,6 +8,7 @@ Ratios count what is dropped per frame (`rho_video`) and per chunk (`rho_audio`)
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -35,10 +36,17 @@ def register_compressor(name: str) -> Callable[[type], type]:
 
 def make_compressor(name: str, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None,
                     **options) -> Compressor:
-    """A compressor from the registry; an unknown name is a one-line ValueError listing the known ones."""
+    """A compressor from the registry. An unknown name, or an option the compressor does not take, is a
+    one-line ValueError listing the known names or the compressor's options; a bad option value is the
+    constructor's own one-line ValueError."""
     if name not in COMPRESSORS:
         raise ValueError(f"unknown compressor {name!r}; choose one of {', '.join(sorted(COMPRESSORS))}")
-    return COMPRESSORS[name](ratios=ratios, selector=selector, **options)
+    cls = COMPRESSORS[name]
+    unknown = sorted(set(options) - set(cls.option_names()))
+    if unknown:
+        accepted = ", ".join(cls.option_names()) or "none"
+        raise ValueError(f"compressor {name!r} has no option {', '.join(unknown)}; its options: {accepted}")
+    return cls(ratios=ratios, selector=selector, **options)
 
 
 def chunk_positions(chunk: EncodedChunk) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -70,6 +78,23 @@ class Compressor:
             raise ValueError(f"compressor {self.name!r} takes no option(s) {', '.join(sorted(options))}")
         self.ratios = ratios
         self.selector = selector
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The keyword options the constructor takes, read from the constructors' signatures: a
+        constructor's own keywords (besides `ratios`, `selector`), and, when it has `**options`, those
+        of the next class in the MRO it passes them on to (`super().__init__`), up to `Compressor`,
+        which takes none."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            params = inspect.signature(init).parameters.values()
+            names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            if klass is Compressor or not any(p.kind is p.VAR_KEYWORD for p in params):
+                break
+        return tuple(sorted(names - {"self", "ratios", "selector"}))
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
         """[G, n_p] bool mask of kept video tokens of one chunk's frames [G, n_p, D]."""

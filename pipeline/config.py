@@ -3,11 +3,15 @@
 `load_pipeline_config(path_or_mapping)` returns a `PipelineConfig` or raises `ConfigError` with one line
 naming the field and the bad value. A stream's `source` is a source config mapping or the path of a
 `configs/source-*.yaml` file (relative paths resolve against the pipeline config's folder, then the
-working directory); it is validated by `streams.load_source_config`.
+working directory); it is validated by `streams.load_source_config`. `model.compressor_options` are the
+keyword options of the named compressor (`operators` registry, e.g. `carry_previous_frame` of `omnisift`,
+`audio` of the video-only baselines); the encoder and model actors check them when they start (loading
+the config does not import torch), with one line naming the bad option and the compressor's options.
 
     streams:
       - {name: door, source: source-rtsp.yaml}
-    model: {path: Qwen/Qwen2.5-Omni-7B, compressor: omnisift, retention: 0.25, window_seconds: 300}
+    model: {path: Qwen/Qwen2.5-Omni-7B, compressor: omnisift, retention: 0.25, window_seconds: 300,
+            compressor_options: {carry_previous_frame: true}}
     backpressure: {max_in_flight: 2, drop_policy: drop_oldest, queue_size: 4, restart_wait: 30}
     resources: {encoder: {num_gpus: 0.5}, model: {num_gpus: 0.5}}
     zmq: {pub: tcp://127.0.0.1:5560, rep: tcp://127.0.0.1:5561}
@@ -75,6 +79,7 @@ class ModelSpec(_Strict):
     path: str = "Qwen/Qwen2.5-Omni-7B"  # hub id or local folder
     fallback_tiny: bool = False  # weights missing -> the tiny random model, with a banner (demo only)
     compressor: str = "omnisift"
+    compressor_options: dict[str, Any] = {}  # keyword options of that compressor, checked when actors start
     retention: float | None = Field(None, gt=0.0, le=1.0)
     rho_video: float | None = Field(None, ge=0.0, le=1.0)
     rho_audio: float | None = Field(None, ge=0.0, le=1.0)

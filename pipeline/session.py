@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -81,7 +82,7 @@ class OmniSession:
         `retention` (over audio + video tokens) or `rho_video`/`rho_audio` (fractions dropped) set the
         compression; `window_seconds` bounds the context for streams with no end.
         """
-        _check_compression(compressor, retention, rho_video, rho_audio)
+        check_compression(compressor, retention, rho_video, rho_audio, compressor_options)
         # A compressor that runs VGAS needs a selector: loading fails early, naming the missing keys.
         loaded = load_model(model, selector=selector, device=device, dtype=dtype,
                             compress=COMPRESSORS[compressor].needs_selector, local_files_only=local_files_only)
@@ -97,7 +98,7 @@ class OmniSession:
         max_pixels: int | None = None, **compressor_options,
     ) -> OmniSession:
         """An empty live context over an already loaded model (several sessions can share one model)."""
-        _check_compression(compressor, retention, rho_video, rho_audio)
+        check_compression(compressor, retention, rho_video, rho_audio, compressor_options)
         if COMPRESSORS[compressor].needs_selector and model.thinker.compressor is None:
             raise ValueError(f"compressor {compressor!r} needs a VGAS selector and the model has none")
         return cls(model, compressor, Ratios.or_release(rho_video, rho_audio), retention, window_seconds,
@@ -251,13 +252,17 @@ class OmniSession:
             self.context.rollback(mark)
 
 
-def _check_compression(compressor: str, retention: float | None, rho_video: float | None,
-                       rho_audio: float | None) -> None:
-    """One-line errors for an unknown compressor or a retention given together with ratios."""
+def check_compression(compressor: str, retention: float | None = None, rho_video: float | None = None,
+                      rho_audio: float | None = None, options: dict[str, Any] | None = None) -> None:
+    """One-line ValueErrors for a retention given together with ratios, an unknown compressor, or bad
+    compressor options, raised when a session is created rather than at its first chunk.
+
+    The options are checked the one way every caller gets: `make_compressor` builds the compressor once
+    (option names against its constructors, then the constructor's checks of the values) and it is
+    thrown away; the session builds its own at the first chunk, once the frame size is known."""
     if retention is not None and (rho_video is not None or rho_audio is not None):
         raise ValueError("give either retention or rho_video/rho_audio, not both")
-    if compressor not in COMPRESSORS:
-        raise ValueError(f"unknown compressor {compressor!r}; choose one of {', '.join(sorted(COMPRESSORS))}")
+    make_compressor(compressor, Ratios.or_release(rho_video, rho_audio), None, **(options or {}))
 
 
 def _stop_ids(tokenizer, thinker) -> set[int]:

@@ -216,7 +216,17 @@ def new_session(model, spec: dict):
 
     return OmniSession.from_model(model, spec.get("compressor", "omnisift"), spec.get("retention"),
                                   spec.get("window_seconds"), rho_video=spec.get("rho_video"),
-                                  rho_audio=spec.get("rho_audio"))
+                                  rho_audio=spec.get("rho_audio"), **spec.get("compressor_options", {}))
+
+
+def check_compression(spec: dict) -> None:
+    """Raise the session's one-line ValueError if the spec's compression is bad (unknown compressor or
+    option, bad option value, retention with ratios). Actors call it in their constructor, so a bad
+    config fails when the pipeline starts, not at a stream's first chunk when its session is made."""
+    from pipeline.session import check_compression as check
+
+    check(spec.get("compressor", "omnisift"), spec.get("retention"), spec.get("rho_video"), spec.get("rho_audio"),
+          spec.get("compressor_options", {}))
 
 
 def _threads(num_cpus: float | None) -> None:
@@ -246,6 +256,7 @@ class EncoderWorker:
     """Preprocess + encode + compress, one `ChunkEncoder` per stream; only compressed tokens leave."""
 
     def __init__(self, spec: dict, *, model=None, num_cpus: float | None = None) -> None:
+        check_compression(spec)
         _threads(num_cpus)
         self.spec = spec
         self.model = model if model is not None else load_omni(spec, towers_only=True)
@@ -306,6 +317,7 @@ class ModelWorker:
     YES, NO = "Yes", "No"
 
     def __init__(self, spec: dict, *, model=None, num_cpus: float | None = None) -> None:
+        check_compression(spec)
         _threads(num_cpus)
         self.spec = spec
         self.model = model if model is not None else load_omni(spec)

@@ -8,6 +8,7 @@ from fractions import Fraction
 import pytest
 import torch
 
+import operators  # noqa: F401 - registers the baselines too
 from omnisift.ratios import Ratios
 from omnisift.selector import VisionGuidedAudioSelector
 from operators.chunks import EncodedChunk
@@ -93,3 +94,21 @@ def test_unknown_compressor_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown compressor 'nope'.*full.*omnisift.*random"):
         make_compressor("nope", Ratios())
     assert {"full", "random", "omnisift"} <= set(COMPRESSORS)
+
+
+def test_each_compressor_lists_the_keyword_options_its_constructors_take():
+    # written from the constructors: a class's own keywords, plus its base's when it passes **options on
+    expected = {
+        "full": (), "random": ("seed",), "omnisift": ("carry_previous_frame",), "vgas": ("seed", "video"),
+        "stvp": ("audio", "carry_previous_frame", "seed"), "vidcom2": ("audio", "seed"),
+        "dycoke": ("anchor", "audio", "seed", "window"), "timechat": ("audio", "mode", "seed", "threshold"),
+        "omnizip": ("contextual_ratio", "g", "knn", "span"),
+    }
+    assert {name: cls.option_names() for name, cls in COMPRESSORS.items()} == expected
+
+
+def test_an_option_the_compressor_does_not_take_is_one_line_naming_the_options_it_does():
+    with pytest.raises(ValueError) as info:
+        make_compressor("stvp", Ratios(), carry_previous_frames=True)
+    assert str(info.value) == ("compressor 'stvp' has no option carry_previous_frames; "
+                               "its options: audio, carry_previous_frame, seed")

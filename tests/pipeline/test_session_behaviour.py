@@ -96,6 +96,12 @@ def test_an_unknown_compressor_is_refused_before_loading(tiny_model_path):
         OmniSession.from_pretrained(str(tiny_model_path), compressor="zip")
 
 
+def test_a_bad_compressor_option_value_is_refused_when_the_session_is_created(session):
+    # without the check at creation it would surface at the first chunk, when the compressor is built
+    with pytest.raises(ValueError, match=r"^audio must be one of uniform, random, all, got 'loud'$"):
+        OmniSession.from_model(session.model, "stvp", audio="loud")
+
+
 def test_a_selector_compressor_on_a_model_without_selector_names_the_missing_keys(tmp_path):
     from omnisift.checkpoint import CheckpointError
     from omnisift.testing import make_tiny_omni

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from pipeline.config import load_pipeline_config
 from pipeline.workers import ChunkMeta, EncoderWorker, ModelWorker, SourceWorker, load_omni
 
 
@@ -142,3 +143,24 @@ def test_encoder_worker_loads_only_the_towers_and_encodes_like_the_full_model(ti
         a, b = towers.encode(chunk).compressed, full.encode(chunk).compressed
         assert (a.positions == b.positions).all()
         assert (a.tokens - b.tokens).abs().max() < 1e-5
+
+
+def test_a_configs_compressor_options_reach_the_streams_compressor(loaded):
+    from tests.pipeline.conftest import moving_square_chunks
+
+    model = {"compressor": "stvp", "compressor_options": {"carry_previous_frame": True, "audio": "all"}}
+    spec = load_pipeline_config({"model": model}).model.model_dump()
+    enc = EncoderWorker(spec, model=loaded)
+    out = enc.encode(moving_square_chunks(1)[0]).compressed
+    compressor = enc.encoders["test"].compressor
+    assert compressor.video.carry_previous_frame is True and compressor.audio_policy == "all"
+    assert out.audio_after == out.audio_before == 50  # audio="all" keeps every audio token
+
+
+@pytest.mark.parametrize("worker", [EncoderWorker, ModelWorker])
+def test_a_bad_compressor_option_fails_when_the_worker_starts_before_the_model_loads(worker):
+    spec = {"path": "/nonexistent/model", "compressor": "omnisift",
+            "compressor_options": {"carry_previous_frames": True}}
+    with pytest.raises(ValueError) as info:
+        worker(spec)
+    assert str(info.value) == "compressor 'omnisift' has no option carry_previous_frames; its options: carry_previous_frame"
