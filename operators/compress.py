@@ -72,6 +72,7 @@ class Compressor:
 
     name = "base"
     needs_selector = False  # True when the compressor runs the VGAS selector
+    chunk_index: int | None = None  # the chunk `process` is on, for state carried from the chunk before
 
     def __init__(self, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None, **options) -> None:
         if options:
@@ -106,6 +107,7 @@ class Compressor:
 
     @torch.inference_mode()
     def process(self, chunk: EncodedChunk) -> CompressedChunk:
+        self.chunk_index = chunk.index
         video_pos, audio_pos = chunk_positions(chunk)
         tokens, positions, is_video = [], [], []
         kept_video = None
@@ -176,7 +178,11 @@ class OmniSIFTCompressor(Compressor):
     """STVP on the video frames, then VGAS on the audio guided by the kept video tokens.
 
     With `carry_previous_frame=True` the first frame of a chunk is scored by temporal saliency against
-    the last frame of the previous chunk (the paper scores it spatially; that is the default).
+    the last frame of the previous chunk (the paper scores it spatially; that is the default). Only the
+    chunk just before counts: when the chunk processed last is not index - 1 (a chunk dropped, chunks out
+    of order, the same chunk again) or its frame size differs, the first frame is scored spatially, as in
+    a stream's first chunk. The same chunk again leaves its own last frame carried, so the chunk after it
+    is scored as if it had come once.
     """
 
     needs_selector = True
@@ -185,20 +191,32 @@ class OmniSIFTCompressor(Compressor):
                  carry_previous_frame: bool = False) -> None:
         super().__init__(ratios, selector)
         self.carry_previous_frame = carry_previous_frame
-        self.previous_frame: torch.Tensor | None = None  # [n_p, D] last frame of the previous chunk
+        self.previous_frame: torch.Tensor | None = None  # [n_p, D] last frame of the chunk processed last
+        self.previous_index: int | None = None  # that chunk's index
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
+        return self.stvp_keep(video, self.chunk_index)
+
+    def carried_frame(self, video: torch.Tensor, index: int | None) -> torch.Tensor | None:
+        """[n_p, D] frame to score chunk `index`'s first frame against: the last frame of the chunk
+        processed last if carrying is on, that chunk is `index - 1` and the frame size is the same."""
+        frame = self.previous_frame
+        if not self.carry_previous_frame or frame is None or index is None or self.previous_index != index - 1:
+            return None
+        return frame if frame.shape == video.shape[1:] else None
+
+    def stvp_keep(self, video: torch.Tensor, index: int | None) -> torch.Tensor:
+        """[G, n_p] bool STVP mask of chunk `index`'s frames [G, n_p, D] (None: unknown, no carry); the
+        chunk's last frame is kept for the next chunk."""
         steps, n_p = video.shape[:2]
-        carried = self.previous_frame if self.carry_previous_frame else None
-        if carried is not None and carried.shape != video.shape[1:]:
-            carried = None  # the frame size changed: nothing to compare with
+        carried = self.carried_frame(video, index)
         first = carried if carried is not None else video[0]
         previous = torch.cat([first.unsqueeze(0), video[:-1]])  # [G, n_p, D]
         has_previous = torch.arange(steps, device=video.device) > 0
         has_previous[0] = carried is not None
         valid = torch.ones(steps, n_p, dtype=torch.bool, device=video.device)
         saliency = frame_saliency(video, valid, previous, has_previous)
-        self.previous_frame = video[-1]
+        self.previous_frame, self.previous_index = video[-1], index
         keep_n = torch.full((steps,), kept_count(n_p, self.ratios.rho_video), device=video.device)
         return keep_top(saliency, keep_n)
 
@@ -211,4 +229,4 @@ class OmniSIFTCompressor(Compressor):
         return mask
 
     def reset(self) -> None:
-        self.previous_frame = None
+        self.previous_frame = self.previous_index = None

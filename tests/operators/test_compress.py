@@ -73,14 +73,47 @@ def test_omnisift_compressor_applies_stvp_then_vgas_on_kept_video():
     torch.testing.assert_close(out.tokens[~out.is_video], chunk.audio[keep_a])
 
 
-def test_carrying_the_previous_frame_scores_the_first_frame_temporally():
-    chunk0, chunk1 = _chunk(index=0, seed=1), _chunk(index=1, seed=2)
-    comp = make_compressor("omnisift", Ratios(0.5, 0.0), VisionGuidedAudioSelector(D), carry_previous_frame=True)
-    comp.process(chunk0)
-    out = comp.process(chunk1)
-    temporal = 1 - torch.nn.functional.cosine_similarity(chunk1.video[0], chunk0.video[1], dim=-1)
-    keep1 = torch.sort(torch.topk(temporal, 6).indices).values
-    torch.testing.assert_close(out.tokens[:6], chunk1.video[0][keep1])
+def _stvp_reference(video: torch.Tensor, before: torch.Tensor | None, keep: int) -> torch.Tensor:
+    """float64 STVP of one chunk's frames [G, n_p, D]: kept tokens in raster order, frame by frame. The
+    first frame is scored against `before` (temporal) or, if None, against its own mean (spatial)."""
+    cos = torch.nn.functional.cosine_similarity
+    v = video.double()
+    reference = v[0].mean(0, keepdim=True) if before is None else before.double()
+    first = cos(v[0], reference, dim=-1)
+    saliency = [1 - first] + [1 - cos(v[g], v[g - 1], dim=-1) for g in range(1, v.shape[0])]
+    return torch.cat([video[g][torch.sort(torch.topk(s, keep).indices).values] for g, s in enumerate(saliency)])
+
+
+def _carrying(name: str):
+    selector = VisionGuidedAudioSelector(D) if name == "omnisift" else None
+    return make_compressor(name, Ratios(0.5, 0.0), selector, carry_previous_frame=True)
+
+
+@pytest.mark.parametrize("name", ["omnisift", "stvp"])
+def test_a_carried_frame_scores_the_next_chunks_first_frame_temporally(name):
+    comp, chunk4, chunk5 = _carrying(name), _chunk(index=4, seed=1), _chunk(index=5, seed=2)
+    comp.process(chunk4)
+    out = comp.process(chunk5)
+    torch.testing.assert_close(out.tokens[out.is_video], _stvp_reference(chunk5.video, chunk4.video[-1], 6))
+
+
+@pytest.mark.parametrize("name", ["omnisift", "stvp"])
+@pytest.mark.parametrize("before,index", [(4, 6), (5, 4), (7, 0)], ids=["gap", "out-of-order", "restart"])
+def test_a_chunk_not_right_after_the_one_processed_last_is_scored_spatially(name, before, index):
+    comp, earlier, chunk = _carrying(name), _chunk(index=before, seed=1), _chunk(index=index, seed=2)
+    comp.process(earlier)
+    out = comp.process(chunk)
+    torch.testing.assert_close(out.tokens[out.is_video], _stvp_reference(chunk.video, None, 6))
+
+
+@pytest.mark.parametrize("name", ["omnisift", "stvp"])
+def test_the_same_chunk_again_is_scored_spatially_and_the_next_one_as_if_it_came_once(name):
+    comp, chunk4, chunk5 = _carrying(name), _chunk(index=4, seed=1), _chunk(index=5, seed=2)
+    comp.process(chunk4)
+    again = comp.process(chunk4)
+    torch.testing.assert_close(again.tokens[again.is_video], _stvp_reference(chunk4.video, None, 6))
+    out = comp.process(chunk5)
+    torch.testing.assert_close(out.tokens[out.is_video], _stvp_reference(chunk5.video, chunk4.video[-1], 6))
 
 
 def test_random_compressor_is_reproducible_after_reset():
