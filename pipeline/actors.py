@@ -38,7 +38,8 @@ def start_source(spec: StreamSpec, config: PipelineConfig):
 def start_encoder(config: PipelineConfig, model_spec: dict):
     res = config.resources.encoder
     cls = ray.remote(**actor_options(res, max_concurrency=1))(EncoderWorker)
-    return cls.remote(model_spec, num_cpus=res.num_cpus)
+    # every chunk a stream can send again (see EncoderWorker): in the queue, held by the pump, the one sent
+    return cls.remote(model_spec, num_cpus=res.num_cpus, remember=config.backpressure.max_in_flight + 2)
 
 
 def start_model(config: PipelineConfig, model_spec: dict):

@@ -10,6 +10,7 @@ starts the stream's state afresh: the context restarts, the stream goes on.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 import math
 import os
@@ -252,17 +253,44 @@ def where() -> dict:
 # ---- encoder ---------------------------------------------------------------------------------------
 
 
-class EncoderWorker:
-    """Preprocess + encode + compress, one `ChunkEncoder` per stream; only compressed tokens leave."""
+def chunk_key(chunk: AVChunk) -> tuple[int, float, float]:
+    """What tells one chunk of a stream from another: index, media start and capture time (a restarted
+    source numbers its chunks from 0 again, captured later)."""
+    return chunk.index, chunk.start, chunk.capture_time
 
-    def __init__(self, spec: dict, *, model=None, num_cpus: float | None = None) -> None:
+
+class EncoderWorker:
+    """Preprocess + encode + compress, one `ChunkEncoder` per stream; only compressed tokens leave.
+
+    `encode` is idempotent. The driver sends a chunk again when a call failed without Ray knowing
+    whether it ran; on an encoder that was only unreachable it had, and encoding it again would advance
+    the compressor's state (the carried previous frame, a random generator, a frame window) a second
+    time. So each stream's last `remember` results are kept and a chunk seen again gets its stored
+    result. A chunk is sent again while the newer ones sent after it wait: at most `max_in_flight` in
+    the queue and one more held by the pump, so `remember` = max_in_flight + 2 keeps every chunk that can
+    come again (`pipeline.actors.start_encoder` passes that; the default fits max_in_flight 2).
+    """
+
+    def __init__(self, spec: dict, *, model=None, num_cpus: float | None = None, remember: int = 4) -> None:
         check_compression(spec)
         _threads(num_cpus)
         self.spec = spec
         self.model = model if model is not None else load_omni(spec, towers_only=True)
         self.encoders: dict[str, Any] = {}
+        self.remember = remember
+        self.recent: dict[str, OrderedDict[tuple, EncodedChunkResult]] = {}  # per stream, oldest first
 
     def encode(self, chunk: AVChunk) -> EncodedChunkResult:
+        """The chunk compressed; a chunk among the stream's last `remember` gets its stored result."""
+        recent = self.recent.setdefault(chunk.stream, OrderedDict())
+        key = chunk_key(chunk)
+        if key not in recent:
+            recent[key] = self._encode(chunk)
+            while len(recent) > self.remember:
+                recent.popitem(last=False)
+        return recent[key]
+
+    def _encode(self, chunk: AVChunk) -> EncodedChunkResult:
         enc = self.encoders.get(chunk.stream)
         if enc is None:
             enc = self.encoders[chunk.stream] = new_session(self.model, self.spec).chunk_encoder
@@ -276,6 +304,7 @@ class EncoderWorker:
 
     def remove(self, stream: str) -> None:
         self.encoders.pop(stream, None)
+        self.recent.pop(stream, None)
 
     def where(self) -> dict:
         return where()

@@ -164,3 +164,32 @@ def test_a_bad_compressor_option_fails_when_the_worker_starts_before_the_model_l
     with pytest.raises(ValueError) as info:
         worker(spec)
     assert str(info.value) == "compressor 'omnisift' has no option carry_previous_frames; its options: carry_previous_frame"
+
+
+@pytest.mark.parametrize("compressor,options", [("stvp", {"carry_previous_frame": True}), ("random", {})])
+def test_a_chunk_encoded_again_gets_its_first_result_and_leaves_the_stream_as_if_it_came_once(
+        loaded, compressor, options):
+    # the driver sends a chunk again when a call failed without Ray knowing whether it ran; on an encoder that
+    # was only unreachable it had: encoding it again would score it spatially (stvp) or draw again (random)
+    from tests.pipeline.conftest import moving_square_chunks
+
+    c0, c1, c2 = moving_square_chunks(3)
+    spec = {"path": "unused", "compressor": compressor, "compressor_options": options}
+    once, twice = EncoderWorker(spec, model=loaded), EncoderWorker(spec, model=loaded)
+    expected = [once.encode(c).compressed for c in (c0, c1, c2)]
+    got = [twice.encode(c).compressed for c in (c0, c1, c1, c2)]
+    for a, b in zip([expected[1], expected[1], expected[2]], got[1:]):
+        assert torch.equal(a.positions, b.positions)
+        torch.testing.assert_close(a.tokens, b.tokens, rtol=0, atol=0)
+
+
+def test_the_encoder_keeps_results_of_a_streams_last_few_chunks_until_the_stream_is_removed(loaded):
+    from tests.pipeline.conftest import moving_square_chunks
+
+    enc = EncoderWorker({"path": "unused", "compressor": "full"}, model=loaded, remember=2)
+    chunks = moving_square_chunks(4)
+    first = [enc.encode(chunk) for chunk in chunks]
+    assert enc.encode(chunks[3]) is first[3] and enc.encode(chunks[2]) is first[2]  # the last 2: stored
+    assert enc.encode(chunks[1]) is not first[1]  # older: encoded again
+    enc.remove("test")
+    assert enc.encode(chunks[1]) is not first[1] and enc.encode(chunks[3]) is not first[3]
