@@ -147,24 +147,25 @@ class OmniSession:
         """Encode, compress and prefill one chunk into the live context."""
         with self._lock:
             compressed = self.chunk_encoder.process(chunk)
-            self.append_compressed(compressed)
+            prefill = self.append_compressed(compressed)
             times = self.chunk_encoder.last_times
             self.last_timings = ChunkTimings(
-                chunk.index, times.preprocess, times.encode, times.compress, self._last_prefill,
+                chunk.index, times.preprocess, times.encode, times.compress, prefill,
                 compressed.video_before, compressed.video_after, compressed.audio_before, compressed.audio_after,
                 len(self.context),
             )
             return compressed
 
-    def append_compressed(self, compressed: CompressedChunk) -> None:
-        """Prefill a chunk compressed elsewhere (an encoder actor) into the live context."""
+    def append_compressed(self, compressed: CompressedChunk) -> float:
+        """Prefill a chunk compressed elsewhere (an encoder actor) into the live context; the seconds the
+        prefill took (returned, not stored, so a caller never reads another thread's append)."""
         with self._lock:
             if self.context is None:
                 has_v, has_a = compressed.video_before > 0, compressed.audio_before > 0
                 self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
             start = time.perf_counter()
             self.context.append(compressed)
-            self._last_prefill = time.perf_counter() - start
+            return time.perf_counter() - start
 
     def reset(self) -> None:
         """Forget the stream: empty context, fresh compressor state."""

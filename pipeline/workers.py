@@ -372,9 +372,8 @@ class ModelWorker:
             duplicate = ctx.holds(meta)
             prefill = 0.0
             if not duplicate:
-                ctx.session.append_compressed(c)
+                prefill = ctx.session.append_compressed(c)
                 ctx.applied(meta)
-                prefill = ctx.session._last_prefill
             cache = len(ctx.session.context)
             in_context = len(ctx.session.context.chunks)
         pad = self.spec.get("min_append_seconds", 0.0) - (time.perf_counter() - started)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -89,6 +90,17 @@ def test_bf16_on_cpu_runs_and_stays_close_to_fp32(tiny_model_path):
             s.append(chunk)
         scores[dtype] = s.score(QUESTION, ANSWER)
     assert scores[torch.bfloat16] == pytest.approx(scores[torch.float32], abs=0.5)
+
+
+def test_append_compressed_returns_the_seconds_its_prefill_took(session):
+    session.reset()
+    first, second = moving_square_chunks(2)
+    session.append(first)  # the prompt prefix is prefilled with the first chunk: not part of the timing
+    compressed = session.chunk_encoder.process(second)
+    started = time.perf_counter()
+    prefill = session.append_compressed(compressed)
+    elapsed = time.perf_counter() - started
+    assert isinstance(prefill, float) and 0.0 < prefill <= elapsed
 
 
 def test_an_unknown_compressor_is_refused_before_loading(tiny_model_path):

@@ -112,6 +112,27 @@ def test_model_worker_skips_a_chunk_its_context_already_holds_until_the_context_
     assert model.contexts["cam"].session is not session
 
 
+def test_model_worker_reports_the_prefill_time_its_session_measured_for_the_chunk(av_file, loaded):
+    spec = {"path": "unused"}
+    enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
+    src = SourceWorker("cam", {"type": "file", "path": str(av_file)})
+    try:
+        meta, chunk = src.next_chunk(5.0)
+    finally:
+        src.close()
+    session = model._context("cam").session
+    measured: list[float] = []
+    append = session.append_compressed
+
+    def append_and_record(compressed):
+        measured.append(append(compressed))
+        return measured[-1]
+
+    session.append_compressed = append_and_record
+    stats = model.append(meta, enc.encode(chunk))
+    assert len(measured) == 1 and stats.prefill == measured[0] > 0.0
+
+
 def test_model_worker_pads_appends_to_a_minimum_time(av_file, loaded):
     import time
 
