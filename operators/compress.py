@@ -42,11 +42,29 @@ def make_compressor(name: str, ratios: Ratios, selector: VisionGuidedAudioSelect
     if name not in COMPRESSORS:
         raise ValueError(f"unknown compressor {name!r}; choose one of {', '.join(sorted(COMPRESSORS))}")
     cls = COMPRESSORS[name]
-    unknown = sorted(set(options) - set(cls.option_names()))
+    defaults = cls.option_defaults()
+    unknown = sorted(set(options) - set(defaults))
     if unknown:
-        accepted = ", ".join(cls.option_names()) or "none"
+        accepted = ", ".join(defaults) or "none"
         raise ValueError(f"compressor {name!r} has no option {', '.join(unknown)}; its options: {accepted}")
+    for option, value in options.items():
+        _check_option_type(name, option, value, defaults[option])
     return cls(ratios=ratios, selector=selector, **options)
+
+
+def _check_option_type(compressor: str, option: str, value: object, default: object) -> None:
+    """An option whose default is a bool, int, float or str takes a value of that type (an int where a
+    float is expected), so that `carry_previous_frame: "false"` from a YAML file is refused rather than
+    taken as true."""
+    expected = type(default) if isinstance(default, (bool, int, float, str)) else None
+    if expected is None or value is None:
+        return
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ValueError(f"compressor {compressor!r} option {option} must be {expected.__name__}, "
+                         f"got {type(value).__name__} {value!r}")
 
 
 def chunk_positions(chunk: EncodedChunk) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -82,20 +100,27 @@ class Compressor:
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        """The keyword options the constructor takes, read from the constructors' signatures: a
-        constructor's own keywords (besides `ratios`, `selector`), and, when it has `**options`, those
-        of the next class in the MRO it passes them on to (`super().__init__`), up to `Compressor`,
-        which takes none."""
-        names: set[str] = set()
+        """The keyword options the constructor takes (see `option_defaults`), sorted."""
+        return tuple(cls.option_defaults())
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, object]:
+        """Each keyword option the constructor takes and its default, read from the constructors'
+        signatures: a constructor's own keywords (besides `ratios`, `selector`), and, when it has
+        `**options`, those of the next class in the MRO it passes them on to (`super().__init__`), up to
+        `Compressor`, which takes none. A subclass's default wins over its parent's."""
+        defaults: dict[str, object] = {}
         for klass in cls.__mro__:
             init = klass.__dict__.get("__init__")
             if init is None:
                 continue
             params = inspect.signature(init).parameters.values()
-            names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            for p in params:
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "ratios", "selector"):
+                    defaults.setdefault(p.name, p.default)
             if klass is Compressor or not any(p.kind is p.VAR_KEYWORD for p in params):
                 break
-        return tuple(sorted(names - {"self", "ratios", "selector"}))
+        return dict(sorted(defaults.items()))
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
         """[G, n_p] bool mask of kept video tokens of one chunk's frames [G, n_p, D]."""

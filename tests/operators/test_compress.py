@@ -140,6 +140,22 @@ def test_each_compressor_lists_the_keyword_options_its_constructors_take():
     assert {name: cls.option_names() for name, cls in COMPRESSORS.items()} == expected
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("carry_previous_frame", "false", "option carry_previous_frame must be bool, got str 'false'"),
+    ("seed", 1.5, "option seed must be int, got float 1.5"),
+    ("seed", True, "option seed must be int, got bool True"),
+])
+def test_an_option_of_the_wrong_type_is_one_line_naming_the_type_it_takes(option, value, message):
+    with pytest.raises(ValueError) as info:
+        make_compressor("stvp", Ratios(), **{option: value})
+    assert str(info.value) == f"compressor 'stvp' {message}"
+
+
+def test_an_int_is_taken_where_an_option_is_a_float():
+    comp = make_compressor("timechat", Ratios(), threshold=1)
+    assert comp.threshold == 1
+
+
 def test_an_option_the_compressor_does_not_take_is_one_line_naming_the_options_it_does():
     with pytest.raises(ValueError) as info:
         make_compressor("stvp", Ratios(), carry_previous_frames=True)
