@@ -57,6 +57,15 @@ async def measure(n_streams: int, seconds: float, model: str) -> dict:
     }
 
 
+def model_or_tiny(path: str | None) -> str:
+    """`path`, or the tiny random Qwen2.5-Omni written to a temporary folder when none is given."""
+    if path is not None:
+        return path
+    from omnisift.testing import make_tiny_omni
+
+    return str(make_tiny_omni(Path(tempfile.mkdtemp(prefix="omnisift-tiny-"))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 3, 4])
@@ -64,11 +73,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model path (default: the tiny random model)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    model = args.model
-    if model is None:
-        from omnisift.testing import make_tiny_omni
-
-        model = str(make_tiny_omni(Path(tempfile.mkdtemp(prefix="omnisift-tiny-"))))
+    model = model_or_tiny(args.model)
     rows = []
     for n in args.streams:
         import ray

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from dataclasses import asdict, dataclass
 import json
 import os
-from pathlib import Path
-import statistics
-import tempfile
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.ray_bench import model_or_tiny
 
 PROCESSES = ("driver", "sources", "encoder", "model")
 
@@ -130,11 +130,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model path (default: the tiny random model)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    model = args.model
-    if model is None:
-        from omnisift.testing import make_tiny_omni
-
-        model = str(make_tiny_omni(Path(tempfile.mkdtemp(prefix="omnisift-tiny-"))))
+    model = model_or_tiny(args.model)
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -17,6 +17,15 @@ def loaded(tiny_model_path):
     return load_omni({"path": str(tiny_model_path)})
 
 
+def _first_chunks(path, n: int) -> list[tuple[ChunkMeta, object]]:
+    """The first `n` (meta, chunk) pairs a source worker reads from the file at `path`."""
+    src = SourceWorker("cam", {"type": "file", "path": str(path)})
+    try:
+        return [src.next_chunk(5.0) for _ in range(n)]
+    finally:
+        src.close()
+
+
 def test_source_worker_steps_meta_then_chunk_and_ends(av_file):
     w = SourceWorker("cam", {"type": "file", "path": str(av_file)})
     try:
@@ -83,11 +92,7 @@ def test_model_worker_skips_a_chunk_its_context_already_holds_until_the_context_
     # was only unreachable it had, and appending it again would put it in the context twice
     spec = {"path": "unused"}
     enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
-    src = SourceWorker("cam", {"type": "file", "path": str(av_file)})
-    try:
-        (m0, c0), (m1, c1) = src.next_chunk(5.0), src.next_chunk(5.0)
-    finally:
-        src.close()
+    (m0, c0), (m1, c1) = _first_chunks(av_file, 2)
     e0, e1 = enc.encode(c0), enc.encode(c1)
     first, second = model.append(m0, e0), model.append(m1, e1)
     session = model.contexts["cam"].session
@@ -115,11 +120,7 @@ def test_model_worker_skips_a_chunk_its_context_already_holds_until_the_context_
 def test_model_worker_reports_the_prefill_time_its_session_measured_for_the_chunk(av_file, loaded):
     spec = {"path": "unused"}
     enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
-    src = SourceWorker("cam", {"type": "file", "path": str(av_file)})
-    try:
-        meta, chunk = src.next_chunk(5.0)
-    finally:
-        src.close()
+    (meta, chunk), = _first_chunks(av_file, 1)
     session = model._context("cam").session
     measured: list[float] = []
     append = session.append_compressed
@@ -138,11 +139,7 @@ def test_model_worker_pads_appends_to_a_minimum_time(av_file, loaded):
 
     spec = {"path": "unused", "min_append_seconds": 0.3}
     enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
-    src = SourceWorker("cam", {"type": "file", "path": str(av_file)})
-    try:
-        meta, chunk = src.next_chunk(5.0)
-    finally:
-        src.close()
+    (meta, chunk), = _first_chunks(av_file, 1)
     encoded = enc.encode(chunk)
     t = time.perf_counter()
     model.append(meta, encoded)
