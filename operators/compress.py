@@ -9,7 +9,8 @@ Ratios count what is dropped per frame (`rho_video`) and per chunk (`rho_audio`)
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -86,11 +87,16 @@ def chunk_positions(chunk: EncodedChunk) -> tuple[torch.Tensor | None, torch.Ten
 
 
 class Compressor:
-    """Base of the registry: subclasses decide `video_keep` / `audio_keep`; assembly is shared."""
+    """Base of the registry: subclasses decide `video_keep` / `audio_keep`; assembly is shared.
+
+    State carried from one chunk to the next (the attributes named in `carried`, cleared by `forget`) is
+    read and updated inside `carrying(index)`, which applies it only to the chunk right after."""
 
     name = "base"
     needs_selector = False  # True when the compressor runs the VGAS selector
     chunk_index: int | None = None  # the chunk `process` is on, for state carried from the chunk before
+    previous_index: int | None = None  # the chunk processed last, whose state is carried (None: none)
+    carried: tuple[str, ...] = ()  # attributes holding state carried from one chunk to the next
 
     def __init__(self, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None, **options) -> None:
         if options:
@@ -157,8 +163,40 @@ class Compressor:
             last_block_end=int(last_block.max()) + 1,
         )
 
+    def follows_previous(self, index: int | None) -> bool:
+        """Whether chunk `index` directly follows the chunk processed last (its index is `index - 1`)."""
+        return index is not None and self.previous_index is not None and self.previous_index == index - 1
+
+    @contextmanager
+    def carrying(self, index: int | None) -> Iterator[None]:
+        """Around the work on chunk `index` that reads and updates the carried state. The state applies
+        only if the chunk directly follows the chunk processed last; otherwise (a chunk dropped by a live
+        source, chunks out of order, a restarted source numbering from 0, the same chunk again, an
+        unknown index) it is forgotten first, so the chunk is compressed as a stream's first chunk. The
+        same chunk again then puts back the state its first pass left, so the chunk after it is
+        compressed as if it had come once. A chunk that fails half-way carries nothing to the next."""
+        again = index is not None and index == self.previous_index
+        saved = {name: getattr(self, name) for name in self.carried} if again else {}
+        if not self.follows_previous(index):
+            self.forget()  # assigns new objects, so `saved` is untouched
+        try:
+            yield
+        except BaseException:
+            self.forget()
+            self.previous_index = None
+            raise
+        for name, value in saved.items():
+            setattr(self, name, value)
+        self.previous_index = index
+
+    def forget(self) -> None:
+        """Clear the state carried from one chunk to the next (the attributes named in `carried`) by
+        assigning new values, never by changing them in place."""
+
     def reset(self) -> None:
         """Forget state carried between chunks (a new stream starts)."""
+        self.forget()
+        self.previous_index = None
 
 
 @register_compressor("full")
@@ -204,20 +242,23 @@ class OmniSIFTCompressor(Compressor):
 
     With `carry_previous_frame=True` the first frame of a chunk is scored by temporal saliency against
     the last frame of the previous chunk (the paper scores it spatially; that is the default). Only the
-    chunk just before counts: when the chunk processed last is not index - 1 (a chunk dropped, chunks out
-    of order, the same chunk again) or its frame size differs, the first frame is scored spatially, as in
-    a stream's first chunk. The same chunk again leaves its own last frame carried, so the chunk after it
-    is scored as if it had come once.
+    chunk just before counts (`Compressor.carrying`): when the chunk processed last is not index - 1 (a
+    chunk dropped, chunks out of order, the same chunk again) or its frame size differs, the first frame
+    is scored spatially, as in a stream's first chunk. The same chunk again leaves its own last frame
+    carried, so the chunk after it is scored as if it had come once.
     """
 
     needs_selector = True
+    carried = ("previous_frame",)
 
     def __init__(self, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None,
                  carry_previous_frame: bool = False) -> None:
         super().__init__(ratios, selector)
         self.carry_previous_frame = carry_previous_frame
+        self.forget()
+
+    def forget(self) -> None:
         self.previous_frame: torch.Tensor | None = None  # [n_p, D] last frame of the chunk processed last
-        self.previous_index: int | None = None  # that chunk's index
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
         return self.stvp_keep(video, self.chunk_index)
@@ -226,7 +267,7 @@ class OmniSIFTCompressor(Compressor):
         """[n_p, D] frame to score chunk `index`'s first frame against: the last frame of the chunk
         processed last if carrying is on, that chunk is `index - 1` and the frame size is the same."""
         frame = self.previous_frame
-        if not self.carry_previous_frame or frame is None or index is None or self.previous_index != index - 1:
+        if not self.carry_previous_frame or frame is None or not self.follows_previous(index):
             return None
         return frame if frame.shape == video.shape[1:] else None
 
@@ -235,13 +276,14 @@ class OmniSIFTCompressor(Compressor):
         chunk's last frame is kept for the next chunk."""
         steps, n_p = video.shape[:2]
         carried = self.carried_frame(video, index)
-        first = carried if carried is not None else video[0]
-        previous = torch.cat([first.unsqueeze(0), video[:-1]])  # [G, n_p, D]
-        has_previous = torch.arange(steps, device=video.device) > 0
-        has_previous[0] = carried is not None
-        valid = torch.ones(steps, n_p, dtype=torch.bool, device=video.device)
-        saliency = frame_saliency(video, valid, previous, has_previous)
-        self.previous_frame, self.previous_index = video[-1], index
+        with self.carrying(index):
+            first = carried if carried is not None else video[0]
+            previous = torch.cat([first.unsqueeze(0), video[:-1]])  # [G, n_p, D]
+            has_previous = torch.arange(steps, device=video.device) > 0
+            has_previous[0] = carried is not None
+            valid = torch.ones(steps, n_p, dtype=torch.bool, device=video.device)
+            saliency = frame_saliency(video, valid, previous, has_previous)
+            self.previous_frame = video[-1]
         keep_n = torch.full((steps,), kept_count(n_p, self.ratios.rho_video), device=video.device)
         return keep_top(saliency, keep_n)
 
@@ -252,6 +294,3 @@ class OmniSIFTCompressor(Compressor):
         scores = self.selector(kept_video, audio, logits=True)  # [n_a] logits: no ties from a saturated sigmoid
         mask[select_audio(scores, self.ratios.rho_audio)] = True
         return mask
-
-    def reset(self) -> None:
-        self.previous_frame = self.previous_index = None

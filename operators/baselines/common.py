@@ -53,4 +53,5 @@ class VideoOnlyCompressor(Compressor):
         return top_mask(torch.rand(n, generator=self.generator).to(audio.device), keep)
 
     def reset(self) -> None:
+        super().reset()
         self.generator.manual_seed(self.seed)

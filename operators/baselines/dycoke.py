@@ -21,6 +21,9 @@ Deviations made to run it live:
 - The paper's edge case (the last window's (0,2) pass is skipped) is not reproduced.
 - Audio (DyCoke is video-only): see `VideoOnlyCompressor` (evenly spaced at `kept_count(n_a, rho_audio)`).
 - A frame-size change starts a new window.
+- Only from the chunk just before (`Compressor.carrying`): a chunk that does not directly follow the one
+  processed last (a gap, out of order, a restarted source, the same chunk again) starts a new window at
+  its first frame, as a stream's first chunk does.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def dycoke_reference(offset: int) -> str:
 class DyCokeCompressor(VideoOnlyCompressor):
     """DyCoke TTM over windows of `window` frames carried across chunks; see the module docstring."""
 
+    carried = ("frame_count", "anchor_frame", "previous_frame")
+
     def __init__(self, ratios: Ratios, selector=None, window: int = 4, anchor: str = "uniform", **options) -> None:
         super().__init__(ratios, selector, **options)
         if window < 2:
@@ -51,11 +56,10 @@ class DyCokeCompressor(VideoOnlyCompressor):
         if anchor not in ("uniform", "full"):
             raise ValueError(f"anchor must be 'uniform' or 'full', got {anchor!r}")
         self.window, self.anchor = window, anchor
-        self.reset()
+        self.forget()
 
-    def reset(self) -> None:
-        super().reset()
-        self.frame_count = 0  # frames seen in the stream
+    def forget(self) -> None:
+        self.frame_count = 0  # frames seen since the windows started (the first chunk, or one after a break)
         self.anchor_frame: torch.Tensor | None = None  # [n_p, D] first frame of the current window
         self.previous_frame: torch.Tensor | None = None  # [n_p, D]
 
@@ -63,20 +67,21 @@ class DyCokeCompressor(VideoOnlyCompressor):
         n_p = video.shape[1]
         keep = kept_count(n_p, self.ratios.rho_video)
         masks = []
-        for frame in video:  # [n_p, D]
-            if self.anchor_frame is not None and self.anchor_frame.shape != frame.shape:
-                self.frame_count = 0  # new frame size: a new window
-            offset = self.frame_count % self.window
-            ref = dycoke_reference(offset)
-            if ref == "none":
-                self.anchor_frame = frame
-                mask = (torch.ones(n_p, dtype=torch.bool, device=frame.device) if self.anchor == "full"
-                        else uniform_mask(n_p, keep, frame.device))
-            else:
-                reference = self.previous_frame if ref == "previous" else self.anchor_frame
-                similarity = F.cosine_similarity(frame.float(), reference.float(), dim=-1)  # [n_p]
-                mask = top_mask(-similarity, keep)
-            masks.append(mask)
-            self.previous_frame = frame
-            self.frame_count += 1
+        with self.carrying(self.chunk_index):
+            for frame in video:  # [n_p, D]
+                if self.anchor_frame is not None and self.anchor_frame.shape != frame.shape:
+                    self.frame_count = 0  # new frame size: a new window
+                offset = self.frame_count % self.window
+                ref = dycoke_reference(offset)
+                if ref == "none":
+                    self.anchor_frame = frame
+                    mask = (torch.ones(n_p, dtype=torch.bool, device=frame.device) if self.anchor == "full"
+                            else uniform_mask(n_p, keep, frame.device))
+                else:
+                    reference = self.previous_frame if ref == "previous" else self.anchor_frame
+                    similarity = F.cosine_similarity(frame.float(), reference.float(), dim=-1)  # [n_p]
+                    mask = top_mask(-similarity, keep)
+                masks.append(mask)
+                self.previous_frame = frame
+                self.frame_count += 1
         return torch.stack(masks)  # [G, n_p]

@@ -35,6 +35,9 @@ Deviations made to run it live:
   `operators.encode.Encoder`.
 - A video-only chunk keeps `kept_count(n_p, rho_video)` per frame; an audio-only chunk merges anchors by
   audio-audio similarity (as OmniZip without video).
+- Only from the chunk just before (`Compressor.carrying`): a chunk that does not directly follow the one
+  processed last (a gap, out of order, a restarted source, the same chunk again) starts the running
+  threshold over, so it has r = k_a / n_a as a stream's first chunk does.
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ class OmniZipCompressor(Compressor):
     """OmniZip adapted to streaming; see the module docstring. Incompatible with FlashAttention."""
 
     flash_attention_compatible = False
+    carried = ("thresholds",)
 
     def __init__(self, ratios: Ratios, selector=None, span: float = 0.4, contextual_ratio: float = 0.05,
                  g: int = 3, knn: int = 5) -> None:
@@ -155,8 +159,11 @@ class OmniZipCompressor(Compressor):
         self.span, self.contextual_ratio, self.g, self.knn = span, contextual_ratio, g, knn
         self.reset()
 
-    def reset(self) -> None:
+    def forget(self) -> None:
         self.thresholds: list[float] = []  # each past chunk's k_a-th highest audio saliency
+
+    def reset(self) -> None:
+        super().reset()
         self.rho_v = self.ratios.rho_video
         self.audio_mask: torch.Tensor | None = None
         self.last_audio_retention: float | None = None
@@ -181,13 +188,14 @@ class OmniZipCompressor(Compressor):
             video = None if chunk.video is None else chunk.video.reshape(-1, chunk.video.shape[-1])
             self.audio_mask, merged = select_and_merge_audio(chunk.audio, video, saliency, keep,
                                                              self.contextual_ratio, self.g)
-            if self.thresholds and keep > 0:
-                threshold = sum(self.thresholds) / len(self.thresholds)
-                retention = float((saliency > threshold).float().mean())
-            else:
-                retention = keep / n_a
-            if keep > 0:
-                self.thresholds.append(float(saliency.float().topk(keep).values[-1]))
+            with self.carrying(chunk.index):
+                if self.thresholds and keep > 0:
+                    threshold = sum(self.thresholds) / len(self.thresholds)
+                    retention = float((saliency > threshold).float().mean())
+                else:
+                    retention = keep / n_a
+                if keep > 0:
+                    self.thresholds.append(float(saliency.float().topk(keep).values[-1]))
             self.last_audio_retention = retention
             self.rho_v = video_drop_ratio(self.ratios.rho_video, self.span, keep / n_a, retention)
             chunk = dataclasses.replace(chunk, audio=merged)

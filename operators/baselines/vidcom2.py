@@ -15,6 +15,9 @@ Deviations made to run it live:
   included), not the mean of the whole video; `reset()` clears it. Low-variance channels are chosen on
   the current chunk, and past tokens stay in the running mean as they were normalised on their own
   chunk's channels (zero elsewhere).
+- Only from the chunk just before (`Compressor.carrying`): a chunk that does not directly follow the one
+  processed last (a gap, out of order, a restarted source, the same chunk again) starts the running mean
+  over from its own tokens, as a stream's first chunk does.
 - Budget: a chunk keeps `G * kept_count(n_p, rho_video)` video tokens in total, so counts per chunk equal
   the other methods'; VidCom2's uniqueness only moves budget between the chunk's frames (rounded, then
   corrected so the total is exact, at most `n_p` per frame). The paper shares it across all frames.
@@ -58,28 +61,30 @@ def frame_budgets(uniqueness: torch.Tensor, total: int, n_p: int) -> torch.Tenso
 class VidCom2Compressor(VideoOnlyCompressor):
     """VidCom2 with a running video mean; see the module docstring."""
 
+    carried = ("sum", "count")
+
     def __init__(self, ratios: Ratios, selector=None, **options) -> None:
         super().__init__(ratios, selector, **options)
-        self.reset()
+        self.forget()
 
-    def reset(self) -> None:
-        super().reset()
+    def forget(self) -> None:
         self.sum: torch.Tensor | None = None  # [D] running sum of normalised tokens (all channels)
         self.count = 0
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
         steps, n_p, d = video.shape
         x = video.float()
-        if self.sum is not None and self.sum.shape[0] != d:
-            self.reset()
         channels = torch.topk(x.reshape(-1, d).var(0, unbiased=False), d // 2, largest=False).indices
         # normalise on the chosen channels; keep a running sum over all channels of those tokens
         sel = F.normalize(x[..., channels], dim=-1)  # [G, n_p, C]
         full = torch.zeros_like(x)
         full[..., channels] = sel
-        self.sum = full.sum((0, 1)) if self.sum is None else self.sum + full.sum((0, 1))
-        self.count += steps * n_p
-        video_center = (self.sum / self.count)[channels]  # [C] running mean
+        with self.carrying(self.chunk_index):
+            if self.sum is not None and self.sum.shape[0] != d:
+                self.reset()
+            self.sum = full.sum((0, 1)) if self.sum is None else self.sum + full.sum((0, 1))
+            self.count += steps * n_p
+            video_center = (self.sum / self.count)[channels]  # [C] running mean
         frame_center = sel.mean(1, keepdim=True)  # [G, 1, C]
         v_score = gaussian_similarity(sel, video_center)  # [G, n_p]
         f_score = gaussian_similarity(sel, frame_center)  # [G, n_p]
