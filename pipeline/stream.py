@@ -188,7 +188,7 @@ class OmniStream:
         st = StreamState(spec)
         st.source = actors.start_source(spec, self.config)
         try:
-            await st.source.where.remote()  # the source opened (a missing file raises here)
+            st.source_where = await st.source.where.remote()  # the source opened (a missing file raises here)
         except Exception as e:
             actors.kill(st.source)
             raise creation_error(name, e) from None

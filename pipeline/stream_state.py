@@ -61,6 +61,7 @@ class StreamState:
     dropped: int = 0
     lost: int = 0
     reconnects: int = 0
+    source_where: dict | None = None  # node id and pid of the source actor as it started (pipeline.workers.where)
     source_final: dict | None = None  # the source's own counters (streams.SourceStats) when it was closed
 
     def require_live(self, action: str) -> None:

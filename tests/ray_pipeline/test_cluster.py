@@ -36,7 +36,7 @@ async def test_actors_are_placed_by_resources_across_two_nodes(two_nodes, tiny_m
     async with OmniStream.from_config(cfg) as p:
         assert p.config.ray.address is None and not p._owns_ray  # joined the running cluster
         await next_matching(p.stats("clip"), lambda s: s.index == 3, 90)
-        source_node = (await p.streams["clip"].source.where.remote())["node_id"]
+        source_node = p.streams["clip"].source_where["node_id"]  # the source actor ended with the file
         encoder_node = (await p.encoder.where.remote())["node_id"]
         model_node = (await p.model.where.remote())["node_id"]
         assert source_node == two_nodes["head"]
