@@ -49,8 +49,9 @@ def start_model(config: PipelineConfig, model_spec: dict):
 
 
 def kill(actor) -> None:
-    """End an actor for good (no restart)."""
-    if actor is not None:
+    """End an actor for good (no restart). Without a running Ray there is no actor to end (and `ray.kill`
+    would start a local Ray instance to find out)."""
+    if actor is not None and ray.is_initialized():
         try:
             ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone

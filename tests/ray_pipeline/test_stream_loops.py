@@ -9,6 +9,7 @@ import asyncio
 import re
 
 import pytest
+import ray
 from ray import ActorID
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 
@@ -309,6 +310,7 @@ async def test_a_stream_that_ends_or_fails_closes_its_source_at_once(how):
     # closed once the pump stopped asking: after every chunk it took (the stream is not removed yet)
     assert source.closed_after == source.delivered
     assert st.snapshot()["source"] == {"chunks_emitted": 6, "chunks_dropped": 0}  # its last word is kept
+    assert not ray.is_initialized()  # ending a source actor never starts Ray (these run without it)
 
 
 def test_a_failed_stream_stays_failed_when_a_chunk_still_in_flight_errors_or_ends():
