@@ -11,6 +11,7 @@ functions, as everywhere in the driver, so importing `pipeline.stream` does not 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -55,18 +56,26 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300] or type(e).__name__
 
 
+_RAISED = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception): (.+)$")  # "pkg.SomeError: message"
+
+
+def creation_reason(e: BaseException) -> str:
+    """The one-line reason an actor's constructor failed. Ray wraps it in an ActorDiedError whose text is
+    the whole creation traceback; the constructor's own exception is its last "SomeError: message" line."""
+    text = str(unwrap(e))
+    for ln in reversed([ln.strip() for ln in text.splitlines() if ln.strip()]):
+        raised = _RAISED.match(ln)
+        if raised:
+            text = raised.group(1)
+            break
+    return " ".join(text.split())[:300]
+
+
 def creation_error(name: str, e: BaseException) -> Exception:
-    """The one-line reason a source actor's constructor failed (Ray wraps it in an ActorDiedError
-    whose text is the whole creation traceback), as the SourceError the caller of `add_stream` expects."""
+    """Why a source actor's constructor failed, as the SourceError the caller of `add_stream` expects."""
     from streams.errors import SourceError
 
-    text = str(unwrap(e))
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in reversed(lines):  # the original exception's own line in the creation traceback
-        if ln.startswith(("streams.errors.", "SourceError", "ConfigError", "FileNotFoundError", "ValueError")):
-            text = ln.split(": ", 1)[-1]
-            break
-    return SourceError(f"stream {name!r}: {' '.join(text.split())[:300]}")
+    return SourceError(f"stream {name!r}: {creation_reason(e)}")
 
 
 async def await_ref(ref: Any) -> Any:

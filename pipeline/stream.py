@@ -38,7 +38,7 @@ from pipeline.config import (
     load_pipeline_config,
     source_mapping,
 )
-from pipeline.ray_calls import await_ref, cancel, creation_error, unwrap
+from pipeline.ray_calls import actor_gone, await_ref, cancel, creation_error, creation_reason, unwrap
 from pipeline.stream_events import EventHub
 from pipeline.stream_loops import StreamLoops
 from pipeline.stream_requests import handle_request
@@ -134,6 +134,11 @@ class OmniStream:
                 f"encoder/model actors not running after {cfg.ray.actor_start_timeout:g}s: does a node have "
                 f"the resources they ask for (encoder {_wants(cfg.resources.encoder)}, model "
                 f"{_wants(cfg.resources.model)}) and room to load the model?") from None
+        except Exception as e:
+            if not actor_gone(e):
+                raise
+            # a constructor raised: a model that cannot load, a bad compressor or option
+            raise ValueError(f"the encoder/model actors did not start: {creation_reason(e)}") from None
 
     def _start_frontends(self) -> None:
         """Prometheus metrics, and ZeroMQ PUB/REP if configured."""

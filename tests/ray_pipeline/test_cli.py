@@ -80,6 +80,22 @@ def test_run_with_a_bad_config_exits_2_with_one_line(tmp_path, config, words):
     assert len(errors) == 1 and words in errors[0], out.stderr
 
 
+@pytest.mark.parametrize(("model", "words"), [
+    ({"compressor": "stvp", "compressor_options": {"carry_previous_frame": "no"}},
+     "the encoder/model actors did not start: compressor 'stvp' option carry_previous_frame must be bool, got str 'no'"),
+    ({"compressor": "nope"}, "the encoder/model actors did not start: unknown compressor 'nope'; choose one of"),
+])
+def test_run_whose_actors_refuse_the_model_config_exits_2_with_their_reason(tiny_model_path, tmp_path, model, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"streams": [], "model": {"path": str(tiny_model_path), **model},
+                                    "zmq": {"pub": None, "rep": None}, "metrics": {"port": None}}))
+    out = _run(["run", str(path), "--duration", "1"], timeout=120)
+    assert out.returncode == 2
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {words}"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_ask_without_a_running_pipeline_times_out_with_one_line(tmp_path):
     from tests.ray_pipeline.conftest import free_port
 
