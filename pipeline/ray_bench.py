@@ -19,15 +19,21 @@ import time
 from pathlib import Path
 
 
+def bench_config(n_streams: int, model: str) -> dict:
+    """The pipeline both Ray benchmarks run: N synthetic live streams (320x240, 10 fps, 2 s chunks) named
+    s0, s1, ..., a 60-second window, no ZeroMQ or metrics server."""
+    source = {"type": "synthetic", "pattern": "testsrc2", "width": 320, "height": 240, "fps": 10,
+              "duration": None, "realtime": True}
+    return {"streams": [{"name": f"s{i}", "source": source} for i in range(n_streams)],
+            "model": {"path": model, "window_seconds": 60, "max_new_tokens": 8},
+            "zmq": {"pub": None, "rep": None}, "metrics": {"port": None},
+            "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}}}
+
+
 async def measure(n_streams: int, seconds: float, model: str) -> dict:
     from pipeline.stream import OmniStream
 
-    source = {"type": "synthetic", "pattern": "testsrc2", "width": 320, "height": 240, "fps": 10,
-              "duration": None, "realtime": True}
-    cfg = {"streams": [{"name": f"s{i}", "source": source} for i in range(n_streams)],
-           "model": {"path": model, "window_seconds": 60, "max_new_tokens": 8},
-           "zmq": {"pub": None, "rep": None}, "metrics": {"port": None},
-           "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}}}
+    cfg = bench_config(n_streams, model)
     async with OmniStream.from_config(cfg) as p:
         lags, media = [], dict.fromkeys(p.streams, 0.0)
         start = time.monotonic()

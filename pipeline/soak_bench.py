@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.ray_bench import model_or_tiny
+from pipeline.ray_bench import bench_config, model_or_tiny
 
 PROCESSES = ("driver", "sources", "encoder", "model")
 
@@ -71,12 +71,7 @@ async def _pids(p) -> dict[str, list[int]]:
 async def soak(n_streams: int, seconds: float, every: float, model: str) -> list[Sample]:
     from pipeline.stream import OmniStream
 
-    source = {"type": "synthetic", "pattern": "testsrc2", "width": 320, "height": 240, "fps": 10,
-              "duration": None, "realtime": True}
-    cfg = {"streams": [{"name": f"s{i}", "source": source} for i in range(n_streams)],
-           "model": {"path": model, "window_seconds": 60, "max_new_tokens": 8},
-           "zmq": {"pub": None, "rep": None}, "metrics": {"port": None},
-           "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}}}
+    cfg = bench_config(n_streams, model)
     samples: list[Sample] = []
     async with OmniStream.from_config(cfg) as p:
         lags: list[float] = []
