@@ -60,10 +60,8 @@ def _check_option_type(compressor: str, option: str, value: object, default: obj
     expected = type(default) if isinstance(default, (bool, int, float, str)) else None
     if expected is None or value is None:
         return
-    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
+    accepted = (int, float) if expected is float else expected
+    if not isinstance(value, accepted) or isinstance(value, bool) != (expected is bool):  # bool is an int
         raise ValueError(f"compressor {compressor!r} option {option} must be {expected.__name__}, "
                          f"got {type(value).__name__} {value!r}")
 
@@ -103,11 +101,6 @@ class Compressor:
             raise ValueError(f"compressor {self.name!r} takes no option(s) {', '.join(sorted(options))}")
         self.ratios = ratios
         self.selector = selector
-
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        """The keyword options the constructor takes (see `option_defaults`), sorted."""
-        return tuple(cls.option_defaults())
 
     @classmethod
     def option_defaults(cls) -> dict[str, object]:
@@ -263,11 +256,11 @@ class OmniSIFTCompressor(Compressor):
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
         return self.stvp_keep(video, self.chunk_index)
 
-    def carried_frame(self, video: torch.Tensor, index: int | None) -> torch.Tensor | None:
-        """[n_p, D] frame to score chunk `index`'s first frame against: the last frame of the chunk
-        processed last if carrying is on, that chunk is `index - 1` and the frame size is the same."""
+    def carried_frame(self, video: torch.Tensor) -> torch.Tensor | None:
+        """[n_p, D] frame to score the first of `video`'s frames against, inside `carrying`: the last frame
+        of the chunk just before if carrying is on and the frame size is the same."""
         frame = self.previous_frame
-        if not self.carry_previous_frame or frame is None or not self.follows_previous(index):
+        if not self.carry_previous_frame or frame is None:
             return None
         return frame if frame.shape == video.shape[1:] else None
 
@@ -275,8 +268,8 @@ class OmniSIFTCompressor(Compressor):
         """[G, n_p] bool STVP mask of chunk `index`'s frames [G, n_p, D] (None: unknown, no carry); the
         chunk's last frame is kept for the next chunk."""
         steps, n_p = video.shape[:2]
-        carried = self.carried_frame(video, index)
-        with self.carrying(index):
+        with self.carrying(index):  # previous_frame is None unless chunk `index - 1` came last
+            carried = self.carried_frame(video)
             first = carried if carried is not None else video[0]
             previous = torch.cat([first.unsqueeze(0), video[:-1]])  # [G, n_p, D]
             has_previous = torch.arange(steps, device=video.device) > 0
