@@ -13,13 +13,16 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
+# exactly the tested versions (README "Install"), then the project without resolving anything
+COPY requirements/main.lock ./requirements/main.lock
+RUN pip install --require-hashes -r requirements/main.lock
 COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY operators ./operators
 COPY omnisift ./omnisift
 COPY pipeline ./pipeline
 COPY configs ./configs
-RUN pip install .
+RUN pip install --no-deps --no-build-isolation .
 
 # 5560 PUB (answers, alerts, stats), 5561 REP (questions), 9464 Prometheus, 6379 Ray GCS, 8265 Ray dashboard
 EXPOSE 5560 5561 9464 6379 8265

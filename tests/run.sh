@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine, then runs it.
 # This is the README's test command; .ci/run calls exactly this.
+#
+# The Python packages go into a new, empty virtual environment (.venv, recreated on every run) from the
+# committed lock (requirements/dev.lock), so what is tested is what a fresh machine gets: nothing from
+# the machine's own site-packages or an earlier install can stand in for a pinned package. pip's download
+# cache is reused. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +18,5 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-python -m pip install -q -e ".[dev]"
-python -m pytest "$@"
+bash scripts/install.sh --dev --fresh     # ends with the import smoke check (scripts/check_env.py)
+exec .venv/bin/python -m pytest "$@"

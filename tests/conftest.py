@@ -1,0 +1,27 @@
+"""Before anything is collected: the heavy dependencies load together (scripts/check_env.py).
+
+A torchaudio or torchvision built for another torch release would otherwise fail in the middle of
+collection with a C++ linker traceback; here it stops the run with one line naming both versions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+CHECK_ENV = Path(__file__).resolve().parents[1] / "scripts" / "check_env.py"
+
+
+def load_check_env():
+    spec = importlib.util.spec_from_file_location("check_env", CHECK_ENV)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _, failure = load_check_env().check()
+    if failure:
+        pytest.exit(f"environment check failed: {failure}", returncode=3)
