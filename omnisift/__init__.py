@@ -8,17 +8,20 @@ The method as a library, with no knowledge of Ray or of live streams:
 - `load_selector` / `save_selector`: safetensors checkpoints in the OmniSIFT-7B key layout.
 - `compress_sequence(...)`: the same decisions over whole offline Qwen2.5-Omni sequences.
 - `load_model(...)`: a Qwen2.5-Omni thinker with OmniSIFT applied inside its forward.
+- `TokenCounts`: audio and video tokens before and after compression, and the kept fraction.
 """
 
 from omnisift.checkpoint import CheckpointError, load_selector, save_selector
+from omnisift.counts import TokenCounts
 from omnisift.ratios import Ratios, kept_count, ratios_for_retention
 from omnisift.selector import VisionGuidedAudioSelector, select_audio
 from omnisift.sequence import compress_sequence, decide_sequence
 from omnisift.stvp import stvp
 
 __all__ = [
-    "CheckpointError", "Ratios", "VisionGuidedAudioSelector", "compress_sequence", "decide_sequence",
-    "kept_count", "load_model", "load_selector", "ratios_for_retention", "save_selector", "select_audio", "stvp",
+    "CheckpointError", "Ratios", "TokenCounts", "VisionGuidedAudioSelector", "compress_sequence",
+    "decide_sequence", "kept_count", "load_model", "load_selector", "ratios_for_retention", "save_selector",
+    "select_audio", "stvp",
 ]
 
 

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from omnisift.counts import TokenCounts
 from omnisift.data import LETTERS
 
 _PATTERNS = [
@@ -56,22 +57,16 @@ class MethodMetrics:
     correct_scored: int = 0
     unparsed: int = 0
     open_answers: int = 0
-    video_before: int = 0
-    video_after: int = 0
-    audio_before: int = 0
-    audio_after: int = 0
+    tokens: TokenCounts = TokenCounts()
     prefill_seconds: float = 0.0
     encode_seconds: float = 0.0
     failed: int = 0
     notes: list[str] = field(default_factory=list)
 
     def add(self, *, generated: str | None, scored: str | None, answer: str, multiple_choice: bool,
-            counts: tuple[int, int, int, int], prefill: float, encode: float = 0.0) -> None:
+            counts: TokenCounts, prefill: float, encode: float = 0.0) -> None:
         self.n += 1
-        self.video_before += counts[0]
-        self.video_after += counts[1]
-        self.audio_before += counts[2]
-        self.audio_after += counts[3]
+        self.tokens += counts
         self.prefill_seconds += prefill
         self.encode_seconds += encode
         if not multiple_choice:
@@ -85,8 +80,7 @@ class MethodMetrics:
 
     @property
     def kept(self) -> float:
-        before = self.video_before + self.audio_before
-        return (self.video_after + self.audio_after) / before if before else 1.0
+        return self.tokens.retention
 
     def row(self) -> dict:
         pct = lambda x: None if not self.mc else round(100.0 * x / self.mc, 2)  # noqa: E731
@@ -99,8 +93,8 @@ class MethodMetrics:
             "unparsed": self.unparsed,
             "open_answers": self.open_answers,
             "kept_%": round(100.0 * self.kept, 2),
-            "video_kept": f"{self.video_after}/{self.video_before}",
-            "audio_kept": f"{self.audio_after}/{self.audio_before}",
+            "video_kept": f"{self.tokens.video_after}/{self.tokens.video_before}",
+            "audio_kept": f"{self.tokens.audio_after}/{self.tokens.audio_before}",
             "prefill_ms_per_sample": round(1000.0 * self.prefill_seconds / max(self.n, 1), 2),
             "failed": self.failed,
         }

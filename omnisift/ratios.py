@@ -44,6 +44,18 @@ class Ratios:
                    rho_audio=RELEASE_RHO_AUDIO if rho_audio is None else rho_audio)
 
 
+def resolve_ratios(retention: float | None = None, rho_video: float | None = None,
+                   rho_audio: float | None = None) -> Ratios:
+    """The drop ratios a user asked for: `retention` or `rho_video`/`rho_audio`, never both (a one-line
+    ValueError), each ratio left out taking the release default. With a retention target, the video
+    ratio is set per frame size later (`ratios_for_retention`); audio keeps the ratio returned here."""
+    if retention is not None and (rho_video is not None or rho_audio is not None):
+        raise ValueError("give either retention or rho_video/rho_audio, not both")
+    if retention is not None:
+        check_ratio("retention", retention)
+    return Ratios.or_release(rho_video, rho_audio)
+
+
 def ratios_for_retention(
     retention: float, tokens_per_frame: int, frames_per_chunk: int = 2, audio_per_chunk: int = 50,
     rho_audio: float = RELEASE_RHO_AUDIO,

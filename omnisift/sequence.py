@@ -19,7 +19,7 @@ from omnisift.ratios import check_ratio
 from omnisift.selector import VisionGuidedAudioSelector
 from omnisift.stvp import frame_saliency, keep_top
 
-POSITIONS_PER_CHUNK = 50  # 25 TMRoPE ids per second x 2-second chunks
+from omnisift.token_layout import POSITIONS_PER_CHUNK
 
 
 @dataclass

@@ -21,33 +21,25 @@ from transformers.conversion_mapping import (
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import MultimodalCausalLMOutputWithPast
 
-from omnisift.ratios import Ratios, check_ratio, ratios_for_retention
+from omnisift.counts import TokenCounts
+from omnisift.ratios import Ratios, ratios_for_retention, resolve_ratios
 from omnisift.selector import VisionGuidedAudioSelector, straight_through_mask
 from omnisift.sequence import SequenceDecision, decide_sequence
 
 
-@dataclass(frozen=True)
-class CompressionStats:
-    """Audio and video token counts of one compressed prefill, summed over the batch."""
+@dataclass(frozen=True, kw_only=True)
+class CompressionStats(TokenCounts):
+    """Audio and video token counts of one compressed prefill, summed over the batch, and the ratios."""
 
-    video_before: int
-    video_after: int
-    audio_before: int
-    audio_after: int
     rho_video: float
     rho_audio: float
-
-    @property
-    def retention(self) -> float:
-        """Fraction of audio + video tokens kept."""
-        before = self.video_before + self.audio_before
-        return (self.video_after + self.audio_after) / before if before else 1.0
 
     @classmethod
     def from_decision(cls, decision: SequenceDecision, ratios: Ratios) -> CompressionStats:
         v, a, k = decision.is_video, decision.is_audio, decision.keep
         counts = torch.stack([v.sum(), (v & k).sum(), a.sum(), (a & k).sum()]).tolist()
-        return cls(*counts, rho_video=ratios.rho_video, rho_audio=ratios.rho_audio)
+        return cls(**dict(zip(("video_before", "video_after", "audio_before", "audio_after"), counts, strict=True)),
+                   rho_video=ratios.rho_video, rho_audio=ratios.rho_audio)
 
 
 @dataclass
@@ -114,10 +106,8 @@ class OmniSIFTThinker(Qwen2_5OmniThinkerForConditionalGeneration):
         if not enabled:
             self.ratios, self.retention = None, None
             return
-        if retention is not None and (rho_video is not None or rho_audio is not None):
-            raise ValueError("give either retention or rho_video/rho_audio, not both")
-        self.retention = None if retention is None else check_ratio("retention", retention)
-        self.ratios = Ratios.or_release(rho_video, rho_audio)
+        self.ratios = resolve_ratios(retention, rho_video, rho_audio)
+        self.retention = retention
 
     def _ratios_for(self, video_grid_thw: torch.Tensor) -> Ratios:
         if self.retention is None:

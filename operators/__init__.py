@@ -4,6 +4,7 @@
 from operators import baselines  # noqa: F401 - registers the baseline compressors
 from operators.chunk_encoder import ChunkEncoder
 from operators.chunks import CompressedChunk, EncodedChunk, PreprocessedChunk
+from operators.compression import Compression
 from operators.compress import (
     COMPRESSORS,
     Compressor,
@@ -14,6 +15,6 @@ from operators.encode import Encoder
 from operators.preprocess import Preprocessor
 
 __all__ = [
-    "COMPRESSORS", "ChunkEncoder", "CompressedChunk", "Compressor", "EncodedChunk", "Encoder", "PreprocessedChunk",
+    "COMPRESSORS", "ChunkEncoder", "CompressedChunk", "Compression", "Compressor", "EncodedChunk", "Encoder", "PreprocessedChunk",
     "Preprocessor", "make_compressor", "register_compressor",
 ]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from omnisift.counts import TokenCounts
+
 
 @dataclass
 class PreprocessedChunk:
@@ -68,3 +70,8 @@ class CompressedChunk:
     @property
     def audio_after(self) -> int:
         return int(self.is_video.numel() - self.is_video.sum())
+
+    @property
+    def counts(self) -> TokenCounts:
+        """What the compressor kept of this chunk."""
+        return TokenCounts(self.video_before, self.video_after, self.audio_before, self.audio_after)

@@ -17,11 +17,9 @@ import torch
 from omnisift.ratios import Ratios, kept_count
 from omnisift.selector import VisionGuidedAudioSelector, select_audio
 from omnisift.stvp import frame_saliency, keep_top
+from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK, GRID_STEPS_PER_CHUNK, POSITIONS_PER_SECOND
 from operators.chunks import CompressedChunk, EncodedChunk
 
-POSITIONS_PER_SECOND = 25
-GRID_STEPS_PER_CHUNK = 2  # one temporal grid step per second of a 2-second chunk
-AUDIO_TOKENS_PER_CHUNK = 50
 
 COMPRESSORS: dict[str, type[Compressor]] = {}
 

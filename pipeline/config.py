@@ -35,6 +35,8 @@ from pydantic import (
     model_validator,
 )
 
+from omnisift.ratios import resolve_ratios
+from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from streams.config import load_source_config, read_yaml
 from streams.errors import ConfigError
 
@@ -88,13 +90,12 @@ class ModelSpec(_Strict):
     device: str | None = None
     dtype: str | None = None
     local_files_only: bool = False
-    max_new_tokens: int = Field(32, ge=1, le=4096)
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS_LIMIT, strict=True)  # answer length
     min_append_seconds: float = Field(0.0, ge=0.0)  # pad each append to at least this (capacity tests)
 
     @model_validator(mode="after")
     def _ratios(self) -> ModelSpec:
-        if self.retention is not None and (self.rho_video is not None or self.rho_audio is not None):
-            raise ValueError("give either retention or rho_video/rho_audio, not both")
+        resolve_ratios(self.retention, self.rho_video, self.rho_audio)  # retention or ratios, not both
         return self
 
 

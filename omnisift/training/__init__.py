@@ -1,6 +1,6 @@
 """Offline training of the VGAS selector on cached tower outputs (DESIGN section 3).
 
-The frozen towers ran once (the feature cache in `pipeline.features`); here each clip's per-chunk
+The frozen towers ran once (the feature cache in `pipeline.offline.features`); here each clip's per-chunk
 vision and audio tokens are laid out as Qwen2.5-Omni lays them out (`[chunk 0 video][chunk 0 audio]...`
 between the bos and eos tokens, then the question and the answer) with TMRoPE positions by the rules of
 DESIGN section 2 (a test checks them against `get_rope_index`). `compressed_forward` decides what to
@@ -31,8 +31,6 @@ from omnisift.training.forward import (
     option_logits,
 )
 from omnisift.training.layout import (
-    AUDIO_TOKENS_PER_CHUNK,
-    POSITIONS_PER_SECOND,
     Batch,
     ClipFeatures,
     Example,
@@ -57,9 +55,7 @@ from omnisift.training.trainer import (
 )
 
 __all__ = [
-    "AUDIO_TOKENS_PER_CHUNK",
     "GATES",
-    "POSITIONS_PER_SECOND",
     "Batch",
     "ClipFeatures",
     "Example",

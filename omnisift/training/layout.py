@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
-POSITIONS_PER_SECOND = 25
-AUDIO_TOKENS_PER_CHUNK = 50
+from omnisift.token_layout import POSITIONS_PER_SECOND
 
 
 @dataclass
 class ClipFeatures:
-    """Cached tower outputs of one clip, chunk by chunk (what `pipeline.features` stores).
+    """Cached tower outputs of one clip, chunk by chunk (what `pipeline.offline.features` stores).
 
     video: [G, n_p, D] tokens of every visual frame (grid step) of the clip, or None.
     audio: [A, D] audio tokens (25 per second), or None.

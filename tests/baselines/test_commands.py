@@ -29,7 +29,7 @@ def test_bench_writes_the_side_by_side_table_json_and_plots(tmp_path, capsys):
 
 
 def test_bench_regenerates_its_section_of_benchmarks_md_and_keeps_the_rest(tmp_path):
-    from pipeline.compressor_bench import BEGIN_MARK, END_MARK, update_benchmarks_md
+    from pipeline.offline.comparison import BEGIN_MARK, END_MARK, update_benchmarks_md
 
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nkept above\n")

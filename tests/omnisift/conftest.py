@@ -1,7 +1,7 @@
 """Fixtures for the omnisift tests: one tiny Qwen2.5-Omni per session, generated clips, processed inputs.
 
 The tiny model (random weights, the real config layout, tokenizer and processor) is written once per
-session with `omnisift.testing.make_tiny_omni` and loaded through `omnisift.loading.load_model`, the
+session with `omnisift.tiny.make_tiny_omni` and loaded through `omnisift.loading.load_model`, the
 same `from_pretrained` path a user's `Qwen/Qwen2.5-Omni-7B` goes through.
 """
 
@@ -12,7 +12,7 @@ import torch
 
 from omnisift.inputs import processor_inputs
 from omnisift.loading import load_model
-from omnisift.testing import make_tiny_omni
+from omnisift.tiny import make_tiny_omni
 from omnisift_helpers import make_clip
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from transformers import WhisperFeatureExtractor
 
-from omnisift.testing import build_processor, build_tokenizer
+from omnisift.tiny import build_processor, build_tokenizer
 from operators.preprocess import Preprocessor
 
 

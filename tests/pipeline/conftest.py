@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnisift.testing import make_tiny_omni
+from omnisift.tiny import make_tiny_omni
 from streams.chunk import AVChunk
 
 

@@ -116,7 +116,7 @@ def test_a_bad_compressor_option_value_is_refused_when_the_session_is_created(se
 
 def test_a_selector_compressor_on_a_model_without_selector_names_the_missing_keys(tmp_path):
     from omnisift.checkpoint import CheckpointError
-    from omnisift.testing import make_tiny_omni
+    from omnisift.tiny import make_tiny_omni
 
     base = make_tiny_omni(tmp_path / "base", with_selector=False)
     with pytest.raises(CheckpointError, match=r"no OmniSIFT selector.*missing compressor\."):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from omnisift.testing import make_tiny_omni
+from omnisift.tiny import make_tiny_omni
 from tests.pipeline.media import write_clip
 
 SYSTEM_PYTHON = "/usr/bin/python3"

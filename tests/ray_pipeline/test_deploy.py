@@ -59,11 +59,14 @@ def test_the_app_config_reads_what_the_publisher_pushes(compose):
     assert {cfg.zmq.pub.rsplit(":", 1)[1], cfg.zmq.rep.rsplit(":", 1)[1], str(cfg.metrics.port)} <= published
 
 
-def test_dockerfile_installs_the_package_and_runs_the_pipeline():
+def test_dockerfile_installs_the_lock_then_the_package_and_runs_the_pipeline():
     text = (ROOT / "Dockerfile").read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     assert lines[0].startswith("FROM python:3.11")
-    assert any("ffmpeg" in ln for ln in lines) and any(ln.startswith("RUN pip install .") for ln in lines)
+    assert any("ffmpeg" in ln for ln in lines)
+    lock = next(i for i, ln in enumerate(lines) if ln == "RUN pip install --require-hashes -r requirements/main.lock")
+    package = next(i for i, ln in enumerate(lines) if ln.startswith("RUN pip install --no-deps") and ln.endswith(" ."))
+    assert lock < package  # the tested versions first; the package adds nothing to them
     for package in ("streams", "operators", "omnisift", "pipeline", "configs"):
         assert any(ln.startswith(f"COPY {package} ") for ln in lines), package
     assert lines[-1] == 'CMD ["omnisift", "run", "configs/compose.yaml"]'

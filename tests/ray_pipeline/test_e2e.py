@@ -18,8 +18,8 @@ import ray
 import zmq
 import zmq.asyncio
 
-from pipeline.stream import OmniStream, StreamNotFound
-from pipeline.workers import Answer, ChunkStats, WatchEvent
+from pipeline.ray.stream import OmniStream, StreamNotFound
+from pipeline.messages import Answer, ChunkStats, WatchEvent
 from streams.errors import SourceError
 from tests.pipeline.media import write_clip
 from tests.ray_pipeline.conftest import assert_actor_ends, next_matching, pipeline_config, synthetic
@@ -77,7 +77,7 @@ async def test_file_source_answers_through_the_api_and_zeromq(local_ray, tiny_mo
         assert published[-1]["question"] == "What is on screen?" and published[-1]["media_time"] == 8.0
 
         # another process asks over REQ/REP (the `omnisift ask` client)
-        code = ("import json, sys; from pipeline.zmq_api import request; "
+        code = ("import json, sys; from pipeline.serve.zmq_api import request; "
                 "print(json.dumps(request(sys.argv[1], {'question': 'Any sound?', 'stream': 'clip'}, timeout=60)))")
         out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code, p.endpoints["rep"]],
                                       capture_output=True, text=True, timeout=90)

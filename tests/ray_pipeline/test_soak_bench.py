@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pipeline.soak_bench import PROCESSES, Sample, growth, rss_mb
+from benchmarks.soak import PROCESSES, Sample, growth, rss_mb
 
 
 def test_rss_of_a_process_rises_by_what_it_allocates_and_touches():

@@ -14,11 +14,11 @@ from ray import ActorID
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from pipeline.config import StreamSpec
-from pipeline.metrics import PipelineMetrics
-from pipeline.stream_events import EventHub
-from pipeline.stream_loops import StreamLoops
-from pipeline.stream_state import RestartTracker, StreamState
-from pipeline.workers import ChunkMeta, ChunkStats
+from pipeline.serve.metrics import PipelineMetrics
+from pipeline.ray.events import EventHub
+from pipeline.ray.loops import StreamLoops
+from pipeline.ray.state import RestartTracker, StreamState
+from pipeline.messages import ChunkMeta, ChunkStats, StreamChange
 
 REFUSE_SECONDS = 2.0  # what a call to a restarting actor costs before Ray refuses it (measured: ~2 s)
 
@@ -158,14 +158,16 @@ class _Model(_Actor):
             self.reply_lost_on = None
             self.clock.now += REFUSE_SECONDS
             raise ActorUnavailableError("The actor is temporarily unavailable.", self._actor_id.binary())
-        return ChunkStats("cam", meta.index, meta.start, meta.duration, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                          8, 4, 8, 4, 10, len(self.context), meta.dropped, 0, model_pid=self.pid,
-                          encoder_pid=encoder_pid, duplicate=duplicate)
+        return ChunkStats(stream="cam", index=meta.index, media_time=meta.start, duration=meta.duration,
+                          capture_time=0.0, lag=0.0, preprocess=0.0, encode=0.0, compress=0.0, prefill=0.0,
+                          video_before=8, video_after=4, audio_before=8, audio_after=4, cache_tokens=10,
+                          chunks_in_context=len(self.context), dropped=meta.dropped, reconnects=0,
+                          model_pid=self.pid, encoder_pid=encoder_pid, duplicate=duplicate)
 
 
 @pytest.fixture(autouse=True)
 def _no_retry_pause(monkeypatch):
-    monkeypatch.setattr("pipeline.stream_loops.RETRY_SECONDS", 0.0)
+    monkeypatch.setattr("pipeline.ray.loops.RETRY_SECONDS", 0.0)
 
 
 def _stream() -> StreamState:
@@ -188,7 +190,7 @@ async def _run(source: _Source, encoder: _Encoder, model: _Model, clock: _Clock,
         await asyncio.wait_for(asyncio.gather(*loops.start()), 10)
         items = [queue.get_nowait() for _ in range(queue.qsize())]
     if states is not None:
-        states.extend((m["state"], m["detail"]) for m in items if isinstance(m, dict))
+        states.extend((m.state, m.detail) for m in items if isinstance(m, StreamChange))
     return st, [m for m in items if isinstance(m, ChunkStats)], metrics, restarts.counts
 
 
@@ -286,7 +288,7 @@ async def test_a_chunk_whose_failed_call_had_run_is_skipped_by_the_model_and_cou
     clock = _Clock()
     source = _Source(emitted=6, dropped={1})
     model = _Model(clock, reply_lost_on=3)
-    with caplog.at_level("WARNING", logger="pipeline.stream_loops"):
+    with caplog.at_level("WARNING", logger="pipeline.ray.loops"):
         st, stats, metrics, restarts = await _run(source, _Encoder(clock), model, clock)
 
     assert model.context == [0, 2, 3, 4, 5] and model.calls.count(3) == 2  # sent twice, in the context once

@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from pipeline.config import load_pipeline_config
-from pipeline.workers import ChunkMeta, EncoderWorker, ModelWorker, SourceWorker, load_omni
+from pipeline.messages import ChunkMeta
+from pipeline.ray.encoder_worker import EncoderWorker
+from pipeline.ray.model_worker import ModelWorker
+from pipeline.ray.models import load_omni
+from pipeline.ray.source_worker import SourceWorker
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import zmq
 import zmq.asyncio
 
 from pipeline.config import CurveSpec
-from pipeline.zmq_api import ZmqFrontend, request, write_certificates
+from pipeline.serve.zmq_api import ZmqFrontend, request, write_certificates
 
 pytestmark = pytest.mark.timeout(60)
 

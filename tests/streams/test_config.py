@@ -89,6 +89,6 @@ def test_streams_imports_no_model_libraries():
     import subprocess
     import sys
 
-    code = "import streams, streams.bench, sys; print([m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'ray')])"
+    code = "import streams, benchmarks.ingest, sys; print([m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'ray')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

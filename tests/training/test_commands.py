@@ -83,9 +83,9 @@ def test_train_command_trains_with_the_attention_gate(tmp_path, tiny_path, clips
 def test_ray_train_runs_two_cpu_workers(tmp_path, tiny_path, clips):
     import ray
 
-    from pipeline.offline_config import TrainConfig, load_config
-    from pipeline.train_local import load_for_training
-    from pipeline.train_ray import train_with_ray
+    from pipeline.offline.config import TrainConfig, load_config
+    from pipeline.offline.train_local import load_for_training
+    from pipeline.offline.train_ray import train_with_ray
 
     folder, paths = clips
     cfg = load_config(_train_config(tmp_path, tiny_path, _dataset(folder, paths), steps=2, workers=2), TrainConfig)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from operators import Encoder, Preprocessor
-from pipeline.features import FeatureCache, encode_file
+from pipeline.offline.features import FeatureCache, encode_file
 from streams import read_chunks
 
 

@@ -151,7 +151,7 @@ def test_key_gated_attention_in_query_blocks_equals_one_block(monkeypatch):
 
 
 def test_key_gate_bench_prints_both_settings(capsys):
-    from omnisift.key_gate_bench import main
+    from benchmarks.key_gate import main
 
     assert main(["--length", "64", "--heads", "2", "--head-dim", "8", "--reps", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| all", "| 512"))]

@@ -1,0 +1,11 @@
+"""Qwen2.5-Omni's audio-video token layout as numbers (DESIGN section 2), defined once.
+
+A 2-second chunk is 2 temporal grid steps of video (one per second, two frames each at 2 fps) and
+50 audio tokens (25 per second). TMRoPE gives 25 time positions per second, so one chunk spans 50.
+"""
+
+POSITIONS_PER_SECOND = 25  # TMRoPE time positions per second of media
+AUDIO_TOKENS_PER_SECOND = 25  # the audio tower's output rate
+GRID_STEPS_PER_CHUNK = 2  # temporal grid steps (of 2 frames) in a 2-second chunk
+AUDIO_TOKENS_PER_CHUNK = 50
+POSITIONS_PER_CHUNK = GRID_STEPS_PER_CHUNK * POSITIONS_PER_SECOND  # 50

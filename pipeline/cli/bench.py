@@ -1,0 +1,50 @@
+"""`omnisift bench`: every compressor side by side in one run (cost at 7B width, tokens kept, prefill
+saved, real-time factor, memory over a stream); writes JSON, a markdown table and PNG plots."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "compare compressors side by side (JSON, markdown table, PNG plots)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.offline.comparison import METHODS
+
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--retentions", nargs="+", type=float, default=[0.25, 0.35])
+    parser.add_argument("--model", help="hub id or local path (default: the tiny random model)")
+    parser.add_argument("--chunks", type=int, default=20, help="chunks of the live stream")
+    parser.add_argument("--size", type=int, default=224, help="frame side in pixels of the live stream")
+    parser.add_argument("--window", type=float, default=20.0, help="window_seconds of the live session")
+    parser.add_argument("--tokens-per-frame", type=int, default=256, help="for the cost at D=3584")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--tower-layers", type=int, default=4, help="layers of the 7B-wide audio tower (OmniZip)")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument("--benchmarks-md", type=Path,
+                        help="also write the table into this BENCHMARKS.md, replacing the previous bench section")
+
+
+def run(args: argparse.Namespace) -> int:
+    from operators.compress import COMPRESSORS
+    import shlex
+    import sys
+
+    from pipeline.offline.comparison import BenchConfig, run_bench, update_benchmarks_md, write_outputs
+
+    unknown = [m for m in args.methods if m not in COMPRESSORS]
+    if unknown:
+        raise ValueError(f"unknown compressor(s) {', '.join(unknown)}; choose from {', '.join(sorted(COMPRESSORS))}")
+    if args.chunks < 2:
+        raise ValueError(f"--chunks must be at least 2, got {args.chunks}")
+    config = BenchConfig(tuple(args.methods), tuple(args.retentions), args.model, args.chunks, args.size,
+                         args.window, args.tokens_per_frame, args.reps, args.tower_layers)
+    results = run_bench(config)
+    paths = write_outputs(results, args.out)
+    table = (args.out / "baselines.md").read_text()
+    print(table)
+    if args.benchmarks_md:
+        update_benchmarks_md(args.benchmarks_md, table, "omnisift " + shlex.join(sys.argv[1:]))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

@@ -1,0 +1,48 @@
+"""`omnisift infer VIDEO -q QUESTION`: answer a question about a file, with token statistics."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "answer a question about a video file"
+
+
+def ratio(text: str) -> float:
+    """argparse type for a fraction in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", type=Path)
+    parser.add_argument("-q", "--question", required=True)
+    parser.add_argument("--model", default="Qwen/Qwen2.5-Omni-7B", help="hub id or local path")
+    parser.add_argument("--selector", help="separate selector checkpoint for a base Qwen2.5-Omni model")
+    parser.add_argument("--compressor", default="omnisift")
+    ratios = parser.add_mutually_exclusive_group()
+    ratios.add_argument("--retention", type=ratio, help="fraction of audio+video tokens kept")
+    ratios.add_argument("--rho-video", type=ratio, help="fraction of each frame's video tokens dropped")
+    parser.add_argument("--rho-audio", type=ratio, help="fraction of each chunk's audio tokens dropped")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--device")
+    parser.add_argument("--dtype")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.offline.infer import infer_file
+    from pipeline.session import OmniSession
+
+    if not args.video.exists():
+        raise FileNotFoundError(f"{args.video}: no such file")
+    session = OmniSession.from_pretrained(
+        args.model, compressor=args.compressor, retention=args.retention, rho_video=args.rho_video,
+        rho_audio=args.rho_audio, selector=args.selector, device=args.device, dtype=args.dtype,
+    )
+    result = infer_file(session, args.video, args.question, max_new_tokens=args.max_new_tokens)
+    print(result.text)
+    print(f"[{result.chunks} chunks, {result.seconds:.1f} s; {result.counts.summary()}]", file=sys.stderr)
+    return 0

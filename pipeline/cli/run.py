@@ -1,0 +1,99 @@
+"""`omnisift run CONFIG`: the Ray pipeline a config describes; prints answers, alerts and live lag."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+HELP = "run the Ray pipeline of a config (streams, model, watches, ZeroMQ, metrics)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="pipeline config YAML (configs/demo.yaml, configs/rtsp.yaml, ...)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds to run, then stop cleanly")
+    parser.add_argument("--model", default=None, help="override the config's model path or hub id")
+    parser.add_argument("--quiet-stats", action="store_true", help="do not print a line per chunk")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_pipeline_config
+
+    config = load_pipeline_config(args.config)
+    if args.model:
+        config = config.model_copy(update={"model": config.model.model_copy(update={"path": args.model})})
+    return asyncio.run(run_pipeline(config, args.duration, print_stats=not args.quiet_stats))
+
+
+async def run_pipeline(config, duration: float | None, *, print_stats: bool = True) -> int:
+    """Run until `duration` seconds pass or every stream ends; print what happens; close cleanly."""
+    from omnisift.tiny import TINY_BANNER
+    from pipeline.ray.stream import OmniStream
+
+    async with OmniStream(config) as stream:
+        started = time.monotonic()  # the duration counts from when the pipeline is up
+        if stream.model_is_tiny:
+            print(TINY_BANNER.format(model=config.model.path), flush=True)
+        for name, endpoint in stream.endpoints.items():
+            print(f"{name}: {endpoint}", flush=True)
+        printer = asyncio.create_task(_print_events(stream, config, print_stats))
+        remaining = None if duration is None else max(0.0, duration - (time.monotonic() - started))
+        try:
+            await asyncio.wait_for(asyncio.shield(printer), remaining)
+        except TimeoutError:
+            pass
+        finally:
+            printer.cancel()
+            await asyncio.gather(printer, return_exceptions=True)
+        snap = stream.snapshot()
+    for name, s in snap["streams"].items():
+        print(f"[{name}] {s['state']}: {s['chunks']} chunks, {s['dropped']} dropped, {s['lost']} lost, "
+              f"{s['reconnects']} reconnects", flush=True)
+    return 0
+
+
+async def _print_events(stream, config, print_stats: bool) -> None:
+    next_question: dict[str, float] = {}
+    asking: list[asyncio.Task] = []  # at most one question in flight; cancelled when printing stops
+    try:
+        await _print_loop(stream, config, print_stats, next_question, asking)
+    finally:
+        for task in asking:
+            task.cancel()
+        await asyncio.gather(*asking, return_exceptions=True)
+
+
+async def _print_loop(stream, config, print_stats, next_question, asking) -> None:
+    from pipeline.messages import Answer, ChunkStats, StreamChange, WatchEvent
+
+    async for ev in stream.events():
+        if isinstance(ev, ChunkStats):
+            if print_stats:
+                print(f"[{ev.stream}] chunk {ev.index:4d} @ {ev.media_time:7.1f}s  kept video {ev.video_after}/"
+                      f"{ev.video_before} audio {ev.audio_after}/{ev.audio_before}  cache {ev.cache_tokens}  "
+                      f"lag {ev.lag:.2f}s  dropped {ev.dropped}", flush=True)
+            end = ev.media_time + ev.duration
+            due = next_question.setdefault(ev.stream, config.ask_every or float("inf"))
+            if end >= due and not any(not t.done() for t in asking):
+                next_question[ev.stream] = end + config.ask_every
+                asking[:] = [asyncio.create_task(_ask(stream, config.question, ev.stream))]
+        elif isinstance(ev, WatchEvent):
+            tag = "ALERT" if ev.alert else "watch"
+            print(f"[{ev.stream}] {tag} p(yes)={ev.p_yes:.2f} {ev.question!r} @ {ev.media_time:.1f}s "
+                  f"lag {ev.lag:.2f}s", flush=True)
+        elif isinstance(ev, Answer):
+            media = "-" if ev.media_time is None else f"{ev.media_time:.1f}s"
+            print(f"[{ev.stream}] Q: {ev.question}\n[{ev.stream}] A: {ev.text!r}  (media {media}, lag {ev.lag:.2f}s, "
+                  f"{ev.latency:.2f}s to answer)", flush=True)
+        elif isinstance(ev, StreamChange):
+            detail = f" ({ev.detail})" if ev.detail else ""
+            print(f"[{ev.stream}] {ev.state}{detail}", flush=True)
+            if ev.state in ("ended", "failed") and not stream._running():
+                return
+
+
+async def _ask(stream, question: str, name: str) -> None:
+    try:
+        await stream.ask(question, name, timeout=120.0)  # printed when its Answer event arrives
+    except Exception as e:  # noqa: BLE001 - a failed question is reported, the pipeline goes on
+        print(f"[{name}] question failed: {e}", flush=True)

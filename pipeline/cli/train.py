@@ -1,0 +1,39 @@
+"""`omnisift train CONFIG`: train the VGAS selector on a dataset (configs/train.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train the OmniSIFT selector (configs/train.yaml)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--steps", type=int, help="override train.steps")
+    parser.add_argument("--out-dir", type=Path)
+    parser.add_argument("--workers", type=int, help="override ray.num_workers (0: no Ray)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.offline.config import TrainConfig, load_config
+
+    overrides = {k: v for k, v in (("train.steps", args.steps), ("ray.num_workers", args.workers),
+                                   ("out_dir", args.out_dir and str(args.out_dir))) if v is not None}
+    cfg: TrainConfig = load_config(args.config, TrainConfig, overrides)
+    if cfg.ray.num_workers > 0:
+        from pipeline.offline.train_local import load_for_training
+        from pipeline.offline.train_ray import train_with_ray
+
+        load_for_training(cfg, progress=args.progress)  # the driver builds the feature cache once
+        result = train_with_ray(cfg)
+        print(f"ray train: {result.metrics}")
+    else:
+        from pipeline.offline.train_local import train_local
+
+        trainer = train_local(cfg, progress=args.progress)
+        print(f"trained {trainer.optimizer_step} steps")
+    print(f"selector: {Path(cfg.out_dir) / 'final' / 'selector.safetensors'}; "
+          f"curve: {Path(cfg.out_dir) / 'learning_curve.png'}")
+    return 0

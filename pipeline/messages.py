@@ -1,0 +1,175 @@
+"""The messages of a running pipeline, in one place: what a source actor says of its next chunk, the
+per-chunk statistics, answers, standing-question evaluations and stream state changes.
+
+Frozen dataclasses with no torch and no Ray in them: they cross actor boundaries, fill the driver's
+queues, and leave through ZeroMQ and the metrics as JSON (`to_json`, whose `type` is the PUB topic).
+A question's `GenerationSettings` are checked here, once, wherever the question enters (the Python
+API, ZeroMQ, a config). The compressed tokens themselves travel between the encoder and model actors as
+`pipeline.ray.encoder_worker.EncodedChunkResult`, never through the driver.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+from omnisift.counts import TokenCounts
+
+
+DEFAULT_MAX_NEW_TOKENS = 64
+MAX_NEW_TOKENS_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """One question's decoding settings: greedy unless `do_sample`. Invalid values raise a one-line
+    ValueError naming the field (so `max_new_tokens: true` from a config or a request is refused)."""
+
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
+        if not isinstance(self.do_sample, bool):
+            raise ValueError(f"do_sample must be true or false, got {self.do_sample!r}")
+        _check_float("temperature", self.temperature, 0.0, None)
+        _check_float("top_p", self.top_p, 0.0, 1.0)
+        _check_int("top_k", self.top_k, 0, None)
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0, None)
+
+    @classmethod
+    def of(cls, max_new_tokens: int | None = None, **generation) -> GenerationSettings:
+        """Settings from keyword arguments, `max_new_tokens=None` taking the default."""
+        unknown = sorted(set(generation) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown generation setting {unknown[0]!r}; known: "
+                             f"{', '.join(cls.__dataclass_fields__)}")
+        return cls(max_new_tokens=DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens, **generation)
+
+
+def _check_int(name: str, value: object, lo: int, hi: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        span = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an integer {span}, got {value!r}")
+
+
+def _check_float(name: str, value: object, lo: float, hi: float | None) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < lo or (hi is not None and value > hi):
+        span = f"within [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be a number {span}, got {value!r}")
+
+
+class ChunkKind(StrEnum):
+    """What a source actor's step found."""
+
+    CHUNK = "chunk"  # a chunk follows
+    IDLE = "idle"  # none within the timeout
+    END = "end"  # the stream ended
+
+
+@dataclass(frozen=True)
+class ChunkMeta:
+    """What the source worker says about its next chunk; the chunk itself travels separately."""
+
+    kind: ChunkKind
+    stream: str
+    index: int = -1
+    start: float = 0.0
+    duration: float = 0.0
+    capture_time: float = 0.0
+    gap_before: bool = False
+    dropped: int = 0  # source chunks dropped so far by the drop policy
+    reconnects: int = 0
+    queue_depth: int = 0
+    state: str = ""
+    pid: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ChunkKind(self.kind))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkStats(TokenCounts):
+    """Per-chunk statistics of one stream, published after the chunk is in the model's context."""
+
+    stream: str
+    index: int
+    media_time: float  # chunk start on the stream's clock
+    duration: float
+    capture_time: float
+    lag: float  # seconds between the chunk's capture and its arrival in the context
+    preprocess: float
+    encode: float
+    compress: float
+    prefill: float
+    cache_tokens: int
+    chunks_in_context: int
+    dropped: int = 0
+    reconnects: int = 0
+    model_pid: int = 0
+    encoder_pid: int = 0
+    # chunks lost so far: they left the source but will never reach the context (not delivered within
+    # backpressure.restart_wait, an actor dead for good, or an actor raised on them); set by the driver
+    lost: int = 0
+    # the chunk was already in the context (a call that failed on the way back had applied it) and was not
+    # appended again: prefill is 0, the other fields describe the chunk and the context as they are
+    duplicate: bool = False
+
+    def to_json(self) -> dict:
+        return {"type": "stats", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer from a stream's live context at the moment the question was asked."""
+
+    stream: str
+    question: str
+    text: str
+    media_time: float | None  # media time of the end of the newest chunk in the context
+    lag: float  # seconds between that chunk's capture and the answer
+    latency: float  # seconds the model spent answering
+    chunks_in_context: int
+
+    def to_json(self) -> dict:
+        return {"type": "answer", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One evaluation of a standing question on a stream, right after chunk `index` joined the context."""
+
+    stream: str
+    question: str
+    index: int
+    media_time: float  # end of the chunk, on the stream's clock
+    p_yes: float
+    alert: bool  # p_yes >= the watch's threshold
+    lag: float  # seconds between the chunk's capture and this evaluation
+    watch_id: int = 0
+
+    def to_json(self) -> dict:
+        return {"type": "alert" if self.alert else "watch", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class StreamChange:
+    """A stream entered a new state (`pipeline.ray.state.Status`), with a one-line reason if any."""
+
+    stream: str
+    state: str
+    detail: str
+    time: float  # wall clock
+
+    def to_json(self) -> dict:
+        return {"type": "stream", **asdict(self)}
+
+
+Message = ChunkStats | Answer | WatchEvent | StreamChange

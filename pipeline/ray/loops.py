@@ -1,0 +1,291 @@
+"""The two driver-side coroutines that move one stream's chunks (see `pipeline.ray.stream`).
+
+The *pump* takes the next chunk's small meta from the source actor and hands the chunk's object ref
+(never the frames) to the encoder; the *appender* prefills the encoded chunks into the model in order,
+then evaluates the standing questions. Between them, the stream's bounded queue.
+
+An actor that dies is restarted by Ray (up to its `max_restarts`); while it restarts Ray fails calls to
+it at once. The appender then sends the same chunk again, re-encoding it first if the encoder lost it,
+until the actor is back or `backpressure.restart_wait` seconds have passed; meanwhile newer chunks wait in
+the bounded queues, and a live source's drop policy discards the oldest (`dropped`). A chunk that cannot be
+delivered by then, or on which an actor raised, is counted as `lost`, in the stream's state, in every later
+stats record and in `omnisift_chunks_lost_total`, and the stream goes on. A model actor that restarted has
+lost every stream's context: the stream goes on in a fresh one. One that was only unreachable may have run
+the call that failed; the chunk sent again is then skipped by the model (its stats say `duplicate`) and
+counted once. An encoder or model actor dead for good (its restarts used up) fails the stream: its state
+becomes "failed", naming the actor, the pump stops pulling from the source, and the chunk that found the
+actor dead and those already past the source are counted lost. A stream that ends or fails closes its
+source and ends the source actor at once; it stays listed, and its context answers, until removed. So
+for every stream, chunks produced by
+the source = chunks in the context + dropped + lost + chunks still in flight (none once it is over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pipeline.ray.calls import (
+    actor_gone,
+    actor_id,
+    actor_restarting,
+    failed_actor,
+    one_line,
+    unwrap,
+)
+from pipeline.ray.events import EventHub
+from pipeline.ray.state import RestartTracker, Status, StreamState, Watch
+from pipeline.messages import ChunkKind, ChunkMeta, ChunkStats, WatchEvent
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 0.3  # between calls to an actor that is restarting
+GIVE_UP_SECONDS = 60.0  # a source actor unreachable this long fails the stream
+
+
+class _SourceFailed(Exception):
+    """The source raised, or its actor stayed unreachable or is dead for good: the stream fails with this
+    message."""
+
+
+class _ActorDead(Exception):
+    """The encoder or model actor is dead for good: the stream fails with this message."""
+
+
+class StreamLoops:
+    """The pump and the appender of one stream, over the pipeline's encoder and model actors."""
+
+    def __init__(self, st: StreamState, *, encoder: Any, model: Any, metrics: Any, events: EventHub,
+                 watches: dict[int, Watch], restarts: RestartTracker, restart_wait: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.st = st
+        self.name = st.spec.name
+        self.encoder, self.model, self.metrics = encoder, model, metrics
+        self.events = events
+        self.watches = watches  # shared with OmniStream: questions added later are seen
+        self.restarts = restarts
+        self.restart_wait = restart_wait  # seconds one chunk waits for a restarting encoder or model
+        self.clock = clock
+        self._failing_since: float | None = None
+        self._source_died = False  # the last call to the source actor failed as on one dead for good
+        self._stop = asyncio.Event()  # set when the stream fails for good: the pump pulls no more chunks
+
+    def start(self) -> list[asyncio.Task]:
+        """Start both loops; the tasks end at end of stream or failure, or when cancelled."""
+        return [asyncio.create_task(self.pump(), name=f"pump-{self.name}"),
+                asyncio.create_task(self.append(), name=f"append-{self.name}")]
+
+    # ---- source -> encoder ------------------------------------------------------------------------
+
+    async def pump(self) -> None:
+        """Source -> encoder, one chunk at a time, bounded by the queue to the appender."""
+        st = self.st
+        while not self._stop.is_set():
+            await self._resumed()
+            if self._stop.is_set():
+                break
+            try:
+                meta, chunk_ref = await self._next_chunk()
+            except _SourceFailed as e:
+                self.events.set_state(st, Status.FAILED, str(e))
+                break
+            if meta is None:
+                continue  # the source actor is restarting
+            self._source_said(meta)
+            if meta.kind is ChunkKind.END:
+                break
+            if meta.kind is not ChunkKind.CHUNK:
+                continue
+            if self._stop.is_set():  # the stream failed while the source was asked: this chunk is past it
+                self._lost(meta)
+                break
+            encoded_ref = self.encoder.encode.remote(chunk_ref)  # the frames go source -> encoder directly
+            # the chunk's ref goes along too, to encode it again if the encoder restarts with it
+            await st.queue.put((meta, chunk_ref, encoded_ref))  # waits while max_in_flight chunks are in flight
+            del chunk_ref, encoded_ref
+        await self._release_source()
+        await st.queue.put(None)
+
+    async def _release_source(self) -> None:
+        """The source ended or the stream failed: close the source and end its actor now, giving back the
+        device or connection and the actor's CPU, rather than when the stream is removed. The stream stays
+        listed with its state and the source's final counters, and its context still answers questions."""
+        from pipeline.ray import actors
+
+        self.st.source_final = await actors.close_source(self.st.source)
+
+    async def _resumed(self) -> None:
+        """Wait until the stream is not paused, or has failed."""
+        if self.st.resumed.is_set() or self._stop.is_set():
+            return
+        waits = [asyncio.create_task(self.st.resumed.wait()), asyncio.create_task(self._stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in waits:
+                t.cancel()
+
+    async def _next_chunk(self) -> tuple[ChunkMeta | None, Any]:
+        """(meta, chunk ref) from the source actor; (None, None) after a pause while it restarts.
+        Raises _SourceFailed if the source raised, its actor is dead for good (see `_deliver`) or stayed
+        unreachable for GIVE_UP_SECONDS."""
+        try:
+            meta_ref, chunk_ref = self.st.source.next_chunk.options(num_returns=2).remote(0.5)
+            meta = await meta_ref
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if not actor_gone(e):
+                raise _SourceFailed(one_line(unwrap(e))) from None
+            died, self._source_died = self._source_died, not actor_restarting(e)
+            if died and self._source_died:
+                raise _SourceFailed(f"the source actor is dead for good ({type(e).__name__})") from None
+            self._failing_since = self._failing_since or self.clock()
+            if self.clock() - self._failing_since > GIVE_UP_SECONDS:
+                raise _SourceFailed("source actor unreachable") from None
+            await asyncio.sleep(RETRY_SECONDS)
+            return None, None
+        self._failing_since, self._source_died = None, False
+        return meta, chunk_ref
+
+    def _source_said(self, meta: ChunkMeta) -> None:
+        """Take the source's process id and its cumulative drop and reconnect counts."""
+        self._seen_pid("source", meta.pid)
+        self.st.dropped, self.st.reconnects = meta.dropped, meta.reconnects
+        if self.metrics is not None:
+            self.metrics.source_counts(self.name, meta.dropped, meta.reconnects)
+
+    # ---- encoder -> model -------------------------------------------------------------------------
+
+    async def append(self) -> None:
+        """Encoded chunks -> model context, in order; then the standing questions of this stream."""
+        st = self.st
+        while True:
+            item = await st.queue.get()
+            if item is None:
+                self.events.set_state(st, Status.ENDED)  # a failed stream stays failed (Status)
+                return
+            meta, chunk_ref, encoded_ref = item
+            del item
+            stats = None
+            if not self._stop.is_set():  # once the stream failed, a queued chunk never reaches the context
+                try:
+                    stats = await self._deliver(meta, chunk_ref, encoded_ref)
+                except _ActorDead as e:
+                    self._fail(str(e))
+            del chunk_ref, encoded_ref
+            if stats is None:
+                self._lost(meta)
+                continue
+            if stats.duplicate:
+                # a call that failed (Ray could not say whether it ran) had run on a model that did not
+                # restart: the chunk is in the context once, and this is the first reply that says so
+                log.warning("%s: chunk %d was already in the context (a failed call to the model had run); "
+                            "the copy sent again was skipped", self.name, meta.index)
+            self._seen_pid("model", stats.model_pid)
+            self._seen_pid("encoder", stats.encoder_pid)
+            stats = st.appended(stats)
+            if self.metrics is not None:
+                self.metrics.chunk(stats)
+            self.events.emit(stats)
+            await self._evaluate_watches(stats)
+
+    async def _deliver(self, meta: ChunkMeta, chunk_ref: Any, encoded_ref: Any) -> ChunkStats | None:
+        """Append one chunk to the model: its stats, or None if it cannot be. Raises _ActorDead if the
+        encoder or model actor is dead for good.
+
+        The append fails when the model actor dies or restarts under it, or the encoder actor did with
+        the chunk (the append's argument is then that failure, naming the encoder), or either raised.
+        While the failing actor is restarting the chunk is sent again every RETRY_SECONDS, through the
+        encoder first if the encoder lost it, for up to `restart_wait` seconds; an error raised inside an
+        actor, or the time running out, gives None. A call that failed may have run on a model that was
+        only unreachable: the model then skips the chunk sent again (`ChunkStats.duplicate`).
+
+        Dead for good is two calls in a row failing with ActorDiedError from the same actor: Ray 2.60
+        fails the call an actor died under with ActorUnavailableError when it will restart (measured),
+        and the second call guards against a Ray that says ActorDiedError for it.
+        """
+        deadline = self.clock() + self.restart_wait
+        died: str | None = None  # the actor whose last call failed as on one dead for good
+        while True:
+            try:
+                return await self.model.append.remote(meta, encoded_ref)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                if not actor_gone(e):
+                    self._failed(e)
+                    return None
+                model_failed = failed_actor(e) == actor_id(self.model)
+                actor = "model" if model_failed else "encoder"
+                if actor_restarting(e):
+                    died = None
+                elif died == actor:
+                    raise _ActorDead(f"the {actor} actor is dead for good ({type(e).__name__})") from None
+                else:
+                    died = actor
+                if self.clock() >= deadline:
+                    log.warning("%s: the %s actor still unavailable after %gs", self.name, actor, self.restart_wait)
+                    return None
+            log.info("%s: the %s actor is unavailable; chunk %d is sent again", self.name, actor, meta.index)
+            await asyncio.sleep(RETRY_SECONDS)
+            if not model_failed:  # the encoded chunk is that failure: encode it again
+                encoded_ref = self.encoder.encode.remote(chunk_ref)
+
+    def _lost(self, meta: ChunkMeta) -> None:
+        """Count a chunk that left the source but will never reach the context (see `_deliver`)."""
+        self.st.lost += 1
+        if self.metrics is not None:
+            self.metrics.chunk_lost(self.name)
+        log.warning("%s: chunk %d lost in flight (%d lost so far)", self.name, meta.index, self.st.lost)
+
+    async def _call(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Await an actor call; None if the actor died under it (it restarts) or raised (the stream
+        shows the error and goes on)."""
+        try:
+            return await call()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if actor_gone(e):
+                log.warning("%s: an actor died under a call (%s); it restarts", self.name, type(e).__name__)
+                await asyncio.sleep(RETRY_SECONDS)
+                return None
+            self._failed(e)
+            return None
+
+    def _fail(self, reason: str) -> None:
+        """An actor is dead for good: the stream fails, the pump stops, queued chunks are counted lost."""
+        self.events.set_state(self.st, Status.FAILED, reason)
+        self._stop.set()
+        log.error("%s: %s; the stream stops", self.name, reason)
+
+    def _failed(self, e: BaseException) -> None:
+        """An actor raised: the stream shows the error and goes on."""
+        self.events.set_state(self.st, Status.ERROR, one_line(unwrap(e)))
+        log.error("%s: %s", self.name, one_line(unwrap(e)))
+
+    def _seen_pid(self, actor: str, pid: int) -> None:
+        if self.restarts.seen(actor, self.name, pid):
+            if self.metrics is not None:
+                self.metrics.restarts.labels(actor).inc()
+            self.events.set_state(self.st, self.st.state, f"{actor} actor restarted")
+
+    async def _evaluate_watches(self, stats: ChunkStats) -> None:
+        """Ask each standing question that is due, now that chunk `stats.index` is in the context."""
+        end = stats.media_time + stats.duration
+        for w in list(self.watches.values()):
+            if not w.due(self.name, end):
+                continue
+            started = time.perf_counter()
+            p = await self._call(lambda q=w.spec.question: self.model.yes_probability.remote(self.name, q))
+            if p is None:
+                continue
+            if self.metrics is not None:
+                self.metrics.stage.labels(self.name, "watch").observe(time.perf_counter() - started)
+            event = WatchEvent(self.name, w.spec.question, stats.index, end, p, p >= w.spec.threshold,
+                               max(0.0, time.time() - stats.capture_time), w.id)
+            self.events.emit(event)

@@ -1,0 +1,136 @@
+"""`ModelWorker`: one `OmniSession` per stream over one loaded model, in the model actor: appends
+compressed chunks, answers questions, gives the yes-probability of standing questions.
+
+Per-stream state is created on first use, so a restarted actor (its constructor run again) simply
+starts the stream's context afresh: the stream goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import ModelSpec
+from pipeline.messages import Answer, ChunkMeta, ChunkStats, GenerationSettings
+from pipeline.ray.encoder_worker import EncodedChunkResult
+from pipeline.ray.models import compression, load_omni, model_spec
+from pipeline.ray.process import set_threads, where
+
+
+@dataclass
+class _StreamContext:
+    session: Any
+    last_meta: ChunkMeta | None = None  # of the last chunk applied
+    chunks: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    applied_to: Any = None  # the session's LiveContext that chunk went into (a reset session makes a new one)
+
+    def holds(self, meta: ChunkMeta) -> bool:
+        """Whether the chunk is already in the context: the session's context is still the one the last
+        chunk went into, and this chunk comes from the same source process (a restarted source numbers
+        its chunks from 0 again) with an index at most that chunk's."""
+        last = self.last_meta
+        return (last is not None and self.applied_to is not None and self.session.context is self.applied_to
+                and meta.pid == last.pid and meta.index <= last.index)
+
+    def applied(self, meta: ChunkMeta) -> None:
+        """Remember the chunk just appended to the session's context."""
+        self.last_meta, self.applied_to = meta, self.session.context
+        self.chunks += 1
+
+
+class UnknownStreamError(ValueError):
+    """A request named a stream the pipeline does not have."""
+
+
+class ModelWorker:
+    """One `OmniSession` per stream over one loaded model. Thread-safe: appends and questions of one
+    stream take turns (the session's lock); different streams run side by side."""
+
+    YES, NO = "Yes", "No"
+
+    def __init__(self, spec: ModelSpec | Mapping[str, Any], *, model=None, num_cpus: float | None = None) -> None:
+        self.spec = model_spec(spec)
+        self.compression = compression(self.spec)
+        set_threads(num_cpus)
+        self.model = model if model is not None else load_omni(self.spec)
+        self.contexts: dict[str, _StreamContext] = {}
+        self._lock = threading.Lock()
+
+    def _new_session(self):
+        from pipeline.session import OmniSession
+
+        return OmniSession.with_compression(self.model, self.compression, self.spec.window_seconds)
+
+    def _context(self, stream: str, create: bool = True) -> _StreamContext:
+        with self._lock:
+            ctx = self.contexts.get(stream)
+            if ctx is None:
+                if not create:
+                    raise UnknownStreamError(f"no context for stream {stream!r} yet")
+                ctx = self.contexts[stream] = _StreamContext(self._new_session())
+            return ctx
+
+    def append(self, meta: ChunkMeta, encoded: EncodedChunkResult) -> ChunkStats:
+        """Prefill one compressed chunk into its stream's context. Idempotent: a chunk the context already
+        holds (sent again after a call that failed but had run) is skipped, its stats marked `duplicate`."""
+        started = time.perf_counter()
+        ctx = self._context(meta.stream)
+        c = encoded.compressed
+        with ctx.lock:
+            duplicate = ctx.holds(meta)
+            prefill = 0.0
+            if not duplicate:
+                prefill = ctx.session.append_compressed(c)
+                ctx.applied(meta)
+            cache = len(ctx.session.context)
+            in_context = len(ctx.session.context.chunks)
+        pad = self.spec.min_append_seconds - (time.perf_counter() - started)
+        if pad > 0 and not duplicate:
+            time.sleep(pad)
+        t = encoded.times
+        return ChunkStats(
+            **vars(c.counts), stream=meta.stream, index=meta.index, media_time=meta.start, duration=meta.duration,
+            capture_time=meta.capture_time, lag=max(0.0, time.time() - meta.capture_time),
+            preprocess=t.preprocess, encode=t.encode, compress=t.compress, prefill=prefill, cache_tokens=cache,
+            chunks_in_context=in_context, dropped=meta.dropped, reconnects=meta.reconnects, model_pid=os.getpid(),
+            encoder_pid=encoded.pid, duplicate=duplicate,
+        )
+
+    def ask(self, stream: str, question: str, settings: GenerationSettings | None = None, **generation) -> Answer:
+        """Answer from the stream's live context as it is now. `settings`, or the keyword options they are
+        made from; `max_new_tokens` defaults to the spec's."""
+        ctx = self._context(stream)
+        started = time.perf_counter()
+        if generation.get("max_new_tokens") is None:
+            generation["max_new_tokens"] = self.spec.max_new_tokens
+        text = ctx.session.ask(question, settings=settings or GenerationSettings.of(**generation))
+        return self._answer(ctx, stream, question, text, time.perf_counter() - started)
+
+    def yes_probability(self, stream: str, question: str) -> float:
+        """p("Yes") / (p("Yes") + p("No")) as the answer to `question` on the live context."""
+        session = self._context(stream).session
+        yes, no = session.score(question, self.YES), session.score(question, self.NO)
+        return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, no - yes))))
+
+    def _answer(self, ctx: _StreamContext, stream: str, question: str, text: str, latency: float) -> Answer:
+        m = ctx.last_meta
+        media = None if m is None else m.start + m.duration
+        lag = 0.0 if m is None else max(0.0, time.time() - m.capture_time)
+        chunks = 0 if ctx.session.context is None else len(ctx.session.context.chunks)
+        return Answer(stream, question, text, media, lag, latency, chunks)
+
+    def remove(self, stream: str) -> None:
+        with self._lock:
+            self.contexts.pop(stream, None)
+
+    def cache_tokens(self) -> dict[str, int]:
+        return {s: (0 if c.session.context is None else len(c.session.context)) for s, c in list(self.contexts.items())}
+
+    def where(self) -> dict:
+        return where()

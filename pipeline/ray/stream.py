@@ -1,0 +1,331 @@
+"""`OmniStream`: the async API over the Ray pipeline (sources -> encoder -> model), ZeroMQ and metrics.
+
+    async with OmniStream.from_config("configs/rtsp.yaml") as stream:
+        answer = await stream.ask("What is the person holding?", stream="door")
+        async for event in stream.watch("Is someone shouting?", stream="door", every=2.0):
+            print(event.media_time, event.p_yes, event.lag)
+
+Each stream has two driver-side coroutines (`pipeline.ray.loops`): a *pump* that takes the next
+chunk's small meta from the source actor and hands the chunk's object ref (never the frames) to the
+encoder, and an *appender* that prefills encoded chunks into the model in order and evaluates standing
+questions. Between them an `asyncio.Queue(max_in_flight)`: when the model is slower than real time the
+pump stops pulling, the source's own bounded queue fills, and its drop policy (`drop_oldest` for live
+streams) discards the oldest chunks and counts them; the count travels in every chunk's stats. A chunk
+whose encoder or model actor is restarting is sent again until it is back (`backpressure.restart_wait`);
+chunks that still never reach the context are counted too (`lost`). An actor dead for good fails the
+stream: its state is "failed" with a one-line `detail` naming the actor, in `snapshot()` and in the
+"stream" event. `lag` is in every answer, watch event and stats record.
+
+The rest lives beside this module: per-stream state and watches in `pipeline.ray.state`, the
+fan-out of events in `pipeline.ray.events`, ZeroMQ requests in `pipeline.serve.requests`, and the
+reading of Ray's failures in `pipeline.ray.calls`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pipeline.config import (
+    PipelineConfig,
+    StreamSpec,
+    WatchSpec,
+    load_pipeline_config,
+    source_mapping,
+)
+from pipeline.ray.calls import actor_gone, await_ref, cancel, creation_error, creation_reason, unwrap
+from pipeline.ray.events import EventHub
+from pipeline.ray.loops import StreamLoops
+from pipeline.serve.requests import handle_request
+from pipeline.ray.state import ACTIVE_STATES, OVER_STATES, RestartTracker, Status, StreamState, Watch
+from omnisift.tiny import resolve_model
+from pipeline.messages import Answer, ChunkStats, GenerationSettings, Message, StreamChange, WatchEvent
+
+
+class StreamNotFound(ValueError):
+    """A request named a stream the pipeline does not run."""
+
+
+class OmniStream:
+    """A running pipeline. Build with `from_config`, use as `async with`, or `await start()` / `close()`."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.streams: dict[str, StreamState] = {}
+        self.endpoints: dict[str, str] = {}
+        self.model_is_tiny = False
+        self._tracker = RestartTracker()
+        self.restarts: dict[str, int] = self._tracker.counts  # actor kind -> restarts seen
+        self._watches: dict[int, Watch] = {}
+        self._ids = itertools.count(1)
+        self._events = EventHub()
+        self._owns_ray = False
+        self._started = False
+        self.encoder = self.model = None
+        self.metrics = self.zmq = None
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> OmniStream:
+        """From a YAML path, a mapping or a `PipelineConfig`; `overrides` replace top-level fields."""
+        return cls(load_pipeline_config(config, **overrides))
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> OmniStream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start Ray (or join `ray.address`), the encoder and model actors, every stream, ZeroMQ, metrics."""
+        await self._start_ray()
+        self._started = True
+        try:
+            await self._start_actors()
+            self._start_frontends()
+            for w in self.config.watch:
+                self._watches[next(self._ids)] = Watch(0, w)
+            for s in self.config.streams:
+                await self.add_stream(s.name, s.source, paused=s.paused)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start_ray(self) -> None:
+        import ray
+
+        cfg = self.config.ray
+        if not ray.is_initialized():
+            await asyncio.to_thread(
+                ray.init, address=cfg.address, num_cpus=cfg.num_cpus if cfg.address is None else None,
+                namespace=cfg.namespace, include_dashboard=False, logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+            self._owns_ray = True
+
+    async def _start_actors(self) -> None:
+        """The encoder and model actors, running: their constructors load the model now, so a model
+        that cannot load fails here with its own message, and one no node can place times out."""
+        from pipeline.ray import actors
+
+        cfg = self.config
+        path, self.model_is_tiny = await asyncio.to_thread(resolve_model, cfg.model.path,
+                                                           fallback_tiny=cfg.model.fallback_tiny)
+        spec = self.model_spec = cfg.model.model_copy(update={"path": path})
+        self.encoder = actors.start_encoder(cfg, spec)
+        self.model = actors.start_model(cfg, spec)
+        try:
+            await asyncio.wait_for(asyncio.gather(self.encoder.where.remote(), self.model.where.remote()),
+                                   cfg.ray.actor_start_timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"encoder/model actors not running after {cfg.ray.actor_start_timeout:g}s: does a node have "
+                f"the resources they ask for (encoder {_wants(cfg.resources.encoder)}, model "
+                f"{_wants(cfg.resources.model)}) and room to load the model?") from None
+        except Exception as e:
+            if not actor_gone(e):
+                raise
+            # a constructor raised: a model that cannot load, a bad compressor or option
+            raise ValueError(f"the encoder/model actors did not start: {creation_reason(e)}") from None
+
+    def _start_frontends(self) -> None:
+        """Prometheus metrics, and ZeroMQ PUB/REP if configured."""
+        from pipeline.serve.metrics import PipelineMetrics
+
+        cfg = self.config
+        self.metrics = PipelineMetrics()
+        if cfg.metrics.port is not None:
+            port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+            self.endpoints["metrics"] = f"http://{cfg.metrics.host}:{port}/metrics"
+        if cfg.zmq.pub or cfg.zmq.rep:
+            from pipeline.serve.zmq_api import ZmqFrontend
+
+            self.zmq = ZmqFrontend(cfg.zmq.pub, cfg.zmq.rep, functools.partial(handle_request, self), cfg.zmq.curve)
+            self.zmq.start()
+            self._events.publish = self.zmq.publish
+            self.endpoints.update(self.zmq.endpoints)
+
+    async def close(self) -> None:
+        """Stop every stream, kill the actors, close ZeroMQ and metrics; shut Ray down if we started it."""
+        from pipeline.ray import actors
+
+        for name in list(self.streams):
+            await self._stop_stream(name, Status.CLOSED)
+        actors.kill(self.encoder)
+        actors.kill(self.model)
+        self.encoder = self.model = None
+        if self.zmq is not None:
+            self._events.publish = None
+            await self.zmq.aclose()
+            self.zmq = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        self._events.close()
+        if self._owns_ray:
+            import ray
+
+            await asyncio.to_thread(ray.shutdown)
+            self._owns_ray = False
+        self._started = False
+
+    # ---- streams ----------------------------------------------------------------------------------
+
+    async def add_stream(self, name: str, source: Any, *, paused: bool = False) -> None:
+        """Start a stream while running: `source` is a source config mapping or YAML path."""
+        from pipeline.ray import actors
+
+        if name in self.streams:
+            raise ValueError(f"stream {name!r} already runs")
+        spec = StreamSpec(name=name, source=source_mapping(source), paused=paused)
+        st = StreamState(spec)
+        st.source = actors.start_source(spec, self.config)
+        try:
+            st.source_where = await st.source.where.remote()  # the source opened (a missing file raises here)
+        except Exception as e:
+            actors.kill(st.source)
+            raise creation_error(name, e) from None
+        st.queue = asyncio.Queue(self.config.backpressure.max_in_flight)
+        self.streams[name] = st
+        if not paused:
+            st.resumed.set()
+        self._events.set_state(st, Status.PAUSED if paused else Status.RUNNING)
+        st.tasks = StreamLoops(st, encoder=self.encoder, model=self.model, metrics=self.metrics,
+                               events=self._events, watches=self._watches, restarts=self._tracker,
+                               restart_wait=self.config.backpressure.restart_wait).start()
+
+    async def pause_stream(self, name: str) -> None:
+        """Stop taking chunks; a live source keeps only its newest `queue_size` chunks meanwhile."""
+        st = self._stream(name)
+        st.require_live("pause")
+        st.resumed.clear()
+        self._events.set_state(st, Status.PAUSED)
+
+    async def resume_stream(self, name: str) -> None:
+        """Take chunks again after `pause_stream`."""
+        st = self._stream(name)
+        st.require_live("resume")
+        st.resumed.set()
+        self._events.set_state(st, Status.RUNNING)
+
+    async def remove_stream(self, name: str) -> None:
+        """Stop the stream, close its source and forget its context."""
+        self._stream(name)
+        await self._stop_stream(name, Status.REMOVED)
+
+    async def _stop_stream(self, name: str, state: Status) -> None:
+        from pipeline.ray import actors
+
+        st = self.streams.pop(name)
+        for t in st.tasks:
+            t.cancel()
+        await asyncio.gather(*st.tasks, return_exceptions=True)
+        await actors.close_source(st.source)
+        for actor in (self.encoder, self.model):
+            if actor is not None:
+                actor.remove.remote(name)
+        if self.metrics is not None:
+            self.metrics.remove(name)
+        self._events.set_state(st, state)
+
+    def _stream(self, name: str | None) -> StreamState:
+        if name is None:
+            if len(self.streams) == 1:
+                return next(iter(self.streams.values()))
+            raise StreamNotFound(f"name a stream: this pipeline runs {_names(self.streams)}")
+        st = self.streams.get(name)
+        if st is None:
+            raise StreamNotFound(f"no stream {name!r}; this pipeline runs {_names(self.streams)}")
+        return st
+
+    # ---- the user's side --------------------------------------------------------------------------
+
+    async def ask(self, question: str, stream: str | None = None, *, max_new_tokens: int | None = None,
+                  timeout: float | None = None, **generation) -> Answer:  # noqa: ASYNC109 - a per-question deadline is part of the API
+        """Answer from the stream's live context as it is now. `max_new_tokens` and the other
+        `GenerationSettings` default to the config's. Raises StreamNotFound, ValueError for an empty
+        question or a bad setting, TimeoutError after `timeout` seconds; cancelling the await cancels it."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("question must be a non-empty string")
+        settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
+                                         else max_new_tokens, **generation)
+        st = self._stream(stream)
+        ref = self.model.ask.remote(st.spec.name, question, settings)
+        started = time.perf_counter()
+        try:
+            answer = await asyncio.wait_for(await_ref(ref), timeout)
+        except (asyncio.CancelledError, TimeoutError):
+            cancel(ref)
+            raise
+        except Exception as e:
+            raise unwrap(e) from None
+        if self.metrics is not None:
+            self.metrics.stage.labels(st.spec.name, "answer").observe(time.perf_counter() - started)
+        self._events.emit(answer)
+        return answer
+
+    async def watch(self, question: str, stream: str | None = None, *, every: float = 2.0,
+                    threshold: float = 0.5, max_pending: int = 64) -> AsyncIterator[WatchEvent]:
+        """A standing yes/no question, evaluated as the stream's chunks arrive (at most once per `every`
+        seconds of media); yields a `WatchEvent` per evaluation. Stops when the stream ends or the pipeline
+        closes. The question is unregistered when the generator closes: wrap it in
+        `contextlib.aclosing(...)` to make that happen at `break` rather than at garbage collection."""
+        if stream is not None:
+            self._stream(stream)
+        spec = WatchSpec(question=question, stream=stream, every=every, threshold=threshold)
+        wid = next(self._ids)
+        self._watches[wid] = Watch(wid, spec)
+        try:
+            with self._events.subscribe({"watch", "alert", "stream"}, watch_id=wid, max_pending=max_pending) as queue:
+                while (item := await queue.get()) is not None:
+                    if isinstance(item, StreamChange):
+                        if item.state in OVER_STATES and self._watch_over(item.stream, stream):
+                            return
+                        continue
+                    yield item
+        finally:
+            self._watches.pop(wid, None)
+
+    async def stats(self, stream: str | None = None, *, max_pending: int = 256) -> AsyncIterator[ChunkStats]:
+        """Per-chunk statistics as chunks join the context (of one stream, or all); ends when the
+        pipeline closes. A consumer that falls `max_pending` behind loses the oldest records."""
+        if stream is not None:
+            self._stream(stream)
+        with self._events.subscribe({"stats"}, max_pending=max_pending) as queue:
+            while (item := await queue.get()) is not None:
+                if stream is None or item.stream == stream:
+                    yield item
+
+    async def events(self, *, max_pending: int = 256) -> AsyncIterator[Message]:
+        """Everything, as `pipeline.messages`: ChunkStats, Answer, WatchEvent, StreamChange (for the CLI)."""
+        with self._events.subscribe(None, max_pending=max_pending) as queue:
+            while (item := await queue.get()) is not None:
+                yield item
+
+    def _running(self) -> bool:
+        return any(s.state in ACTIVE_STATES for s in self.streams.values())
+
+    def _watch_over(self, ended: str, watched: str | None) -> bool:
+        """Whether stream `ended` being over ends a watch of `watched` (None: all, so the last one)."""
+        return ended == watched or watched is None and not self._running()
+
+    def snapshot(self) -> dict:
+        """Counters of every stream now: state, chunks, drops, losses, reconnects, lag, cache; actor restarts."""
+        return {"streams": {name: st.snapshot() for name, st in self.streams.items()},
+                "restarts": dict(self.restarts), "model_is_tiny": self.model_is_tiny}
+
+
+def _wants(res) -> str:
+    want = {"CPU": res.num_cpus, "GPU": res.num_gpus, **res.resources}
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in want.items() if v) + "}"
+
+
+def _names(streams: dict) -> str:
+    return ", ".join(sorted(streams)) or "no streams"

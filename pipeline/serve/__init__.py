@@ -1,0 +1,6 @@
+"""The network faces of a running pipeline: ZeroMQ PUB (events) and REP (questions), Prometheus metrics.
+
+They know the pipeline only through `pipeline.config`, `pipeline.messages` and the few async methods
+of the stream object handed to them (`ask`, `snapshot`, ...); they import no Ray and no torch, so they
+are tested with plain sockets.
+"""

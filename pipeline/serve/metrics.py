@@ -1,0 +1,85 @@
+"""Prometheus metrics of a running pipeline, in a registry of its own, served over HTTP.
+
+    omnisift_stage_seconds{stream,stage}         histogram: preprocess, encode, compress, prefill, answer, watch
+    omnisift_lag_seconds{stream}                 gauge: capture -> in the model's context, newest chunk
+    omnisift_tokens_total{stream,modality,kept}  counter: audio/video tokens before (kept="false") and after
+    omnisift_chunks_total{stream}                counter: chunks in the context
+    omnisift_chunks_dropped_total{stream}        counter: chunks dropped by the drop policy
+    omnisift_chunks_lost_total{stream}           counter: chunks that left the source and never reached the context
+                                                 (not delivered within backpressure.restart_wait, an actor dead
+                                                 for good, or an actor raised on them)
+    omnisift_reconnects_total{stream}            counter: source reconnects
+    omnisift_kv_cache_tokens{stream}             gauge: tokens in the stream's KV cache
+    omnisift_actor_restarts_total{actor}         counter: restarts seen (a new process answered)
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import start_http_server
+
+from pipeline.messages import ChunkStats
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+class PipelineMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.stage = Histogram("omnisift_stage_seconds", "Seconds per chunk or request in each stage",
+                               ["stream", "stage"], registry=r, buckets=_BUCKETS)
+        self.lag = Gauge("omnisift_lag_seconds", "Capture to in-context delay of the newest chunk", ["stream"], registry=r)
+        self.tokens = Counter("omnisift_tokens", "Audio/video tokens before and after compression",
+                              ["stream", "modality", "kept"], registry=r)
+        self.chunks = Counter("omnisift_chunks", "Chunks appended to the model's context", ["stream"], registry=r)
+        self.dropped = Counter("omnisift_chunks_dropped", "Chunks dropped by the drop policy", ["stream"], registry=r)
+        self.lost = Counter("omnisift_chunks_lost",
+                            "Chunks that left the source and never reached the context: not delivered within "
+                            "backpressure.restart_wait, an actor dead for good, or an actor raised on them",
+                            ["stream"], registry=r)
+        self.reconnects = Counter("omnisift_reconnects", "Source reconnects", ["stream"], registry=r)
+        self.cache = Gauge("omnisift_kv_cache_tokens", "Tokens in the stream's KV cache", ["stream"], registry=r)
+        self.restarts = Counter("omnisift_actor_restarts", "Actor restarts seen", ["actor"], registry=r)
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._server = None
+
+    def chunk(self, s: ChunkStats) -> None:
+        # a duplicate's prefill ran in a call whose reply was lost: its time is not known
+        for stage in ("preprocess", "encode", "compress") + (() if s.duplicate else ("prefill",)):
+            self.stage.labels(s.stream, stage).observe(getattr(s, stage))
+        self.lag.labels(s.stream).set(s.lag)
+        for modality in ("video", "audio"):
+            self.tokens.labels(s.stream, modality, "false").inc(getattr(s, f"{modality}_before"))
+            self.tokens.labels(s.stream, modality, "true").inc(getattr(s, f"{modality}_after"))
+        self.chunks.labels(s.stream).inc()
+        self.lost.labels(s.stream)  # shown (at 0) from the stream's first chunk, not only after a loss
+        self.cache.labels(s.stream).set(s.cache_tokens)
+        self.source_counts(s.stream, s.dropped, s.reconnects)
+
+    def source_counts(self, stream: str, dropped: int, reconnects: int) -> None:
+        """Cumulative counts from a source; a restarted source starts from 0 again."""
+        d0, r0 = self._seen.get(stream, (0, 0))
+        self.dropped.labels(stream).inc(dropped - d0 if dropped >= d0 else dropped)
+        self.reconnects.labels(stream).inc(reconnects - r0 if reconnects >= r0 else reconnects)
+        self._seen[stream] = (dropped, reconnects)
+
+    def chunk_lost(self, stream: str) -> None:
+        """One chunk of `stream` that left its source will never reach the context."""
+        self.lost.labels(stream).inc()
+
+    def remove(self, stream: str) -> None:
+        self._seen.pop(stream, None)
+
+    def text(self) -> str:
+        return generate_latest(self.registry).decode()
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics; returns the bound port (useful with port 0)."""
+        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return self._server.server_port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

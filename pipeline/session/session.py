@@ -1,0 +1,239 @@
+"""`OmniSession`: a live Qwen2.5-Omni context that grows chunk by chunk and answers at any moment.
+
+Plain PyTorch, no Ray: the model actor wraps one session per stream. Each `append(chunk)` runs
+preprocess -> encode -> compress (operators/) and prefills the kept tokens at their original TMRoPE
+positions; `ask`, `ask_stream` and `score` fork a question off the live context and roll it back.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from omnisift.counts import TokenCounts
+from omnisift.loading import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, OmniModel, load_model
+from operators import Compression, Encoder, Preprocessor
+from operators.chunk_encoder import StageTimes
+from operators.chunks import CompressedChunk
+from pipeline.session.context import LiveContext
+from pipeline.messages import GenerationSettings
+from pipeline.session.decoding import next_token, stop_ids
+from pipeline.session.prompt import Mode, PromptLayout
+from streams.chunk import CHUNK_SECONDS, AVChunk
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkTimings(TokenCounts):
+    """What one chunk cost per stage (seconds) and what was kept."""
+
+    index: int
+    times: StageTimes
+    prefill: float
+    cache_tokens: int
+
+    @property
+    def preprocess(self) -> float:
+        return self.times.preprocess
+
+    @property
+    def encode(self) -> float:
+        return self.times.encode
+
+    @property
+    def compress(self) -> float:
+        return self.times.compress
+
+
+@dataclass
+class OmniSession:
+    """A live context over one stream. Build it with `OmniSession.from_pretrained`."""
+
+    model: OmniModel
+    compression: Compression = field(default_factory=Compression)
+    window_seconds: float | None = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    last_timings: ChunkTimings | None = field(default=None, init=False)
+
+    @classmethod
+    def from_pretrained(
+        cls, model: str = DEFAULT_MODEL, compressor: str = "omnisift", retention: float | None = None,
+        window_seconds: float | None = None, device: str | None = None, dtype: str | torch.dtype | None = None,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT, *, rho_video: float | None = None,
+        rho_audio: float | None = None, selector: str | None = None, min_pixels: int | None = None,
+        max_pixels: int | None = None, local_files_only: bool = False, **compressor_options,
+    ) -> OmniSession:
+        """Load the model and start an empty live context.
+
+        `retention` (over audio + video tokens) or `rho_video`/`rho_audio` (fractions dropped) set the
+        compression; `window_seconds` bounds the context for streams with no end.
+        """
+        compression = Compression.of(compressor, retention, rho_video, rho_audio, compressor_options)
+        # A compressor that runs VGAS needs a selector: loading fails early, naming the missing keys.
+        loaded = load_model(model, selector=selector, device=device, dtype=dtype,
+                            compress=compression.needs_selector, local_files_only=local_files_only)
+        return cls.with_compression(loaded, compression, window_seconds, system_prompt, min_pixels, max_pixels)
+
+    @classmethod
+    def from_model(
+        cls, model: OmniModel, compressor: str = "omnisift", retention: float | None = None,
+        window_seconds: float | None = None, system_prompt: str = DEFAULT_SYSTEM_PROMPT, *,
+        rho_video: float | None = None, rho_audio: float | None = None, min_pixels: int | None = None,
+        max_pixels: int | None = None, **compressor_options,
+    ) -> OmniSession:
+        """An empty live context over an already loaded model (several sessions can share one model)."""
+        compression = Compression.of(compressor, retention, rho_video, rho_audio, compressor_options)
+        return cls.with_compression(model, compression, window_seconds, system_prompt, min_pixels, max_pixels)
+
+    @classmethod
+    def with_compression(cls, model: OmniModel, compression: Compression, window_seconds: float | None = None,
+                         system_prompt: str = DEFAULT_SYSTEM_PROMPT, min_pixels: int | None = None,
+                         max_pixels: int | None = None) -> OmniSession:
+        """An empty live context over a loaded model with an already checked `Compression`."""
+        if compression.needs_selector and model.thinker.compressor is None:
+            raise ValueError(f"compressor {compression.compressor!r} needs a VGAS selector and the model has none")
+        return cls(model, compression, window_seconds, system_prompt, min_pixels, max_pixels)
+
+    def __post_init__(self) -> None:
+        if self.window_seconds is not None and self.window_seconds < CHUNK_SECONDS:
+            raise ValueError(f"window_seconds must be at least {CHUNK_SECONDS}, got {self.window_seconds}")
+        self.chunk_encoder = self.compression.chunk_encoder(self.model, self.min_pixels, self.max_pixels)
+        self.context: LiveContext | None = None
+        self.layout: PromptLayout | None = None
+        # One KV cache: appends and questions from different threads take turns.
+        self._lock = threading.RLock()
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        return self.chunk_encoder.preprocessor
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.chunk_encoder.encoder
+
+    # ---- the live context -------------------------------------------------------------------
+
+    def _start(self, mode: Mode) -> None:
+        self.layout = PromptLayout.build(self.model.processor, self.system_prompt, mode)
+        ids, positions = self.layout.prefix()
+        window = None if self.window_seconds is None else math.ceil(self.window_seconds / CHUNK_SECONDS)
+        self.context = LiveContext(self.model.thinker, ids, positions, self.layout.av_start, window,
+                                   stride_chunks=max(1, (window or 4) // 4))
+        self.mode = mode
+
+    def append(self, chunk: AVChunk) -> CompressedChunk:
+        """Encode, compress and prefill one chunk into the live context."""
+        with self._lock:
+            compressed = self.chunk_encoder.process(chunk)
+            prefill = self.append_compressed(compressed)
+            self.last_timings = ChunkTimings(
+                **vars(compressed.counts), index=chunk.index, times=self.chunk_encoder.last_times,
+                prefill=prefill, cache_tokens=len(self.context))
+            return compressed
+
+    def append_compressed(self, compressed: CompressedChunk) -> float:
+        """Prefill a chunk compressed elsewhere (an encoder actor) into the live context; the seconds the
+        prefill took (returned, not stored, so a caller never reads another thread's append)."""
+        with self._lock:
+            if self.context is None:
+                has_v, has_a = compressed.video_before > 0, compressed.audio_before > 0
+                self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
+            start = time.perf_counter()
+            self.context.append(compressed)
+            return time.perf_counter() - start
+
+    def reset(self) -> None:
+        """Forget the stream: empty context, fresh compressor state."""
+        with self._lock:
+            self.context = None
+            self.chunk_encoder.reset()
+
+    def context_positions(self) -> torch.Tensor:
+        """[3, L] TMRoPE positions of the cached tokens (prefix, then the kept audio-video tokens)."""
+        self._ensure_started()
+        return self.context.positions()
+
+    def _ensure_started(self) -> None:
+        if self.context is None:
+            self._start(Mode.AUDIO_VIDEO)
+
+    # ---- questions ----------------------------------------------------------------------------
+
+    def _question_logits(self, question: str, extra: list[int] | None = None) -> tuple[torch.Tensor, int]:
+        """Logits [n, V] of the question (and `extra` tokens) appended to the context, and the last position."""
+        self._ensure_started()
+        end = self.context.segment_end if self.context.segment_end is not None else self.layout.av_start
+        ids, positions = self.layout.question(question, end)
+        if extra:
+            start = int(positions[0, -1]) + 1
+            ids = torch.cat([ids, torch.tensor(extra)])
+            positions = torch.cat([positions, torch.arange(start, start + len(extra)).expand(3, -1)], dim=1)
+        return self.context.forward_embeds(self.context.embed(ids), positions), int(positions[0, -1])
+
+    @torch.inference_mode()
+    def score(self, question: str, answer: str) -> float:
+        """Log-likelihood (natural log, summed over tokens) of `answer` given the live context and question."""
+        answer_ids = self.layout_tokens(answer)
+        with self._lock:
+            return self._score(question, answer_ids)
+
+    def _score(self, question: str, answer_ids: list[int]) -> float:
+        self._ensure_started()
+        mark = self.context.fork()
+        try:
+            logits, _ = self._question_logits(question, answer_ids)
+            predicting = logits[-len(answer_ids) - 1: -1].float().log_softmax(-1)  # [n_answer, V]
+            target = torch.tensor(answer_ids, device=predicting.device)
+            return float(predicting.gather(1, target.unsqueeze(1)).sum())
+        finally:
+            self.context.rollback(mark)
+
+    def layout_tokens(self, text: str) -> list[int]:
+        """Token ids of plain text."""
+        return self.model.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def ask(self, question: str, max_new_tokens: int | None = None, settings: GenerationSettings | None = None,
+            **generation) -> str:
+        """Answer `question` from the live context as it is now. Give `settings`, or the keyword options
+        they are made from (`pipeline.messages.GenerationSettings`)."""
+        return "".join(self.ask_stream(question, max_new_tokens, settings, **generation))
+
+    def ask_stream(self, question: str, max_new_tokens: int | None = None,
+                   settings: GenerationSettings | None = None, **generation) -> Iterator[str]:
+        """Yield the answer's text pieces as they are generated; the context is restored afterwards.
+        Give `settings`, or the keyword options they are made from."""
+        settings = settings or GenerationSettings.of(max_new_tokens, **generation)
+        with self._lock:  # held while this generator runs: chunks wait for the answer
+            yield from self._generate(question, settings)
+
+    def _generate(self, question: str, settings: GenerationSettings) -> Iterator[str]:
+        self._ensure_started()
+        mark = self.context.fork()
+        tokenizer = self.model.processor.tokenizer
+        stop = stop_ids(tokenizer, self.model.thinker)
+        generator = None if settings.seed is None else torch.Generator().manual_seed(settings.seed)
+        try:
+            logits, position = self._question_logits(question)
+            generated: list[int] = []
+            shown = ""
+            for _ in range(settings.max_new_tokens):
+                token = next_token(logits[-1], settings, generator)
+                if token in stop:
+                    break
+                generated.append(token)
+                text = tokenizer.decode(generated, skip_special_tokens=True)
+                if not text.endswith("\ufffd") and len(text) > len(shown):
+                    yield text[len(shown):]
+                    shown = text
+                position += 1
+                logits = self.context.forward_embeds(
+                    self.context.embed(torch.tensor([token])), torch.tensor([[position]] * 3))
+        finally:
+            self.context.rollback(mark)
+
