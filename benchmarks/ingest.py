@@ -8,11 +8,11 @@ at full decoded size and with `max_width: 640`.
 from __future__ import annotations
 
 import argparse
-from fractions import Fraction
 import os
-from pathlib import Path
 import tempfile
 import time
+from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         for cap in (None, 640):
             speed, cpu, n = measure(path, **({"max_width": cap} if cap else {}))
             rows.append((name, "full" if cap is None else f"max_width {cap}", speed, cpu, n))
-    print(f"Decode + chunk, H.264 30 fps + AAC, {args.seconds:.0f} s clips, {os.cpu_count()} cores, PyAV {av.__version__}\n")
+    print(f"Decode + chunk, H.264 30 fps + AAC, {args.seconds:.0f} s clips, {os.cpu_count()} cores, "
+          f"PyAV {av.__version__}\n")
     print("| input | frame size out | x real time | CPU (cores busy) | chunks |")
     print("|---|---|---:|---:|---:|")
     for name, size, speed, cpu, n in rows:

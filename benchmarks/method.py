@@ -32,7 +32,8 @@ from omnisift.stvp import stvp
 from pipeline.offline.machine import machine
 
 AUDIO_PER_CHUNK = 50
-VIDEO_ID, AUDIO_ID, TEXT_ID, VISION_BOS, AUDIO_BOS, AUDIO_EOS, VISION_EOS = 151656, 151646, 100, 151652, 151647, 151648, 151653
+VIDEO_ID, AUDIO_ID, TEXT_ID = 151656, 151646, 100
+VISION_BOS, AUDIO_BOS, AUDIO_EOS, VISION_EOS = 151652, 151647, 151648, 151653
 PREFIX_TEXT, SUFFIX_TEXT = 40, 20  # system prompt before the clip, question + assistant header after it
 
 
@@ -144,11 +145,13 @@ def markdown(result: dict) -> str:
         f"{s['sequence_dtype']} embeddings, fp32 VGAS weights, batch 1, "
         f"{s['sequence_reps']} runs per size):",
         "",
-        "| media (min) | sequence tokens | audio+video tokens | kept | median time (s) | s per media minute | peak RSS (GB) |",
+        "| media (min) | sequence tokens | audio+video tokens | kept | median time (s) | s per media minute "
+        "| peak RSS (GB) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["sequence"]:
-        lines.append(f"| {r['minutes']:g} | {r['tokens']:,} | {r['av_tokens']:,} | {100 * r['kept_av_fraction']:.1f}% | "
+        lines.append(f"| {r['minutes']:g} | {r['tokens']:,} | {r['av_tokens']:,} | "
+                     f"{100 * r['kept_av_fraction']:.1f}% | "
                      f"{r['median_s']:.2f} | {r['s_per_minute']:.3f} | {r['peak_rss_gb']:.1f} |")
     return "\n".join(lines)
 

@@ -23,7 +23,6 @@ from pipeline.offline.comparison import noise_chunks
 from pipeline.session import OmniSession
 from streams.chunk import AVChunk
 
-
 REPEATS = 7
 
 
@@ -115,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     model, _ = resolve_model(args.model, fallback_tiny=False)
     chunks = noise_chunks(args.chunks, args.size)
     results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                          f"torch {torch.__version__}", "date": time.strftime("%Y-%m-%d"), "model": args.model or "tiny"}
+                          f"torch {torch.__version__}", "date": time.strftime("%Y-%m-%d"),
+               "model": args.model or "tiny"}
     for name in ("full", "omnisift"):
         session = OmniSession.from_pretrained(model, compressor=name, max_pixels=args.size * args.size)
         results[name] = stage_times(session, chunks)

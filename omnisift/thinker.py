@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 from transformers.conversion_mapping import (
-    USER_REGISTERED_MAPPINGS, get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping,
+    USER_REGISTERED_MAPPINGS,
+    get_checkpoint_conversion_mapping,
+    register_checkpoint_conversion_mapping,
 )
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import MultimodalCausalLMOutputWithPast

@@ -129,7 +129,10 @@ def tiny_config(tokenizer, hidden_size: int = 64, text_layers: int = 2):
 def build_processor(tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112):
     """The full Qwen2.5-Omni processor around `tokenizer`, with small default frame sizes."""
     from transformers import (
-        Qwen2_5OmniProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor, WhisperFeatureExtractor,
+        Qwen2_5OmniProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        WhisperFeatureExtractor,
     )
 
     size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
@@ -205,7 +208,7 @@ def weights_available(model: str, *, local_files_only: bool = True) -> bool:
         from huggingface_hub import try_to_load_from_cache
 
         return isinstance(try_to_load_from_cache(model, "config.json"), str)
-    except Exception:  # noqa: BLE001 - not a hub id, or no hub library: not available
+    except Exception:
         return False
 
 

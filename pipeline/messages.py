@@ -16,7 +16,6 @@ from enum import StrEnum
 
 from omnisift.counts import TokenCounts
 
-
 DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_LIMIT = 4096
 

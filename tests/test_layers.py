@@ -101,7 +101,8 @@ def rule_violations(imports: list[Import]) -> list[str]:
     for imp in imports:
         for importer, forbidden in RULES:
             if within(imp.importer, importer):
-                bad += [f"{imp.importer}:{imp.line} imports {imp.imported}" for f in forbidden if within(imp.imported, f)]
+                bad += [f"{imp.importer}:{imp.line} imports {imp.imported}"
+                        for f in forbidden if within(imp.imported, f)]
         for closed in ONLY_FROM_WITHIN:
             if within(imp.imported, closed) and not within(imp.importer, closed):
                 bad.append(f"{imp.importer}:{imp.line} imports {imp.imported} ({closed} is imported by nothing)")

@@ -23,7 +23,7 @@ class RandomScorer(nn.Module):
         super().__init__()
         self.generator = torch.Generator().manual_seed(seed)
 
-    def forward(self, video, audio, video_mask=None, logits=False):  # noqa: ARG002 - the selector's signature
+    def forward(self, video, audio, video_mask=None, logits=False):
         return torch.rand(audio.shape[:-1], generator=self.generator).to(audio.device)
 
 
@@ -41,7 +41,8 @@ def embed_batch(thinker, batch: Batch) -> torch.Tensor:
     """Token embeddings [B, L, D] with the cached tower outputs at the audio/video placeholders."""
     embeds = thinker.get_input_embeddings()(batch.input_ids)
     cfg = thinker.config
-    slots = ((batch.input_ids == cfg.video_token_id) | (batch.input_ids == cfg.audio_token_id)) & batch.attention_mask.bool()
+    is_av = (batch.input_ids == cfg.video_token_id) | (batch.input_ids == cfg.audio_token_id)
+    slots = is_av & batch.attention_mask.bool()
     return embeds.masked_scatter(slots.unsqueeze(-1), batch.av_features.to(embeds.dtype))
 
 

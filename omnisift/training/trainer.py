@@ -129,7 +129,8 @@ class Trainer:
         self.ratios = Ratios(rho_video=settings.rho_video, rho_audio=settings.rho_audio)
         self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: cosine_with_warmup(s, settings.warmup_steps, settings.steps, settings.min_lr_ratio))
+            self.optimizer,
+            lambda s: cosine_with_warmup(s, settings.warmup_steps, settings.steps, settings.min_lr_ratio))
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.is_main = is_main
         self.after_backward = after_backward

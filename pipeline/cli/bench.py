@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from operators.compress import COMPRESSORS
     import shlex
     import sys
 
+    from operators.compress import COMPRESSORS
     from pipeline.offline.comparison import BenchConfig, run_bench, update_benchmarks_md, write_outputs
 
     unknown = [m for m in args.methods if m not in COMPRESSORS]

@@ -63,9 +63,9 @@ def run_ray(args: argparse.Namespace) -> int:
     """The demo on the Ray pipeline: local Ray, the same synthetic stream, a standing question."""
     import asyncio
 
+    from omnisift.tiny import TINY_BANNER, resolve_model
     from pipeline.cli.run import run_pipeline
     from pipeline.config import load_pipeline_config
-    from omnisift.tiny import TINY_BANNER, resolve_model
 
     path, tiny = resolve_model(args.model)
     config = load_pipeline_config({

@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from omnisift.loading import DEFAULT_SYSTEM_PROMPT
+    from pipeline.offline.config import EvalConfig, load_config
     from pipeline.offline.evaluate import evaluate_samples
     from pipeline.offline.features import dataset_with_features
-    from pipeline.offline.config import EvalConfig, load_config
     from pipeline.session import OmniSession
 
     overrides = {}

@@ -95,5 +95,5 @@ async def _print_loop(stream, config, print_stats, next_question, asking) -> Non
 async def _ask(stream, question: str, name: str) -> None:
     try:
         await stream.ask(question, name, timeout=120.0)  # printed when its Answer event arrives
-    except Exception as e:  # noqa: BLE001 - a failed question is reported, the pipeline goes on
+    except Exception as e:
         print(f"[{name}] question failed: {e}", flush=True)

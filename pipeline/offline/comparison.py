@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from omnisift.qwen_sizes import HIDDEN_7B as D_MODEL
-from omnisift.tiny import resolve_model
 from omnisift.ratios import ratios_for_retention
-from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK
 from omnisift.selector import VisionGuidedAudioSelector
+from omnisift.tiny import resolve_model
+from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK
 from operators.chunks import EncodedChunk
 from operators.compress import make_compressor
 from pipeline.offline.machine import machine
@@ -160,7 +160,8 @@ def run_bench(config: BenchConfig) -> dict:
 def markdown_table(results: dict) -> str:
     c = results["config"]
     lines = [
-        (f"Compressors side by side ({results['model']}, live stream of {c['chunks']} chunks at {c['size']}x{c['size']}, "
+        (f"Compressors side by side ({results['model']}, live stream of {c['chunks']} chunks at "
+         f"{c['size']}x{c['size']}, "
         f"window {c['window_seconds']} s; cost at D=3584 with {c['tokens_per_frame']} tokens/frame, median of "
         f"{c['reps']}, OmniZip's tower pass over {c['tower_layers']} of the 7B's 32 audio layers; "
         f"{results['machine']['cpu']}, {results['machine']['threads']} threads, torch {results['machine']['torch']}, "

@@ -23,6 +23,6 @@ def machine() -> dict:
     return {
         "cpu": cpu, "logical_cores": os.cpu_count(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "python": platform.python_version(),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }

@@ -57,11 +57,11 @@ def kill(actor) -> None:
     if actor is not None and ray.is_initialized():
         try:
             ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
+        except Exception:
             pass
 
 
-async def close_source(source, timeout: float = 5.0) -> dict | None:
+async def close_source(source, timeout: float = 5.0) -> dict | None:  # noqa: ASYNC109 - a bound on a dead actor
     """Close a source actor's source (the device or connection goes back at once), then end the actor.
     One that does not answer within `timeout` seconds, or is already gone, is ended all the same.
     Returns the source's final counters (`streams.SourceStats` as a dict), None if it did not answer."""
@@ -70,7 +70,7 @@ async def close_source(source, timeout: float = 5.0) -> dict | None:
         final = await asyncio.wait_for(source.close.remote(), timeout)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 - dead or hung: ended below anyway
+    except Exception:
         pass
     kill(source)
     return final

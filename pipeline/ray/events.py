@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.ray.state import Status, StreamState
 from pipeline.messages import Message, StreamChange
+from pipeline.ray.state import Status, StreamState
 
 
 @dataclass(frozen=True, eq=False)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pipeline.messages import ChunkKind, ChunkMeta, ChunkStats, WatchEvent
 from pipeline.ray.calls import (
     actor_gone,
     actor_id,
@@ -37,13 +38,22 @@ from pipeline.ray.calls import (
     unwrap,
 )
 from pipeline.ray.events import EventHub
+from pipeline.ray.policy import FailurePolicy, Verdict
 from pipeline.ray.state import RestartTracker, Status, StreamState, Watch
-from pipeline.messages import ChunkKind, ChunkMeta, ChunkStats, WatchEvent
 
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 0.3  # between calls to an actor that is restarting
 GIVE_UP_SECONDS = 60.0  # a source actor unreachable this long fails the stream
+
+
+def _source_failure(e: BaseException, why: str) -> str:
+    """Why the source actor's call failed the stream, in one line (`why`: the policy's reason)."""
+    if why == "raised":
+        return one_line(unwrap(e))  # the source raised: its own message
+    if why == "dead":
+        return f"the source actor is dead for good ({type(e).__name__})"
+    return "source actor unreachable"
 
 
 class _SourceFailed(Exception):
@@ -69,8 +79,7 @@ class StreamLoops:
         self.restarts = restarts
         self.restart_wait = restart_wait  # seconds one chunk waits for a restarting encoder or model
         self.clock = clock
-        self._failing_since: float | None = None
-        self._source_died = False  # the last call to the source actor failed as on one dead for good
+        self.source_policy = FailurePolicy.for_source(GIVE_UP_SECONDS, clock)
         self._stop = asyncio.Event()  # set when the stream fails for good: the pump pulls no more chunks
 
     def start(self) -> list[asyncio.Task]:
@@ -130,25 +139,20 @@ class StreamLoops:
 
     async def _next_chunk(self) -> tuple[ChunkMeta | None, Any]:
         """(meta, chunk ref) from the source actor; (None, None) after a pause while it restarts.
-        Raises _SourceFailed if the source raised, its actor is dead for good (see `_deliver`) or stayed
-        unreachable for GIVE_UP_SECONDS."""
+        Raises _SourceFailed when `self.source_policy` says the stream fails: the source raised, its
+        actor is dead for good, or it stayed unreachable for GIVE_UP_SECONDS."""
         try:
             meta_ref, chunk_ref = self.st.source.next_chunk.options(num_returns=2).remote(0.5)
             meta = await meta_ref
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # noqa: BLE001
-            if not actor_gone(e):
-                raise _SourceFailed(one_line(unwrap(e))) from None
-            died, self._source_died = self._source_died, not actor_restarting(e)
-            if died and self._source_died:
-                raise _SourceFailed(f"the source actor is dead for good ({type(e).__name__})") from None
-            self._failing_since = self._failing_since or self.clock()
-            if self.clock() - self._failing_since > GIVE_UP_SECONDS:
-                raise _SourceFailed("source actor unreachable") from None
+        except Exception as e:
+            verdict = self.source_policy.judge("source", gone=actor_gone(e), restarting=actor_restarting(e))
+            if verdict is Verdict.FAIL:
+                raise _SourceFailed(_source_failure(e, self.source_policy.why)) from None
             await asyncio.sleep(RETRY_SECONDS)
             return None, None
-        self._failing_since, self._source_died = None, False
+        self.source_policy.succeeded()
         return meta, chunk_ref
 
     def _source_said(self, meta: ChunkMeta) -> None:
@@ -204,31 +208,26 @@ class StreamLoops:
         actor, or the time running out, gives None. A call that failed may have run on a model that was
         only unreachable: the model then skips the chunk sent again (`ChunkStats.duplicate`).
 
-        Dead for good is two calls in a row failing with ActorDiedError from the same actor: Ray 2.60
-        fails the call an actor died under with ActorUnavailableError when it will restart (measured),
-        and the second call guards against a Ray that says ActorDiedError for it.
+        Which of these applies is `FailurePolicy.for_chunk`'s verdict (`pipeline.ray.policy`).
         """
-        deadline = self.clock() + self.restart_wait
-        died: str | None = None  # the actor whose last call failed as on one dead for good
+        policy = FailurePolicy.for_chunk(self.restart_wait, self.clock)
         while True:
             try:
                 return await self.model.append.remote(meta, encoded_ref)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001
-                if not actor_gone(e):
-                    self._failed(e)
-                    return None
+            except Exception as e:
                 model_failed = failed_actor(e) == actor_id(self.model)
                 actor = "model" if model_failed else "encoder"
-                if actor_restarting(e):
-                    died = None
-                elif died == actor:
+                verdict = policy.judge(actor, gone=actor_gone(e), restarting=actor_restarting(e))
+                if verdict is Verdict.FAIL:
                     raise _ActorDead(f"the {actor} actor is dead for good ({type(e).__name__})") from None
-                else:
-                    died = actor
-                if self.clock() >= deadline:
-                    log.warning("%s: the %s actor still unavailable after %gs", self.name, actor, self.restart_wait)
+                if verdict is Verdict.LOSE:
+                    if policy.why == "raised":
+                        self._failed(e)
+                    else:
+                        log.warning("%s: the %s actor still unavailable after %gs", self.name, actor,
+                                    self.restart_wait)
                     return None
             log.info("%s: the %s actor is unavailable; chunk %d is sent again", self.name, actor, meta.index)
             await asyncio.sleep(RETRY_SECONDS)
@@ -249,7 +248,7 @@ class StreamLoops:
             return await call()
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if actor_gone(e):
                 log.warning("%s: an actor died under a call (%s); it restarts", self.name, type(e).__name__)
                 await asyncio.sleep(RETRY_SECONDS)

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from omnisift.tiny import resolve_model
 from pipeline.config import (
     PipelineConfig,
     StreamSpec,
@@ -38,13 +39,12 @@ from pipeline.config import (
     load_pipeline_config,
     source_mapping,
 )
+from pipeline.messages import Answer, ChunkStats, GenerationSettings, Message, StreamChange, WatchEvent
 from pipeline.ray.calls import actor_gone, await_ref, cancel, creation_error, creation_reason, unwrap
 from pipeline.ray.events import EventHub
 from pipeline.ray.loops import StreamLoops
-from pipeline.serve.requests import handle_request
 from pipeline.ray.state import ACTIVE_STATES, OVER_STATES, RestartTracker, Status, StreamState, Watch
-from omnisift.tiny import resolve_model
-from pipeline.messages import Answer, ChunkStats, GenerationSettings, Message, StreamChange, WatchEvent
+from pipeline.serve.requests import handle_request
 
 
 class StreamNotFound(ValueError):

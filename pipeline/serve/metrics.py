@@ -28,7 +28,8 @@ class PipelineMetrics:
         self.registry = r = CollectorRegistry()
         self.stage = Histogram("omnisift_stage_seconds", "Seconds per chunk or request in each stage",
                                ["stream", "stage"], registry=r, buckets=_BUCKETS)
-        self.lag = Gauge("omnisift_lag_seconds", "Capture to in-context delay of the newest chunk", ["stream"], registry=r)
+        self.lag = Gauge("omnisift_lag_seconds", "Capture to in-context delay of the newest chunk", ["stream"],
+                         registry=r)
         self.tokens = Counter("omnisift_tokens", "Audio/video tokens before and after compression",
                               ["stream", "modality", "kept"], registry=r)
         self.chunks = Counter("omnisift_chunks", "Chunks appended to the model's context", ["stream"], registry=r)

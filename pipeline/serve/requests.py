@@ -18,7 +18,7 @@ class PipelineAPI(Protocol):
     def snapshot(self) -> dict: ...
 
     async def ask(self, question: str, stream: str | None = None, *, max_new_tokens: int | None = None,
-                  timeout: float | None = None) -> Answer: ...
+                  timeout: float | None = None) -> Answer: ...  # noqa: ASYNC109 - OmniStream.ask's deadline
 
 QUESTION_FIELDS = frozenset({"question", "stream", "max_new_tokens", "timeout"})
 DEFAULT_TIMEOUT = 120.0  # seconds a remote question may take unless it says otherwise

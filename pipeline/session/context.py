@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from operators.chunks import CompressedChunk
 from omnisift.token_layout import POSITIONS_PER_CHUNK
+from operators.chunks import CompressedChunk
 
 
 @dataclass

@@ -13,7 +13,7 @@ audio-video position `st = n + 1`; both eos tokens at the end of the last uncomp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
@@ -21,7 +21,7 @@ _PLACEHOLDER = "<|VIDEO|>"
 _PROBE = "Q"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """Which modalities the stream carries; fixes the segment's bos/eos tokens."""
 
     AUDIO_VIDEO = "audio_video"

@@ -20,8 +20,8 @@ from omnisift.loading import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, OmniModel, lo
 from operators import Compression, Encoder, Preprocessor
 from operators.chunk_encoder import StageTimes
 from operators.chunks import CompressedChunk
-from pipeline.session.context import LiveContext
 from pipeline.messages import GenerationSettings
+from pipeline.session.context import LiveContext
 from pipeline.session.decoding import next_token, stop_ids
 from pipeline.session.prompt import Mode, PromptLayout
 from streams.chunk import CHUNK_SECONDS, AVChunk

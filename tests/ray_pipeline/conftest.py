@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,7 +91,7 @@ async def assert_actor_ends(actor, timeout: float = 30.0) -> None:
             await asyncio.wait_for(actor.where.remote(), max(0.1, end - time.monotonic()))
         except ray.exceptions.RayActorError:
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         await asyncio.sleep(0.2)
     raise AssertionError(f"the actor still answers {timeout:.0f} s after it was ended")

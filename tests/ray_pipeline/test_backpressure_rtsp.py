@@ -35,7 +35,8 @@ async def test_a_model_slower_than_real_time_drops_oldest_and_reports(local_ray,
         # the context skips what was dropped (it stays current rather than falling further behind)
         assert seen[-1].index - seen[-2].index >= 2, [s.index for s in seen]
         assert p.snapshot()["streams"]["slow"]["dropped"] >= 1
-        text = await asyncio.to_thread(lambda: urllib.request.urlopen(p.endpoints["metrics"], timeout=10).read().decode())
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(p.endpoints["metrics"], timeout=10).read().decode())
         dropped = re.search(r'omnisift_chunks_dropped_total\{stream="slow"\} (\S+)', text)
         assert dropped and float(dropped.group(1)) >= 1
         answer = await p.ask("Still current?", "slow", timeout=60)

@@ -82,7 +82,8 @@ def test_run_with_a_bad_config_exits_2_with_one_line(tmp_path, config, words):
 
 @pytest.mark.parametrize(("model", "words"), [
     ({"compressor": "stvp", "compressor_options": {"carry_previous_frame": "no"}},
-     "the encoder/model actors did not start: compressor 'stvp' option carry_previous_frame must be bool, got str 'no'"),
+     "the encoder/model actors did not start: compressor 'stvp' option carry_previous_frame must be bool, "
+     "got str 'no'"),
     ({"compressor": "nope"}, "the encoder/model actors did not start: unknown compressor 'nope'; choose one of"),
 ])
 def test_run_whose_actors_refuse_the_model_config_exits_2_with_their_reason(tiny_model_path, tmp_path, model, words):

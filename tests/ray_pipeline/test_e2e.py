@@ -18,8 +18,8 @@ import ray
 import zmq
 import zmq.asyncio
 
-from pipeline.ray.stream import OmniStream, StreamNotFound
 from pipeline.messages import Answer, ChunkStats, WatchEvent
+from pipeline.ray.stream import OmniStream, StreamNotFound
 from streams.errors import SourceError
 from tests.pipeline.media import write_clip
 from tests.ray_pipeline.conftest import assert_actor_ends, next_matching, pipeline_config, synthetic
@@ -91,7 +91,8 @@ async def test_file_source_answers_through_the_api_and_zeromq(local_ray, tiny_mo
         await assert_actor_ends(actor, 30)
 
 
-async def test_chunks_sent_while_the_model_restarts_are_retried_and_every_chunk_adds_up(local_ray, tiny_model_path, tmp_path):
+async def test_chunks_sent_while_the_model_restarts_are_retried_and_every_chunk_adds_up(local_ray, tiny_model_path,
+                                                                                         tmp_path):
     # a finite live feed at 4x real time (a chunk every 0.5 s) into a model that takes >= 1.5 s per chunk
     # and no standing questions: the appender is never idle, so the model always has an append in flight
     clip = write_clip(tmp_path / "lossy.mp4", seconds=24.0, fps=4)
@@ -130,9 +131,11 @@ async def test_chunks_sent_while_the_model_restarts_are_retried_and_every_chunk_
         assert source_counts["queue_depth"] == 0
         assert source_counts["chunks_delivered"] == appended + snap["lost"], (source_counts, snap)
         assert source_counts["chunks_emitted"] == appended + snap["dropped"] + snap["lost"], (source_counts, snap)
-        assert [m["lost"] for m in records] == sorted(m["lost"] for m in records) and records[-1]["lost"] <= snap["lost"]
+        assert [m["lost"] for m in records] == sorted(m["lost"] for m in records)
+        assert records[-1]["lost"] <= snap["lost"]
 
-        text = await asyncio.to_thread(lambda: urllib.request.urlopen(p.endpoints["metrics"], timeout=10).read().decode())
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(p.endpoints["metrics"], timeout=10).read().decode())
         lost = re.search(r'omnisift_chunks_lost_total\{stream="lossy"\} (\S+)', text)
         assert lost and float(lost.group(1)) == snap["lost"]
 
@@ -156,7 +159,8 @@ async def test_stats_ask_and_metrics_while_live(live):
     assert s.audio_after <= s.audio_before and s.lag >= 0
     answer = await live.ask("What colour is on the screen?", timeout=60)  # one stream: no name needed
     assert answer.stream == "cam" and answer.media_time is not None and answer.lag >= 0
-    text = await asyncio.to_thread(lambda: urllib.request.urlopen(live.endpoints["metrics"], timeout=10).read().decode())
+    text = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(live.endpoints["metrics"], timeout=10).read().decode())
     for name in ("omnisift_stage_seconds_bucket", "omnisift_lag_seconds", "omnisift_tokens_total",
                  "omnisift_chunks_dropped_total", "omnisift_reconnects_total", "omnisift_kv_cache_tokens"):
         assert name in text, name

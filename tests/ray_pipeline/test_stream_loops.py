@@ -14,11 +14,11 @@ from ray import ActorID
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from pipeline.config import StreamSpec
-from pipeline.serve.metrics import PipelineMetrics
+from pipeline.messages import ChunkMeta, ChunkStats, StreamChange
 from pipeline.ray.events import EventHub
 from pipeline.ray.loops import StreamLoops
 from pipeline.ray.state import RestartTracker, StreamState
-from pipeline.messages import ChunkMeta, ChunkStats, StreamChange
+from pipeline.serve.metrics import PipelineMetrics
 
 REFUSE_SECONDS = 2.0  # what a call to a restarting actor costs before Ray refuses it (measured: ~2 s)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -160,7 +160,8 @@ def test_encoder_worker_loads_only_the_towers_and_encodes_like_the_full_model(ti
     thinker = towers.model.thinker
     assert thinker.model.language_model is None and thinker.lm_head is None
     lm_params = sum(p.numel() for p in loaded.thinker.model.language_model.parameters())
-    assert sum(p.numel() for p in thinker.parameters()) + lm_params <= sum(p.numel() for p in loaded.thinker.parameters())
+    whole = sum(p.numel() for p in loaded.thinker.parameters())
+    assert sum(p.numel() for p in thinker.parameters()) + lm_params <= whole
     for chunk in moving_square_chunks(2):
         a, b = towers.encode(chunk).compressed, full.encode(chunk).compressed
         assert (a.positions == b.positions).all()
@@ -185,7 +186,8 @@ def test_a_bad_compressor_option_fails_when_the_worker_starts_before_the_model_l
             "compressor_options": {"carry_previous_frames": True}}
     with pytest.raises(ValueError) as info:
         worker(spec)
-    assert str(info.value) == "compressor 'omnisift' has no option carry_previous_frames; its options: carry_previous_frame"
+    assert str(info.value) == ("compressor 'omnisift' has no option carry_previous_frames; "
+                               "its options: carry_previous_frame")
 
 
 @pytest.mark.parametrize("compressor,options", [("stvp", {"carry_previous_frame": True}), ("random", {})])
@@ -200,7 +202,7 @@ def test_a_chunk_encoded_again_gets_its_first_result_and_leaves_the_stream_as_if
     once, twice = EncoderWorker(spec, model=loaded), EncoderWorker(spec, model=loaded)
     expected = [once.encode(c).compressed for c in (c0, c1, c2)]
     got = [twice.encode(c).compressed for c in (c0, c1, c1, c2)]
-    for a, b in zip([expected[1], expected[1], expected[2]], got[1:]):
+    for a, b in zip([expected[1], expected[1], expected[2]], got[1:], strict=True):
         assert torch.equal(a.positions, b.positions)
         torch.testing.assert_close(a.tokens, b.tokens, rtol=0, atol=0)
 

@@ -24,7 +24,7 @@ def tiny_model(tiny_path):
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory):
     """Four 4-second mp4 clips (moving colour square, a beep at a different moment in each)."""
-    from pipeline.offline.synthetic_task import ClipSpec, write_clip
+    from pipeline.offline.synthetic.clips import ClipSpec, write_clip
 
     folder = tmp_path_factory.mktemp("clips")
     paths = []

@@ -10,7 +10,7 @@ import pytest
 from omnisift.data import detect_layout, load_dataset, split_options
 
 OPTS = ["First thing.", "Second thing.", "Third thing.", "Fourth thing."]
-MC_TEXT = "What happens?\n" + "\n".join(f"{l}. {o}" for l, o in zip("ABCD", OPTS, strict=True))
+MC_TEXT = "What happens?\n" + "\n".join(f"{letter}. {o}" for letter, o in zip("ABCD", OPTS, strict=True))
 PROMPT = ("Select the best answer to the following multiple-choice question based on the video. Respond with only "
           "the letter (A, B, C, or D) of the correct option.\n" + MC_TEXT + "\nThe best answer is:")
 
@@ -21,11 +21,12 @@ def _records(media):
                        "answer": "B", "prompt": PROMPT},
         "videomme": {"video_id": "x", "video_path": media, "duration": "short", "domain": "Knowledge",
                      "task_type": "Counting Problem", "sub_category": "x", "answer": "C", "prompt": PROMPT},
-        "dailyomni": {"Question": "What happens?", "Choice": [f"{l}. {o}" for l, o in zip("ABCD", OPTS, strict=True)],
+        "dailyomni": {"Question": "What happens?",
+                      "Choice": [f"{letter}. {o}" for letter, o in zip("ABCD", OPTS, strict=True)],
                       "Answer": "D", "video_id": media, "Type": "AV Event Alignment", "video_duration": "30s"},
         "omnivideobench": {"dataset": "OmniVideoBench", "videos": media, "duration": "03:28",
                            "conversations": [{"from": "human", "value": "What happens?\n" + "\n".join(
-                               f"{l}.{o}" for l, o in zip("ABCD", OPTS, strict=True)) + "\n"},
+                               f"{letter}.{o}" for letter, o in zip("ABCD", OPTS, strict=True)) + "\n"},
                                {"from": "gpt", "value": "A"}]},
         "video_salmonn": {"video": media, "conversations": [
             {"from": "human", "value": "<image>\nPlease describe the video."},

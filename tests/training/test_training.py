@@ -15,9 +15,15 @@ from omnisift.loading import DEFAULT_SYSTEM_PROMPT
 from omnisift.ratios import Ratios
 from omnisift.selector import straight_through_mask
 from omnisift.sequence import decide_sequence
-from omnisift.thinker import pack_kept
 from omnisift.training import (
-    ClipFeatures, PromptTemplate, Trainer, TrainSettings, build_example, collate, cosine_with_warmup, embed_batch,
+    ClipFeatures,
+    PromptTemplate,
+    Trainer,
+    TrainSettings,
+    build_example,
+    collate,
+    cosine_with_warmup,
+    embed_batch,
 )
 
 D = 64
