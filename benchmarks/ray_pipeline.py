@@ -30,7 +30,7 @@ def bench_config(n_streams: int, model: str) -> dict:
 
 
 async def measure(n_streams: int, seconds: float, model: str) -> dict:
-    from pipeline.ray.stream import OmniStream
+    from pipeline.ray import OmniStream
 
     cfg = bench_config(n_streams, model)
     async with OmniStream.from_config(cfg) as p:

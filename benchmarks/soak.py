@@ -69,7 +69,7 @@ async def _pids(p) -> dict[str, list[int]]:
 
 
 async def soak(n_streams: int, seconds: float, every: float, model: str) -> list[Sample]:
-    from pipeline.ray.stream import OmniStream
+    from pipeline.ray import OmniStream
 
     cfg = bench_config(n_streams, model)
     samples: list[Sample] = []

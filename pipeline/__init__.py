@@ -12,7 +12,7 @@
     viz.py    pictures of what a compressor kept
     cli/      `omnisift`: one thin module per command; nothing imports it
 
-session imports no Ray and nothing else of pipeline; serve imports config and messages only; ray
+session imports no Ray and of pipeline only messages; serve imports config and messages only; ray
 imports session, serve, config and messages; offline imports session; cli imports anything. Benchmarks
 live in the top-level `benchmarks/` folder, and nothing here imports them.
 """

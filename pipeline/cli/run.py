@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 async def run_pipeline(config, duration: float | None, *, print_stats: bool = True) -> int:
     """Run until `duration` seconds pass or every stream ends; print what happens; close cleanly."""
     from omnisift.tiny import TINY_BANNER
-    from pipeline.ray.stream import OmniStream
+    from pipeline.ray import OmniStream
 
     async with OmniStream(config) as stream:
         started = time.monotonic()  # the duration counts from when the pipeline is up

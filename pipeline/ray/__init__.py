@@ -6,6 +6,10 @@
     calls.py    awaiting actor calls and reading how they failed
     stream.py   `OmniStream`, the async API: owns Ray, the actors, every stream, and the network faces
 
-May import `pipeline.session`, `pipeline.serve`, `pipeline.config` and `pipeline.messages`; nothing in
-`pipeline` outside `cli` imports this package except `offline` for Ray Train.
+May import `pipeline.session`, `pipeline.serve`, `pipeline.config` and `pipeline.messages`; only the
+command line (`pipeline.cli`) and the benchmarks import it.
 """
+
+from pipeline.ray.stream import OmniStream, StreamNotFound
+
+__all__ = ["OmniStream", "StreamNotFound"]

@@ -122,9 +122,9 @@ class StreamLoops:
         """The source ended or the stream failed: close the source and end its actor now, giving back the
         device or connection and the actor's CPU, rather than when the stream is removed. The stream stays
         listed with its state and the source's final counters, and its context still answers questions."""
-        from pipeline.ray import actors
+        from pipeline.ray.actors import close_source
 
-        self.st.source_final = await actors.close_source(self.st.source)
+        self.st.source_final = await close_source(self.st.source)
 
     async def _resumed(self) -> None:
         """Wait until the stream is not paused, or has failed."""

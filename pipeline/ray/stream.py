@@ -113,14 +113,14 @@ class OmniStream:
     async def _start_actors(self) -> None:
         """The encoder and model actors, running: their constructors load the model now, so a model
         that cannot load fails here with its own message, and one no node can place times out."""
-        from pipeline.ray import actors
+        from pipeline.ray.actors import start_encoder, start_model
 
         cfg = self.config
         path, self.model_is_tiny = await asyncio.to_thread(resolve_model, cfg.model.path,
                                                            fallback_tiny=cfg.model.fallback_tiny)
         spec = self.model_spec = cfg.model.model_copy(update={"path": path})
-        self.encoder = actors.start_encoder(cfg, spec)
-        self.model = actors.start_model(cfg, spec)
+        self.encoder = start_encoder(cfg, spec)
+        self.model = start_model(cfg, spec)
         try:
             await asyncio.wait_for(asyncio.gather(self.encoder.where.remote(), self.model.where.remote()),
                                    cfg.ray.actor_start_timeout)
@@ -154,12 +154,12 @@ class OmniStream:
 
     async def close(self) -> None:
         """Stop every stream, kill the actors, close ZeroMQ and metrics; shut Ray down if we started it."""
-        from pipeline.ray import actors
+        from pipeline.ray.actors import kill
 
         for name in list(self.streams):
             await self._stop_stream(name, Status.CLOSED)
-        actors.kill(self.encoder)
-        actors.kill(self.model)
+        kill(self.encoder)
+        kill(self.model)
         self.encoder = self.model = None
         if self.zmq is not None:
             self._events.publish = None
@@ -180,17 +180,17 @@ class OmniStream:
 
     async def add_stream(self, name: str, source: Any, *, paused: bool = False) -> None:
         """Start a stream while running: `source` is a source config mapping or YAML path."""
-        from pipeline.ray import actors
+        from pipeline.ray.actors import kill, start_source
 
         if name in self.streams:
             raise ValueError(f"stream {name!r} already runs")
         spec = StreamSpec(name=name, source=source_mapping(source), paused=paused)
         st = StreamState(spec)
-        st.source = actors.start_source(spec, self.config)
+        st.source = start_source(spec, self.config)
         try:
             st.source_where = await st.source.where.remote()  # the source opened (a missing file raises here)
         except Exception as e:
-            actors.kill(st.source)
+            kill(st.source)
             raise creation_error(name, e) from None
         st.queue = asyncio.Queue(self.config.backpressure.max_in_flight)
         self.streams[name] = st
@@ -221,13 +221,13 @@ class OmniStream:
         await self._stop_stream(name, Status.REMOVED)
 
     async def _stop_stream(self, name: str, state: Status) -> None:
-        from pipeline.ray import actors
+        from pipeline.ray.actors import close_source
 
         st = self.streams.pop(name)
         for t in st.tasks:
             t.cancel()
         await asyncio.gather(*st.tasks, return_exceptions=True)
-        await actors.close_source(st.source)
+        await close_source(st.source)
         for actor in (self.encoder, self.model):
             if actor is not None:
                 actor.remove.remote(name)

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from pipeline.ray.stream import OmniStream
+from pipeline.ray import OmniStream
 from tests.pipeline.media import write_clip
 from tests.ray_pipeline.conftest import next_matching, pipeline_config
 

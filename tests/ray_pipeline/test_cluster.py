@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.ray.stream import OmniStream
+from pipeline.ray import OmniStream
 from tests.ray_pipeline.conftest import next_matching, pipeline_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

@@ -19,7 +19,7 @@ import zmq
 import zmq.asyncio
 
 from pipeline.messages import Answer, ChunkStats, WatchEvent
-from pipeline.ray.stream import OmniStream, StreamNotFound
+from pipeline.ray import OmniStream, StreamNotFound
 from streams.errors import SourceError
 from tests.pipeline.media import write_clip
 from tests.ray_pipeline.conftest import assert_actor_ends, next_matching, pipeline_config, synthetic

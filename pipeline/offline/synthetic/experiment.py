@@ -24,7 +24,7 @@ from pipeline.offline.synthetic.backbone import (
     train_backbone,
 )
 from pipeline.offline.synthetic.clips import PITCHES, QUESTION, RATIOS
-from pipeline.offline.synthetic.report import plot_inits
+from pipeline.offline.synthetic.report import SeedResult, plot_inits
 from pipeline.offline.synthetic.scoring import evaluate
 
 
@@ -54,26 +54,6 @@ class Task:
         val = [self.train.examples[i] for i in self.val_idx]
         return evaluate(self.thinker, val, [self.train_samples[i] for i in self.val_idx], self.option_ids,
                         self.pad_id, ratios, selector)
-
-
-@dataclass
-class SeedResult:
-    """What one seed measured (see `report.summary_table`)."""
-
-    seed: int
-    full: dict
-    random: dict
-    untrained: dict
-    trained: dict
-    backbone_loss: list[float]
-    backbone_val: list  # (step, full-token accuracy on the held-out training clips)
-    selector_history: list
-    projection_check: float  # max |tower rerun - features used|, on one test clip
-    seconds: float
-    chosen: int = 0  # the selector init picked on the held-out training clips
-    inits: list = None  # per init: accuracy on the held-out training clips (before/after), and on test
-    untrained_mean: dict = None  # the untrained selector on test, mean over the inits
-    init_histories: list = None  # selector loss curve of every init
 
 
 def task_examples(model, cache, samples: list[Sample], with_answer: bool) -> TaskExamples:

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.offline.synthetic.clips import PITCHES, RATIOS
 
-if TYPE_CHECKING:
-    from pipeline.offline.synthetic.experiment import SeedResult
+
+@dataclass
+class SeedResult:
+    """What one seed measured (see `report.summary_table`)."""
+
+    seed: int
+    full: dict
+    random: dict
+    untrained: dict
+    trained: dict
+    backbone_loss: list[float]
+    backbone_val: list  # (step, full-token accuracy on the held-out training clips)
+    selector_history: list
+    projection_check: float  # max |tower rerun - features used|, on one test clip
+    seconds: float
+    chosen: int = 0  # the selector init picked on the held-out training clips
+    inits: list = None  # per init: accuracy on the held-out training clips (before/after), and on test
+    untrained_mean: dict = None  # the untrained selector on test, mean over the inits
+    init_histories: list = None  # selector loss curve of every init
 
 
 def sd(xs: list[float]) -> float:
