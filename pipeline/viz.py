@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK, GRID_STEPS_PER_CHUNK, POSITIONS_PER_SECOND
 from operators.chunks import CompressedChunk
 
 CELL = 12
@@ -42,19 +43,19 @@ def kept_cells(compressed: CompressedChunk, steps: int, rows: int, cols: int) ->
     grid = np.zeros((steps, rows, cols), dtype=bool)
     pos = compressed.positions[:, compressed.is_video].cpu().numpy()  # [3, Kv]: (25 g, r, c)
     for t, r, c in pos.T:
-        grid[t // 25 - 2 * compressed.index, r, c] = True
+        grid[t // POSITIONS_PER_SECOND - GRID_STEPS_PER_CHUNK * compressed.index, r, c] = True
     return grid
 
 
 def kept_audio(compressed: CompressedChunk, n_audio: int) -> np.ndarray:
     """[n_audio] bool of kept audio tokens of the chunk (position k counts from the stream start)."""
     mask = np.zeros(n_audio, dtype=bool)
-    mask[compressed.positions[0, ~compressed.is_video].cpu().numpy() - 50 * compressed.index] = True
+    mask[compressed.positions[0, ~compressed.is_video].cpu().numpy() - AUDIO_TOKENS_PER_CHUNK * compressed.index] = True
     return mask
 
 
 def render(frames: list[np.ndarray], audio: list[np.ndarray], kept: dict[str, list[CompressedChunk]],
-           grid_hw: tuple[int, int], n_audio: int = 50) -> tuple[Image.Image, dict]:
+           grid_hw: tuple[int, int], n_audio: int = AUDIO_TOKENS_PER_CHUNK) -> tuple[Image.Image, dict]:
     """Draw every method's choices. frames: per chunk [F, H, W, 3] uint8 at 2 fps; audio: per chunk [S]."""
     rows, cols = grid_hw
     steps = max(1, (len(frames[0]) + 1) // 2)
@@ -134,5 +135,5 @@ def visualize(video: str, methods: list[str], model: str, n_chunks: int = 3, rho
             merge = session.model.thinker.config.vision_config.spatial_merge_size
             grid_hw = (pre.grid_thw[1] // merge, pre.grid_thw[2] // merge)
     audio = [c.audio if c.audio is not None else np.zeros(32000, np.float32) for c in chunks]
-    n_audio = max((k.audio_before for k in kept[methods[0]]), default=50) or 50
+    n_audio = max((k.audio_before for k in kept[methods[0]]), default=0) or AUDIO_TOKENS_PER_CHUNK
     return render([c.frames for c in chunks], audio, kept, grid_hw, n_audio)

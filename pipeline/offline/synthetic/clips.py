@@ -12,6 +12,7 @@ import numpy as np
 
 from omnisift.data import Sample
 from omnisift.ratios import Ratios
+from omnisift.token_layout import AUDIO_TOKENS_PER_SECOND
 
 PITCHES = (300.0, 600.0, 1200.0, 2400.0)
 NAMES = ("low", "medium", "high", "very high")
@@ -112,5 +113,5 @@ def make_dataset(folder: Path, n: int, seed: int) -> list[Sample]:
 
 def beep_tokens(sample: Sample) -> tuple[float, float]:
     """The beep's span in audio-token units (25 per second)."""
-    b0 = sample.meta["beep_start"] * 25
-    return b0, b0 + BEEP_SECONDS * 25
+    b0 = sample.meta["beep_start"] * AUDIO_TOKENS_PER_SECOND
+    return b0, b0 + BEEP_SECONDS * AUDIO_TOKENS_PER_SECOND
