@@ -15,6 +15,7 @@ from transformers import Qwen2_5OmniProcessor
 
 from omnisift.checkpoint import CheckpointError, read_selector_state, selector_from_state
 from omnisift.device import pick_attention, pick_device, pick_dtype
+from omnisift.parts import PARTS, load_part
 from omnisift.thinker import OmniSIFTThinker
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-Omni-7B"
@@ -48,23 +49,28 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
     local_files_only: bool = False,
-    towers_only: bool = False,
+    part: str = "all",
 ) -> OmniModel:
     """Load the thinker (with OmniSIFT inside its forward) and the processor.
 
     `selector` is a separate selector checkpoint for a base Qwen2.5-Omni model; without it the model
     checkpoint must hold one (OmniSIFT-7B layout) unless `compress=False` or `rho_audio == 0`.
-    `towers_only=True` drops the language model and LM head after loading, before anything moves to the
-    device: what an encoder process needs (towers + selector), without a second copy of the 7B's LM.
+    `part` loads only what one process needs, never materialising the rest (`omnisift.parts`): "towers"
+    (vision and audio towers + selector, for an encoder) or "language" (language model, LM head and
+    selector, for a model actor); "all" is the whole thinker.
     """
     device = pick_device(device)
     dtype = pick_dtype(device, dtype)
     attn = pick_attention(device, dtype, attn_implementation)
-    thinker, info = OmniSIFTThinker.from_pretrained(
-        str(model), dtype=dtype, attn_implementation=attn, output_loading_info=True,
-        local_files_only=local_files_only,
-    )
-    missing_selector = sorted(k for k in info["missing_keys"] if k.startswith("compressor."))
+    if part == "all":
+        thinker, info = OmniSIFTThinker.from_pretrained(
+            str(model), dtype=dtype, attn_implementation=attn, output_loading_info=True,
+            local_files_only=local_files_only,
+        )
+        missing_selector = sorted(k for k in info["missing_keys"] if k.startswith("compressor."))
+    else:
+        thinker, in_checkpoint = _load_part(model, part, device, dtype, attn, local_files_only)
+        missing_selector = [] if in_checkpoint else ["compressor.*"]
     if selector is not None:
         thinker.compressor.load_state_dict(_selector_state(selector, thinker.compressor.d_model))
     elif missing_selector and compress and rho_audio != 0:
@@ -73,9 +79,6 @@ def load_model(
             "pass selector=PATH, or rho_audio=0, or compress=False"
         )
     has_selector = selector is not None or not missing_selector
-    if towers_only:
-        thinker.model.language_model = None
-        thinker.lm_head = None
     thinker.to(device=device, dtype=dtype).eval()
     thinker.configure_compression(rho_video=rho_video, rho_audio=rho_audio, retention=retention, enabled=compress)
     if not has_selector:
@@ -90,3 +93,35 @@ def _selector_state(path: str | Path, d_model: int) -> dict[str, torch.Tensor]:
     if selector.d_model != d_model:
         raise CheckpointError(f"{path}: selector d_model {selector.d_model} does not match the model's {d_model}")
     return selector.state_dict()
+
+
+def model_folder(model: str | Path, local_files_only: bool = False) -> Path:
+    """The local folder of a model: `model` itself, or its snapshot in the Hugging Face hub cache
+    (downloaded unless `local_files_only`). One-line CheckpointError when it cannot be found."""
+    if Path(model).is_dir():
+        return Path(model)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model), local_files_only=local_files_only,
+                                      allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]))
+    except Exception as err:  # noqa: BLE001 - any hub failure: one line naming the model
+        where = "in the local hub cache" if local_files_only else "on the Hugging Face hub"
+        raise CheckpointError(f"{model}: not a local folder, and not found {where} "
+                              f"({type(err).__name__})") from None
+
+
+def _load_part(model: str | Path, part: str, device: torch.device, dtype: torch.dtype, attn: str,
+               local_files_only: bool) -> tuple[OmniSIFTThinker, bool]:
+    """One part of the thinker (`omnisift.parts`), and whether its checkpoint held a selector."""
+    from transformers import AutoConfig
+
+    if part not in PARTS:
+        raise ValueError(f"unknown model part {part!r}; choose all, {', '.join(PARTS)}")
+    folder = model_folder(model, local_files_only)
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    config = getattr(config, "thinker_config", config)
+    config._attn_implementation = attn
+    for sub in (config.text_config, config.vision_config, config.audio_config):
+        sub._attn_implementation = attn
+    return load_part(folder, config, part, device, dtype, OmniSIFTThinker)

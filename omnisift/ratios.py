@@ -64,7 +64,8 @@ def ratios_for_retention(
 
     Audio keeps the release ratio (`rho_audio`) and video absorbs the rest; when that would leave less
     than one video token per frame (small frames), each frame keeps one token and audio is cut further.
-    The result is exact up to the floor rule.
+    A stream without audio (`audio_per_chunk=0`) spends the whole target on video. The result is exact up
+    to the floor rule.
     """
     check_ratio("retention", retention)
     total = frames_per_chunk * tokens_per_frame + audio_per_chunk
@@ -73,8 +74,8 @@ def ratios_for_retention(
     video_budget = target - audio_kept
     if tokens_per_frame == 0:
         return Ratios(rho_video=0.0, rho_audio=min(max(1.0 - target / audio_per_chunk, 0.0), 1.0))  # audio only
-    if video_budget >= frames_per_chunk:
-        rho_video = 1.0 - video_budget / (frames_per_chunk * tokens_per_frame)
+    if video_budget >= frames_per_chunk or audio_per_chunk == 0:  # enough for video, or video is all there is
+        rho_video = 1.0 - max(video_budget, frames_per_chunk) / (frames_per_chunk * tokens_per_frame)
         return Ratios(rho_video=min(max(rho_video, 0.0), 1.0), rho_audio=rho_audio)
     # Audio at the release ratio alone would exceed the target (small frames): every frame still keeps
     # one token, so the picture is never lost, and audio takes the rest of the budget.

@@ -126,6 +126,24 @@ def tiny_config(tokenizer, hidden_size: int = 64, text_layers: int = 2):
     return Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker, enable_audio_output=False)
 
 
+def real_width_config(tokenizer, layers: int = 1, real_vocab: bool = False):
+    """A `Qwen2_5OmniConfig` at the real 7B widths and head counts (`omnisift.qwen_sizes`) with `layers`
+    layers in each stack, token ids from `tokenizer`. `real_vocab=True` keeps the 152,064-row embedding and
+    head (2 x 545M parameters); otherwise the tokenizer's small vocabulary."""
+    from omnisift.qwen_sizes import AUDIO_7B, TEXT_7B, VISION_7B
+
+    config = tiny_config(tokenizer, hidden_size=TEXT_7B["hidden_size"], text_layers=layers)
+    thinker = config.thinker_config
+    for key, value in {**TEXT_7B, "num_hidden_layers": layers}.items():
+        if key != "vocab_size" or real_vocab:
+            setattr(thinker.text_config, key, value)
+    for key, value in {**VISION_7B, "depth": layers, "fullatt_block_indexes": [layers - 1]}.items():
+        setattr(thinker.vision_config, key, value)
+    for key, value in {**AUDIO_7B, "encoder_layers": layers}.items():
+        setattr(thinker.audio_config, key, value)
+    return config
+
+
 def build_processor(tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112):
     """The full Qwen2.5-Omni processor around `tokenizer`, with small default frame sizes."""
     from transformers import (
@@ -153,7 +171,30 @@ def make_tiny_omni(path: str | Path, *, seed: int = 0, with_selector: bool = Tru
     With `with_selector=True` the checkpoint also holds a random VGAS selector under
     `thinker.compressor.`, the layout of the public OmniSIFT-7B checkpoint.
     """
-    from safetensors.torch import load_file, save_file
+    tokenizer = build_tokenizer()
+    return write_omni(path, tiny_config(tokenizer, hidden_size=hidden_size), build_processor(tokenizer),
+                      seed=seed, with_selector=with_selector)
+
+
+def make_real_width_omni(path: str | Path, *, layers: int = 1, real_vocab: bool = False, seed: int = 0,
+                         with_selector: bool = True, max_shard_size: str = "2GB") -> Path:
+    """Write a random Qwen2.5-Omni at the real 7B widths with `layers` layers per stack, and a processor
+    with the released frame bounds (so frames have their real token counts); returns the path. Sharded
+    like the released checkpoint when larger than `max_shard_size`."""
+    from omnisift.qwen_sizes import MAX_PIXELS_7B, MIN_PIXELS_7B
+
+    tokenizer = build_tokenizer()
+    config = real_width_config(tokenizer, layers=layers, real_vocab=real_vocab)
+    return write_omni(path, config, build_processor(tokenizer, MIN_PIXELS_7B, MAX_PIXELS_7B), seed=seed,
+                      with_selector=with_selector, max_shard_size=max_shard_size)
+
+
+def write_omni(path: str | Path, config, processor, *, seed: int = 0, with_selector: bool = True,
+               max_shard_size: str = "2GB") -> Path:
+    """Save a random `Qwen2_5OmniForConditionalGeneration` of `config` and `processor` to `path`, with a
+    random VGAS selector under `thinker.compressor.` (the OmniSIFT-7B layout) if `with_selector`."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
     from transformers import Qwen2_5OmniForConditionalGeneration
 
     from omnisift.checkpoint import PREFIX
@@ -161,17 +202,30 @@ def make_tiny_omni(path: str | Path, *, seed: int = 0, with_selector: bool = Tru
 
     path = Path(path)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
-    model = Qwen2_5OmniForConditionalGeneration(tiny_config(tokenizer, hidden_size=hidden_size))
-    model.save_pretrained(path)
-    build_processor(tokenizer).save_pretrained(path)
+    model = Qwen2_5OmniForConditionalGeneration(config)
+    model.save_pretrained(path, max_shard_size=max_shard_size)
+    del model
+    processor.save_pretrained(path)
     if with_selector:
-        weights = path / "model.safetensors"
-        state = load_file(str(weights))
-        selector = VisionGuidedAudioSelector(hidden_size)
+        shard = sorted(path.glob("model*.safetensors"))[-1]  # the selector joins the last shard
+        with safe_open(str(shard), "pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        selector = VisionGuidedAudioSelector(config.thinker_config.text_config.hidden_size)
         state.update({PREFIX + k: v.contiguous() for k, v in selector.state_dict().items()})
-        save_file(state, str(weights), metadata={"format": "pt"})
+        save_file(state, str(shard), metadata={"format": "pt"})
+        _index_selector(path, shard.name, [PREFIX + k for k in selector.state_dict()])
     return path
+
+
+def _index_selector(path: Path, shard: str, keys: list[str]) -> None:
+    """Name the selector's tensors in the shard index, when the checkpoint is sharded."""
+    import json
+
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"].update({k: shard for k in keys})
+        index.write_text(json.dumps(data, indent=2))
 
 
 def tiny_model_dir(cache: str | Path = DEFAULT_CACHE) -> Path:
@@ -208,7 +262,7 @@ def weights_available(model: str, *, local_files_only: bool = True) -> bool:
         from huggingface_hub import try_to_load_from_cache
 
         return isinstance(try_to_load_from_cache(model, "config.json"), str)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not a hub id, or no hub library: not available
         return False
 
 

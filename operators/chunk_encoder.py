@@ -38,11 +38,12 @@ class StageTimes:
 
 
 class ChunkEncoder:
-    """Preprocess + encode + compress for one stream. `make_compressor(tokens_per_frame)` builds the
-    compressor once the frame size is known (a retention target depends on it)."""
+    """Preprocess + encode + compress for one stream. `make_compressor(tokens_per_frame, has_audio)` builds
+    the compressor once the frame size and the stream's modalities are known (a retention target counts
+    the tokens the stream has: without audio, video alone makes up the target)."""
 
     def __init__(self, preprocessor: Preprocessor, encoder: Encoder,
-                 make_compressor: Callable[[int], Compressor]) -> None:
+                 make_compressor: Callable[[int, bool], Compressor]) -> None:
         self.preprocessor = preprocessor
         self.encoder = encoder
         self.make_compressor = make_compressor
@@ -81,7 +82,8 @@ class ChunkEncoder:
         encoded = self.encoder.process(pre)
         t2 = time.perf_counter()
         if self.compressor is None:
-            self.compressor = self.make_compressor(0 if encoded.video is None else encoded.video.shape[1])
+            tokens_per_frame = 0 if encoded.video is None else encoded.video.shape[1]
+            self.compressor = self.make_compressor(tokens_per_frame, self.modalities.audio)
         compressed = self.compressor.process(encoded)
         self.last_times = StageTimes(t1 - t0, t2 - t1, time.perf_counter() - t2)
         return compressed

@@ -119,6 +119,12 @@ class Compressor:
                 break
         return dict(sorted(defaults.items()))
 
+    @classmethod
+    def most_kept(cls, tokens_per_frame: int, n_audio: int, ratios: Ratios, options: dict) -> tuple[int, int]:
+        """(video tokens of one frame, audio tokens of one chunk) the compressor keeps at most: what a
+        context budget must plan for. The ratios' counts, for every compressor that keeps exactly those."""
+        return kept_count(tokens_per_frame, ratios.rho_video), kept_count(n_audio, ratios.rho_audio)
+
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
         """[G, n_p] bool mask of kept video tokens of one chunk's frames [G, n_p, D]."""
         raise NotImplementedError
@@ -193,6 +199,10 @@ class Compressor:
 @register_compressor("full")
 class FullCompressor(Compressor):
     """Keeps every token: the uncompressed baseline."""
+
+    @classmethod
+    def most_kept(cls, tokens_per_frame: int, n_audio: int, ratios: Ratios, options: dict) -> tuple[int, int]:
+        return tokens_per_frame, n_audio
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
         return torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)

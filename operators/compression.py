@@ -63,4 +63,5 @@ class Compression:
         """The whole per-chunk path (preprocess, towers, this compression) of one stream over a loaded
         `omnisift.loading.OmniModel` (its towers, processor, selector and device)."""
         preprocessor = Preprocessor(model.processor.video_processor, model.device, min_pixels, max_pixels)
-        return ChunkEncoder(preprocessor, Encoder(model.thinker), lambda n_p: self.make(n_p, model.thinker.compressor))
+        return ChunkEncoder(preprocessor, Encoder(model.thinker),
+                            lambda n_p, has_audio: self.make(n_p, model.thinker.compressor, has_audio=has_audio))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from omnisift.token_layout import DEFAULT_MAX_PIXELS
 from operators.chunks import PreprocessedChunk
 
 N_FFT = 400
@@ -44,9 +45,10 @@ class Preprocessor:
                  min_pixels: int | None = None, max_pixels: int | None = None) -> None:
         self.video_processor = video_processor
         self.device = torch.device(device)
-        self.size = {
+        own = video_processor.size["longest_edge"]
+        self.size = {  # pixel bounds of a frame; without max_pixels, the processor's own capped at the default
             "shortest_edge": min_pixels or video_processor.size["shortest_edge"],
-            "longest_edge": max_pixels or video_processor.size["longest_edge"],
+            "longest_edge": max_pixels or min(own, DEFAULT_MAX_PIXELS),
         }
         self.mel_filters = torchaudio.functional.melscale_fbanks(
             N_FFT // 2 + 1, 0.0, 8000.0, N_MELS, RATE, norm="slaney", mel_scale="slaney",

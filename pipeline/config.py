@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from omnisift.ratios import resolve_ratios
+from omnisift.token_layout import PIXELS_PER_TOKEN
 from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from streams.config import load_source_config, read_yaml
 from streams.errors import ConfigError
@@ -87,6 +88,11 @@ class ModelSpec(_Strict):
     rho_audio: float | None = Field(None, ge=0.0, le=1.0)
     selector: str | None = None
     window_seconds: float | None = Field(120.0, ge=2.0)
+    # frame bounds in pixels (min/max of width x height after resizing): None for max_pixels is the model
+    # processor's own bound capped at 640 x 480 (at most 391 tokens per frame; README "Token budgets")
+    min_pixels: int | None = Field(None, ge=PIXELS_PER_TOKEN)
+    max_pixels: int | None = Field(None, ge=PIXELS_PER_TOKEN)
+    max_question_tokens: int = Field(512, ge=1, le=32768, strict=True)  # a longer question is refused
     device: str | None = None
     dtype: str | None = None
     local_files_only: bool = False
@@ -96,6 +102,8 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _ratios(self) -> ModelSpec:
         resolve_ratios(self.retention, self.rho_video, self.rho_audio)  # retention or ratios, not both
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} is more than max_pixels {self.max_pixels}")
         return self
 
 

@@ -64,7 +64,7 @@ def check() -> tuple[list[str], str | None]:
         try:
             importlib.import_module(name)
             exercise(name)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  any failure to load is reported, in one line
             version = installed_version(dist)
             if name in TORCH_FAMILY:
                 pair = f"{name} {version} does not load with torch {installed_version('torch')}"

@@ -23,7 +23,7 @@ class RandomScorer(nn.Module):
         super().__init__()
         self.generator = torch.Generator().manual_seed(seed)
 
-    def forward(self, video, audio, video_mask=None, logits=False):
+    def forward(self, video, audio, video_mask=None, logits=False):  # the selector's signature
         return torch.rand(audio.shape[:-1], generator=self.generator).to(audio.device)
 
 

@@ -159,6 +159,14 @@ class OmniZipCompressor(Compressor):
         self.span, self.contextual_ratio, self.g, self.knn = span, contextual_ratio, g, knn
         self.reset()
 
+    @classmethod
+    def most_kept(cls, tokens_per_frame: int, n_audio: int, ratios: Ratios, options: dict) -> tuple[int, int]:
+        """Video is kept most when every audio token beats the threshold (audio retention 1)."""
+        span = options.get("span", cls.option_defaults()["span"])
+        keep_audio = kept_count(n_audio, ratios.rho_audio)
+        rho_v = video_drop_ratio(ratios.rho_video, span, keep_audio / n_audio if n_audio else 1.0, 1.0)
+        return kept_count(tokens_per_frame, rho_v), keep_audio
+
     def forget(self) -> None:
         self.thresholds: list[float] = []  # each past chunk's k_a-th highest audio saliency
 

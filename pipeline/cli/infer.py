@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ratios.add_argument("--rho-video", type=ratio, help="fraction of each frame's video tokens dropped")
     parser.add_argument("--rho-audio", type=ratio, help="fraction of each chunk's audio tokens dropped")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="frame size bound in pixels (default: 640x480; a frame is 1 token per 28x28 pixels)")
+    parser.add_argument("--min-pixels", type=int, default=None, help="smallest frame size in pixels")
     parser.add_argument("--device")
     parser.add_argument("--dtype")
 
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     session = OmniSession.from_pretrained(
         args.model, compressor=args.compressor, retention=args.retention, rho_video=args.rho_video,
         rho_audio=args.rho_audio, selector=args.selector, device=args.device, dtype=args.dtype,
+        min_pixels=args.min_pixels, max_pixels=args.max_pixels,
     )
     result = infer_file(session, args.video, args.question, max_new_tokens=args.max_new_tokens)
     print(result.text)

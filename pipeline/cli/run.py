@@ -36,6 +36,11 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
             print(TINY_BANNER.format(model=config.model.path), flush=True)
         for name, endpoint in stream.endpoints.items():
             print(f"{name}: {endpoint}", flush=True)
+        for s in config.streams:
+            b = stream.budget(s.name, s.source)
+            print(f"[{s.name}] context budget: at most {b.worst_case or b.window_tokens} of the model's "
+                  f"{b.max_context} tokens ({b.kept_per_chunk} kept per chunk, {b.tokens_per_frame} per frame)",
+                  flush=True)
         printer = asyncio.create_task(_print_events(stream, config, print_stats))
         remaining = None if duration is None else max(0.0, duration - (time.monotonic() - started))
         try:
@@ -95,5 +100,5 @@ async def _print_loop(stream, config, print_stats, next_question, asking) -> Non
 async def _ask(stream, question: str, name: str) -> None:
     try:
         await stream.ask(question, name, timeout=120.0)  # printed when its Answer event arrives
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a failed question is reported, the pipeline goes on
         print(f"[{name}] question failed: {e}", flush=True)

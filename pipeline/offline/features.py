@@ -44,7 +44,7 @@ def media_key(path: str | Path) -> str:
 
 def encode_file(path: str | Path, preprocessor: Preprocessor, encoder: Encoder) -> ClipFeatures:
     """Decode a file chunk by chunk and run the towers on every chunk; raises StreamError/ValueError."""
-    filler = ChunkEncoder(preprocessor, encoder, lambda _: None)  # only its gap filling is used
+    filler = ChunkEncoder(preprocessor, encoder, lambda *_: None)  # only its gap filling is used
     videos, audios, steps, n_audio = [], [], [], []
     grid_hw = None
     for chunk in read_chunks({"type": "file", "path": str(path), "realtime": False}, name=Path(path).stem):

@@ -57,7 +57,7 @@ def kill(actor) -> None:
     if actor is not None and ray.is_initialized():
         try:
             ray.kill(actor, no_restart=True)
-        except Exception:
+        except Exception:  # noqa: BLE001 - already gone
             pass
 
 
@@ -70,7 +70,7 @@ async def close_source(source, timeout: float = 5.0) -> dict | None:  # noqa: AS
         final = await asyncio.wait_for(source.close.remote(), timeout)
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception:  # noqa: BLE001 - dead or hung: ended below anyway
         pass
     kill(source)
     return final

@@ -52,7 +52,7 @@ class EncoderWorker:
         self.spec = model_spec(spec)
         self.compression = compression(self.spec)
         set_threads(num_cpus)
-        self.model = model if model is not None else load_omni(self.spec, towers_only=True)
+        self.model = model if model is not None else load_omni(self.spec, part="towers")
         self.encoders: dict[str, Any] = {}
         self.remember = remember
         self.recent: dict[str, OrderedDict[tuple, EncodedChunkResult]] = {}  # per stream, oldest first
@@ -70,7 +70,8 @@ class EncoderWorker:
     def _encode(self, chunk: AVChunk) -> EncodedChunkResult:
         enc = self.encoders.get(chunk.stream)
         if enc is None:
-            enc = self.encoders[chunk.stream] = self.compression.chunk_encoder(self.model)
+            enc = self.encoders[chunk.stream] = self.compression.chunk_encoder(
+                self.model, self.spec.min_pixels, self.spec.max_pixels)
         compressed = enc.process(chunk)
         compressed.tokens = compressed.tokens.detach().cpu()
         compressed.positions = compressed.positions.cpu()

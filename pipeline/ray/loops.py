@@ -146,7 +146,7 @@ class StreamLoops:
             meta = await meta_ref
         except asyncio.CancelledError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             verdict = self.source_policy.judge("source", gone=actor_gone(e), restarting=actor_restarting(e))
             if verdict is Verdict.FAIL:
                 raise _SourceFailed(_source_failure(e, self.source_policy.why)) from None
@@ -216,7 +216,7 @@ class StreamLoops:
                 return await self.model.append.remote(meta, encoded_ref)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001
                 model_failed = failed_actor(e) == actor_id(self.model)
                 actor = "model" if model_failed else "encoder"
                 verdict = policy.judge(actor, gone=actor_gone(e), restarting=actor_restarting(e))
@@ -248,7 +248,7 @@ class StreamLoops:
             return await call()
         except asyncio.CancelledError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             if actor_gone(e):
                 log.warning("%s: an actor died under a call (%s); it restarts", self.name, type(e).__name__)
                 await asyncio.sleep(RETRY_SECONDS)

@@ -58,14 +58,17 @@ class ModelWorker:
         self.spec = model_spec(spec)
         self.compression = compression(self.spec)
         set_threads(num_cpus)
-        self.model = model if model is not None else load_omni(self.spec)
+        self.model = model if model is not None else load_omni(self.spec, part="language")
         self.contexts: dict[str, _StreamContext] = {}
         self._lock = threading.Lock()
 
     def _new_session(self):
         from pipeline.session import OmniSession
 
-        return OmniSession.with_compression(self.model, self.compression, self.spec.window_seconds)
+        s = self.spec
+        return OmniSession.with_compression(self.model, self.compression, s.window_seconds, min_pixels=s.min_pixels,
+                                            max_pixels=s.max_pixels, max_new_tokens=s.max_new_tokens,
+                                            max_question_tokens=s.max_question_tokens)
 
     def _context(self, stream: str, create: bool = True) -> _StreamContext:
         with self._lock:

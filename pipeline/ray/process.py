@@ -22,6 +22,6 @@ def where() -> dict:
 
         if ray.is_initialized():
             node = ray.get_runtime_context().get_node_id()
-    except Exception:
+    except Exception:  # noqa: BLE001 - outside Ray, or Ray not answering: no node id
         pass
     return {"node_id": node, "pid": os.getpid()}

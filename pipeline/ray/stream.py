@@ -43,6 +43,7 @@ from pipeline.messages import Answer, ChunkStats, GenerationSettings, Message, S
 from pipeline.ray.calls import actor_gone, await_ref, cancel, creation_error, creation_reason, unwrap
 from pipeline.ray.events import EventHub
 from pipeline.ray.loops import StreamLoops
+from pipeline.ray.models import model_files, stream_budget
 from pipeline.ray.state import ACTIVE_STATES, OVER_STATES, RestartTracker, Status, StreamState, Watch
 from pipeline.serve.requests import handle_request
 
@@ -119,6 +120,9 @@ class OmniStream:
         path, self.model_is_tiny = await asyncio.to_thread(resolve_model, cfg.model.path,
                                                            fallback_tiny=cfg.model.fallback_tiny)
         spec = self.model_spec = cfg.model.model_copy(update={"path": path})
+        self._model_files = await asyncio.to_thread(model_files, spec)
+        for s in cfg.streams:  # every configured stream fits the model's context, or nothing starts
+            self.budget(s.name, s.source)
         self.encoder = start_encoder(cfg, spec)
         self.model = start_model(cfg, spec)
         try:
@@ -185,11 +189,12 @@ class OmniStream:
         if name in self.streams:
             raise ValueError(f"stream {name!r} already runs")
         spec = StreamSpec(name=name, source=source_mapping(source), paused=paused)
+        self.budget(name, spec.source)
         st = StreamState(spec)
         st.source = start_source(spec, self.config)
         try:
             st.source_where = await st.source.where.remote()  # the source opened (a missing file raises here)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure to open: the source's own one-line reason
             kill(st.source)
             raise creation_error(name, e) from None
         st.queue = asyncio.Queue(self.config.backpressure.max_in_flight)
@@ -200,6 +205,13 @@ class OmniStream:
         st.tasks = StreamLoops(st, encoder=self.encoder, model=self.model, metrics=self.metrics,
                                events=self._events, watches=self._watches, restarts=self._tracker,
                                restart_wait=self.config.backpressure.restart_wait).start()
+
+    def budget(self, name: str, source: dict):
+        """The stream's worst-case context (`pipeline.session.budget.ContextBudget`); a one-line
+        ValueError naming the numbers when it passes the model's context."""
+        budget = stream_budget(self.model_spec, source, *self._model_files)
+        budget.check(f"stream {name!r}")
+        return budget
 
     async def pause_stream(self, name: str) -> None:
         """Stop taking chunks; a live source keeps only its newest `queue_size` chunks meanwhile."""
@@ -264,7 +276,7 @@ class OmniStream:
         except (asyncio.CancelledError, TimeoutError):
             cancel(ref)
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the actor's own exception, without Ray's wrapper
             raise unwrap(e) from None
         if self.metrics is not None:
             self.metrics.stage.labels(st.spec.name, "answer").observe(time.perf_counter() - started)

@@ -110,7 +110,7 @@ class ZmqFrontend:
                 reply = await self.handler(request)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - every bad request gets a one-line error reply
                 reply = {"ok": False, "error": _one_line(e)}
             await self.rep.send(json.dumps(reply).encode())
 
@@ -119,7 +119,7 @@ class ZmqFrontend:
             self._task.cancel()
             try:
                 await self._task
-            except (asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self.close()
 

@@ -12,6 +12,11 @@ test proves it), positions never exceed `st + 50 * (window + stride)` plus a que
 flat. Re-prefilling costs one window's prefill every `stride` chunks; rotating cached keys instead
 would be cheaper but not exact, because the kept hidden states would still have attended to chunks
 that left the window.
+
+The window is bounded by tokens too (`window_tokens`): when the chunks in the cache hold more, the oldest
+leave until the rest fit in three quarters of it (the same quarter of slack as the stride), re-based the
+same way. Chunks vary in size (a compressor may keep more of a busy chunk), so tokens, not seconds, are
+what must stay inside the model's context.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class LiveContext:
     av_start: int
     window_chunks: int | None = None
     stride_chunks: int = 1
+    window_tokens: int | None = None  # most chunk tokens the cache may hold (prefix not counted)
     cache: DynamicCache = field(init=False)
     chunks: list[_Cached] = field(default_factory=list)
     origin: int | None = None  # chunk index whose tokens sit at `av_start`
@@ -71,8 +77,10 @@ class LiveContext:
         return self.thinker.get_input_embeddings()(ids.to(self.device))
 
     @torch.inference_mode()
-    def forward_embeds(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Run embeds [n, D] at positions [3, n] on top of the cache; returns logits [n, V]."""
+    def forward_embeds(self, embeds: torch.Tensor, positions: torch.Tensor, logits: int = 0) -> torch.Tensor | None:
+        """Run embeds [n, D] at positions [3, n] on top of the cache; logits [logits, V] of the last `logits`
+        positions, or None for 0. The LM head runs only where logits are read: a prefilled chunk needs none,
+        and at a 152k vocabulary its logits would be the largest temporary of the prefill."""
         dtype = self.thinker.lm_head.weight.dtype
         out = self.thinker.model.language_model(
             inputs_embeds=embeds.to(self.device, dtype).unsqueeze(0),
@@ -80,7 +88,9 @@ class LiveContext:
             attention_mask=torch.ones(1, len(self) + embeds.shape[0], dtype=torch.long, device=self.device),
             cache=self.cache, use_cache=True,
         )
-        return self.thinker.lm_head(out.last_hidden_state[0])
+        if logits <= 0:
+            return None
+        return self.thinker.lm_head(out.last_hidden_state[0, -logits:])
 
     def append(self, chunk: CompressedChunk) -> None:
         """Prefill one compressed chunk at its absolute positions; slide the window if it is full."""
@@ -93,6 +103,8 @@ class LiveContext:
         self.segment_end = chunk.last_block_end + shift
         if self.window_chunks is not None and chunk.index - self.origin >= self.window_chunks + self.stride_chunks - 1:
             self.slide(chunk.index)
+        elif self.window_tokens is not None and self.chunk_tokens() > self.window_tokens:
+            self.slide_tokens()
 
     def slide(self, newest: int) -> None:
         """Evict chunks older than the window (by media time, so gaps count), re-prefill the rest
@@ -100,17 +112,38 @@ class LiveContext:
         staying = [c for c in self.chunks if c.chunk.index > newest - self.window_chunks]
         self.evicted += len(self.chunks) - len(staying)
         self.rebases += 1
-        self.cache.crop(-(len(self) - self.prefix_ids.numel()))
+        self.cache.crop(-self.chunk_tokens())
         self.chunks, self.origin = [], None
         for cached in staying:
             self.append_without_slide(cached.chunk)
 
+    def chunk_tokens(self) -> int:
+        """Tokens the cached chunks hold (everything but the prefix)."""
+        return len(self) - self.prefix_ids.numel()
+
+    def slide_tokens(self) -> None:
+        """Evict the oldest chunks until the newest fit in three quarters of `window_tokens`; re-prefill
+        them re-based on the oldest that stays (as `slide`). The newest chunk always stays."""
+        budget, kept, staying = self.window_tokens * 3 // 4, 0, []
+        for cached in reversed(self.chunks):
+            kept += cached.chunk.tokens.shape[0]
+            if staying and kept > budget:
+                break
+            staying.append(cached)
+        self.evicted += len(self.chunks) - len(staying)
+        self.rebases += 1
+        self.cache.crop(-self.chunk_tokens())
+        self.chunks, self.origin = [], None
+        for cached in reversed(staying):
+            self.append_without_slide(cached.chunk)
+
     def append_without_slide(self, chunk: CompressedChunk) -> None:
-        window, self.window_chunks = self.window_chunks, None
+        window, tokens = self.window_chunks, self.window_tokens
+        self.window_chunks = self.window_tokens = None
         try:
             self.append(chunk)
         finally:
-            self.window_chunks = window
+            self.window_chunks, self.window_tokens = window, tokens
 
     def positions(self) -> torch.Tensor:
         """[3, L] absolute positions of every cached token, prefix first."""

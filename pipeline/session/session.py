@@ -20,7 +20,8 @@ from omnisift.loading import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, OmniModel, lo
 from operators import Compression, Encoder, Preprocessor
 from operators.chunk_encoder import StageTimes
 from operators.chunks import CompressedChunk
-from pipeline.messages import GenerationSettings
+from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, GenerationSettings
+from pipeline.session.budget import DEFAULT_MAX_QUESTION_TOKENS, context_budget
 from pipeline.session.context import LiveContext
 from pipeline.session.decoding import next_token, stop_ids
 from pipeline.session.prompt import Mode, PromptLayout
@@ -58,7 +59,10 @@ class OmniSession:
     window_seconds: float | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     min_pixels: int | None = None
-    max_pixels: int | None = None
+    max_pixels: int | None = None  # None: the processor's own bound, capped at DEFAULT_MAX_PIXELS
+    window_tokens: int | None = None  # None: what the model's context leaves (`budget.window_tokens`)
+    max_question_tokens: int = DEFAULT_MAX_QUESTION_TOKENS
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS  # the longest answer planned for (the context budget)
     last_timings: ChunkTimings | None = field(default=None, init=False)
 
     @classmethod
@@ -72,13 +76,16 @@ class OmniSession:
         """Load the model and start an empty live context.
 
         `retention` (over audio + video tokens) or `rho_video`/`rho_audio` (fractions dropped) set the
-        compression; `window_seconds` bounds the context for streams with no end.
+        compression; `window_seconds` bounds the context for streams with no end; `max_pixels` the frame
+        size (and so the tokens per frame). A window whose worst case passes the model's context is refused
+        (`pipeline.session.budget`).
         """
         compression = Compression.of(compressor, retention, rho_video, rho_audio, compressor_options)
         # A compressor that runs VGAS needs a selector: loading fails early, naming the missing keys.
         loaded = load_model(model, selector=selector, device=device, dtype=dtype,
                             compress=compression.needs_selector, local_files_only=local_files_only)
-        return cls.with_compression(loaded, compression, window_seconds, system_prompt, min_pixels, max_pixels)
+        return cls.with_compression(loaded, compression, window_seconds, system_prompt, min_pixels=min_pixels,
+                                    max_pixels=max_pixels)
 
     @classmethod
     def from_model(
@@ -89,21 +96,28 @@ class OmniSession:
     ) -> OmniSession:
         """An empty live context over an already loaded model (several sessions can share one model)."""
         compression = Compression.of(compressor, retention, rho_video, rho_audio, compressor_options)
-        return cls.with_compression(model, compression, window_seconds, system_prompt, min_pixels, max_pixels)
+        return cls.with_compression(model, compression, window_seconds, system_prompt, min_pixels=min_pixels,
+                                    max_pixels=max_pixels)
 
     @classmethod
     def with_compression(cls, model: OmniModel, compression: Compression, window_seconds: float | None = None,
-                         system_prompt: str = DEFAULT_SYSTEM_PROMPT, min_pixels: int | None = None,
-                         max_pixels: int | None = None) -> OmniSession:
-        """An empty live context over a loaded model with an already checked `Compression`."""
+                         system_prompt: str = DEFAULT_SYSTEM_PROMPT, **settings) -> OmniSession:
+        """An empty live context over a loaded model with an already checked `Compression`; `settings` are
+        the other fields (pixels, token window, question and answer lengths)."""
         if compression.needs_selector and model.thinker.compressor is None:
             raise ValueError(f"compressor {compression.compressor!r} needs a VGAS selector and the model has none")
-        return cls(model, compression, window_seconds, system_prompt, min_pixels, max_pixels)
+        return cls(model, compression, window_seconds, system_prompt, **settings)
 
     def __post_init__(self) -> None:
         if self.window_seconds is not None and self.window_seconds < CHUNK_SECONDS:
             raise ValueError(f"window_seconds must be at least {CHUNK_SECONDS}, got {self.window_seconds}")
         self.chunk_encoder = self.compression.chunk_encoder(self.model, self.min_pixels, self.max_pixels)
+        self.budget = context_budget(
+            self.model.thinker.config, self.model.processor, self.compression, window_seconds=self.window_seconds,
+            max_pixels=self.preprocessor.size["longest_edge"], min_pixels=self.preprocessor.size["shortest_edge"],
+            system_prompt=self.system_prompt, max_question_tokens=self.max_question_tokens,
+            max_new_tokens=self.max_new_tokens)
+        self.budget.check()
         self.context: LiveContext | None = None
         self.layout: PromptLayout | None = None
         # One KV cache: appends and questions from different threads take turns.
@@ -124,7 +138,8 @@ class OmniSession:
         ids, positions = self.layout.prefix()
         window = None if self.window_seconds is None else math.ceil(self.window_seconds / CHUNK_SECONDS)
         self.context = LiveContext(self.model.thinker, ids, positions, self.layout.av_start, window,
-                                   stride_chunks=max(1, (window or 4) // 4))
+                                   stride_chunks=max(1, (window or 4) // 4),
+                                   window_tokens=self.window_tokens or self.budget.window_tokens)
         self.mode = mode
 
     def append(self, chunk: AVChunk) -> CompressedChunk:
@@ -166,7 +181,8 @@ class OmniSession:
     # ---- questions ----------------------------------------------------------------------------
 
     def _question_logits(self, question: str, extra: list[int] | None = None) -> tuple[torch.Tensor, int]:
-        """Logits [n, V] of the question (and `extra` tokens) appended to the context, and the last position."""
+        """The question (and `extra` tokens) appended to the context: the logits [len(extra) + 1, V] that
+        predict each `extra` token and the token after them, and the last position."""
         self._ensure_started()
         end = self.context.segment_end if self.context.segment_end is not None else self.layout.av_start
         ids, positions = self.layout.question(question, end)
@@ -174,7 +190,8 @@ class OmniSession:
             start = int(positions[0, -1]) + 1
             ids = torch.cat([ids, torch.tensor(extra)])
             positions = torch.cat([positions, torch.arange(start, start + len(extra)).expand(3, -1)], dim=1)
-        return self.context.forward_embeds(self.context.embed(ids), positions), int(positions[0, -1])
+        logits = self.context.forward_embeds(self.context.embed(ids), positions, logits=len(extra or ()) + 1)
+        return logits, int(positions[0, -1])
 
     @torch.inference_mode()
     def score(self, question: str, answer: str) -> float:
@@ -188,7 +205,7 @@ class OmniSession:
         mark = self.context.fork()
         try:
             logits, _ = self._question_logits(question, answer_ids)
-            predicting = logits[-len(answer_ids) - 1: -1].float().log_softmax(-1)  # [n_answer, V]
+            predicting = logits[:-1].float().log_softmax(-1)  # [n_answer, V]
             target = torch.tensor(answer_ids, device=predicting.device)
             return float(predicting.gather(1, target.unsqueeze(1)).sum())
         finally:
@@ -233,7 +250,7 @@ class OmniSession:
                     shown = text
                 position += 1
                 logits = self.context.forward_embeds(
-                    self.context.embed(torch.tensor([token])), torch.tensor([[position]] * 3))
+                    self.context.embed(torch.tensor([token])), torch.tensor([[position]] * 3), logits=1)
         finally:
             self.context.rollback(mark)
 
