@@ -13,15 +13,19 @@ Faults, per modality:
   are dropped;
 - jumps and wraps: a forward jump beyond `max_fill` or a backward jump beyond `max_back` re-bases that
   modality's clock so it continues where it was, and flags `gap_before`;
-- glitches: a sample that jumps (audio: forward more than `gap_seconds` or back more than `max_back`; video:
+- glitches: a sample that jumps (audio: more than `jitter` either way; video:
   forward more than max(`gap_seconds`, 1 s) or back more than `max_back`; a first frame more than `max_fill`
-  after the segment start) is held until the next sample of its modality decides: if that one lies nearer the
-  held sample's time than the position before it, the jump was real and is handled as above; otherwise the
+  after the segment start) is held until the next sample of its modality decides: if that one follows the held
+  sample where it is stamped rather than where the modality expected it, the jump was real and is handled as
+  above; otherwise the
   held sample was one mis-stamped sample (`stats.glitches`): a glitched audio block is placed where the
   stream expected it (its chunk flagged `gap_before`) and a glitched frame is dropped, so one bad timestamp
   never moves the alignment of later chunks. A held sample that nothing follows (end of stream, a
   `Discontinuity`) counts as a glitch;
 - timestamps that are not finite or not within `MAX_ABS_T` seconds are refused (`stats.bad_times`);
+- one clock: a jump is taken the same way by both modalities even near a threshold only one of them crosses:
+  audio re-bases for a jump video re-based for, video takes audio's re-based clock exactly, and a jump the
+  other modality filled is filled rather than re-based;
 - stalls: when one modality runs more than `max_skew` seconds past a chunk's end while the other has not
   reached it, the lagging one is filled up to the chunk end and flagged, so a dead microphone does not stop
   video;
@@ -45,6 +49,7 @@ SAMPLES_PER_SLOT = int(AUDIO_RATE / VIDEO_FPS)  # 8000
 MIN_PARTIAL = 0.02  # seconds: a final tail shorter than this is dropped
 EPS = 1e-3  # seconds: a frame stamped this little after a slot still counts for it (float rounding)
 MAX_ABS_T = 1e10  # seconds: larger timestamps are refused (epoch seconds fit; 1e10 * 16000 is exact in a float)
+SAME_JUMP = 1.0  # seconds: a jump that lands this close to where the other modality's clock puts it is the same jump
 MAX_PENDING = 512  # events held before the origin is known; then the segment starts with what has come
 
 
@@ -210,6 +215,35 @@ class Chunker:
         self._gap_chunks.add(self._cstart)
         return out
 
+    # -- one clock for both modalities --------------------------------------------------------------------
+
+    def _expected(self, m: str) -> float:
+        """Stream time at which modality `m`'s next sample is expected."""
+        if m == "a":
+            return self._a_pos / AUDIO_RATE
+        last = self._v_last
+        return last.t + self._v_interval if last is not None else self._v_next / VIDEO_FPS
+
+    def _other(self, m: str) -> str | None:
+        other = "v" if m == "a" else "a"
+        return other if (self.video if other == "v" else self.audio) else None
+
+    def _other_rebased(self, m: str, t: float) -> bool:
+        """Whether the other modality already re-based for the jump that puts `t` away from where `m` expected it:
+        its clock (offset) differs from m's by more than SAME_JUMP and puts `t` within SAME_JUMP of m's place."""
+        other = self._other(m)
+        if other is None or abs(self._offset[other] - self._offset[m]) <= SAME_JUMP:
+            return False
+        return abs(t + self._offset[other] - self._expected(m)) <= SAME_JUMP
+
+    def _other_reaches(self, m: str, ts: float) -> bool:
+        """Whether the other modality, on about the same clock, already reached stream time `ts` (it filled the
+        jump `m` now meets, so `m` fills it too rather than re-basing away from it)."""
+        other = self._other(m)
+        if other is None or abs(self._offset[other] - self._offset[m]) > SAME_JUMP:
+            return False
+        return abs(self._expected(other) - ts) <= self.max_skew
+
     # -- placing samples ----------------------------------------------------------------------------------
 
     def _place(self, e: Event) -> None:
@@ -239,19 +273,17 @@ class Chunker:
     def _jumps(self, m: str, e: VideoSample | AudioSample) -> bool:
         """Whether `e` leaves its modality's timeline by more than a gap that is filled without a second look."""
         if m == "a":
-            d = self._audio_index(e.t) - self._a_pos
-            return d > self.gap_seconds * AUDIO_RATE or d < -self.max_back * AUDIO_RATE
+            return abs(self._audio_index(e.t) - self._a_pos) > self.jitter * AUDIO_RATE
         ts = e.t + self._offset["v"]
         if self._v_last is None:
             return ts - self._v_next / VIDEO_FPS > self.max_fill
         return ts - self._v_last.t > max(self.gap_seconds, 1.0) or self._v_last.t - ts > self.max_back
 
     def _continues(self, m: str, e: VideoSample | AudioSample, held: VideoSample | AudioSample) -> bool:
-        """Whether `e` lies nearer the end of the held sample than the position its modality had before it."""
+        """Whether `e` follows the held sample where it is stamped rather than where its modality expected it."""
         if m == "a":
-            n = self._audio_index(e.t)
-            held_end = self._audio_index(held.t) + len(held.samples)
-            return abs(n - held_end) <= abs(n - self._a_pos)
+            n, length = self._audio_index(e.t), len(held.samples)
+            return abs(n - (self._audio_index(held.t) + length)) <= abs(n - (self._a_pos + length))
         ts, held_ts = e.t + self._offset["v"], held.t + self._offset["v"]
         before = self._v_last.t if self._v_last is not None else self._v_next / VIDEO_FPS
         return abs(ts - held_ts) <= abs(ts - before)
@@ -276,6 +308,38 @@ class Chunker:
         else:
             self._put_video(e)
 
+    # -- one clock for both modalities --------------------------------------------------------------------
+
+    def _expected(self, m: str) -> float:
+        """Stream time at which modality `m`'s next sample is expected."""
+        if m == "a":
+            return self._a_pos / AUDIO_RATE
+        last = self._v_last
+        return last.t + self._v_interval if last is not None else self._v_next / VIDEO_FPS
+
+    def _other(self, m: str) -> str | None:
+        other = "v" if m == "a" else "a"
+        return other if (self.video if other == "v" else self.audio) else None
+
+    def _adopt_other_clock(self, m: str, t: float) -> bool:
+        """A jump the other modality already re-based for: take its offset if that puts `t` where `m` expected it,
+        so both keep one clock even when a jump sits near a threshold that only one of them crossed."""
+        other = self._other(m)
+        if other is None or self._offset[other] == self._offset[m]:
+            return False
+        if abs(t + self._offset[other] - self._expected(m)) > SAME_JUMP:
+            return False
+        self._offset[m] = self._offset[other]
+        self.stats.rebases += 1
+        self._gap_chunks.add(self._chunk_of(round(self._expected(m) * AUDIO_RATE)))
+        return True
+
+    def _other_reaches(self, m: str, ts: float) -> bool:
+        """Whether the other modality, on the same clock, already reached stream time `ts` (it filled the jump
+        `m` now meets, so `m` fills it too rather than re-basing away from it)."""
+        other = self._other(m)
+        return other is not None and self._offset[other] == self._offset[m] and abs(self._expected(other) - ts) <= self.max_skew
+
     # -- placing samples ----------------------------------------------------------------------------------
 
     def _audio_index(self, t: float) -> int:
@@ -283,9 +347,10 @@ class Chunker:
 
     def _put_audio(self, e: AudioSample) -> None:
         x = np.asarray(e.samples, dtype=np.float32).reshape(-1)
-        idx = self._audio_index(e.t)
-        d = idx - self._a_pos
-        if d > self.max_fill * AUDIO_RATE or d < -self.max_back * AUDIO_RATE:
+        d = self._audio_index(e.t) - self._a_pos
+        ahead = d > self.max_fill * AUDIO_RATE and not self._other_reaches("a", (self._a_pos + d) / AUDIO_RATE)
+        behind = d < -self.max_back * AUDIO_RATE
+        if ahead or behind or (abs(d) > self.jitter * AUDIO_RATE and self._other_rebased("a", e.t)):
             self._offset["a"] -= d / AUDIO_RATE  # jump or wrap: continue where we were
             self.stats.rebases += 1
             self._gap_chunks.add(self._chunk_of(self._a_pos))
@@ -311,6 +376,11 @@ class Chunker:
         ts = e.t + self._offset["v"]
         last = self._v_last
         start = self._v_next / VIDEO_FPS
+        if self.audio and self._other_rebased("v", e.t):  # audio re-based for this jump: take its clock exactly
+            self._offset["v"] = self._offset["a"]
+            self.stats.rebases += 1
+            ts = e.t + self._offset["v"]
+            self._gap_chunks.add(self._chunk_of(round(ts * AUDIO_RATE)))
         if last is None and ts - start > self.max_fill:  # the first frame far after the start: start with it
             self._offset["v"] += start - ts
             self.stats.rebases += 1
@@ -322,7 +392,7 @@ class Chunker:
                     self.stats.late_frames += 1
                     return
                 ts = self._rebase_video(ts, last)
-            elif ts - last.t > self.max_fill:
+            elif ts - (last.t + self._v_interval) > self.max_fill and not self._other_reaches("v", ts):
                 ts = self._rebase_video(ts, last)
             elif ts - last.t > max(self.gap_seconds, 1.0):
                 self._gap_chunks.add(self._chunk_of(round(ts * AUDIO_RATE)))

@@ -136,3 +136,29 @@ def test_a_single_modality_that_never_advances_does_not_grow_the_pending_list():
     for _ in range(2000):
         c.push(VideoSample(0.0, np.zeros((2, 2, 3), np.uint8)))
     assert len(c._pending) < 1000
+
+
+def test_a_clock_jump_at_the_fill_limit_is_taken_the_same_way_by_audio_and_video():
+    # 5 fps video and 100 ms audio; from true time 1.0 on the producer's clock reads 10 s ahead, exactly the
+    # largest jump that is filled: audio measures it from its end, video must too, or they part for good
+    evts = []
+    for i in range(int(8 * 5)):
+        t = i / 5
+        evts.append((t, 1, VideoSample(t + (10.0 if t >= 1.0 else 0.0), np.full((2, 2, 3), i, np.uint8))))
+    for j in range(80):
+        t = j / 10
+        evts.append((t, 0, AudioSample(t + (10.0 if t >= 1.0 else 0.0), np.full(BLOCK, t, np.float32))))
+    chunks = run([e for _, _, e in sorted(evts, key=lambda x: (x[0], x[1]))])
+    assert [c.start for c in chunks][-2:] == [14.0, 16.0]
+    for c in chunks[-2:]:
+        for k, frame in enumerate(c.frames):
+            audio_t = float(c.audio[k * 8000])
+            assert audio_t - 0.2 <= int(frame[0, 0, 0]) / 5 <= audio_t + 1e-6
+
+
+@pytest.mark.parametrize("offset", [0.5, 0.3, -0.5])
+def test_an_audio_block_stamped_off_by_less_than_a_gap_is_placed_where_it_belongs(offset):
+    chunks = run(events(6.5, audio_glitch={15: offset}))
+    assert [c.start for c in chunks] == [0.0, 2.0, 4.0]
+    for c in chunks:
+        assert block_times(c) == expected_blocks(c.start) and not c.flags.audio_filled

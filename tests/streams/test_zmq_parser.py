@@ -183,7 +183,7 @@ def check_valid(msg: Message) -> None:
         assert np.isfinite(msg.samples).all() and np.abs(msg.samples).max() <= 1.0
 
 
-@settings(max_examples=1000)
+@settings(max_examples=500)
 @given(messages)
 def test_any_parts_give_a_valid_message_or_a_named_refusal(parts):
     try:
