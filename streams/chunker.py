@@ -11,17 +11,18 @@ Faults, per modality:
 - gaps: a forward jump up to `max_fill` seconds is filled (silence / the last frame repeated) and flagged;
 - overlaps: audio behind the expected position by less than `max_back` seconds is trimmed; late video frames
   are dropped;
-- jumps and wraps: a forward jump beyond `max_fill` or a backward jump beyond `max_back` re-bases that
-  modality's clock so it continues where it was, and flags `gap_before`;
-- glitches: a sample that jumps (audio: more than `jitter` either way; video:
-  forward more than max(`gap_seconds`, 1 s) or back more than `max_back`; a first frame more than `max_fill`
-  after the segment start) is held until the next sample of its modality decides: if that one follows the held
-  sample where it is stamped rather than where the modality expected it, the jump was real and is handled as
-  above; otherwise the
-  held sample was one mis-stamped sample (`stats.glitches`): a glitched audio block is placed where the
+- jumps and wraps: a forward jump beyond `max_fill` or a backward jump beyond `max_back` (from where the
+  modality's next sample was expected; video going back, from its last frame) re-bases that modality's clock
+  so it continues where it was, and flags `gap_before`;
+- glitches: a sample that jumps (audio: more than `jitter` either way; video: forward more than
+  max(`gap_seconds`, 1 s) or back more than `max_back`; a first frame more than `max_fill` after the segment
+  start) is held until the next sample of its modality decides: if that one follows the held sample where it
+  is stamped rather than where the modality expected it, the jump was real and is handled as above; otherwise
+  the held sample was one mis-stamped sample (`stats.glitches`): a glitched audio block is placed where the
   stream expected it (its chunk flagged `gap_before`) and a glitched frame is dropped, so one bad timestamp
   never moves the alignment of later chunks. A held sample that nothing follows (end of stream, a
-  `Discontinuity`) counts as a glitch;
+  `Discontinuity`) counts as a glitch. Two faults within about 2 s of each other (a gap that ends in a clock
+  jump of about its own length) can still be read differently by audio and video;
 - timestamps that are not finite or not within `MAX_ABS_T` seconds are refused (`stats.bad_times`);
 - one clock: a jump is taken the same way by both modalities even near a threshold only one of them crosses:
   audio re-bases for a jump video re-based for, video takes audio's re-based clock exactly, and a jump the

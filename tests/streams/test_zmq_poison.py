@@ -62,3 +62,24 @@ def test_poison_message_is_refused_and_the_stream_keeps_running(name, parts, rea
         stats = src.stats()
         assert stats.refused[reason] == 1
         assert stats.malformed_messages == 1
+
+
+def test_a_valid_message_that_fails_to_convert_is_counted_as_unexpected_and_skipped(monkeypatch):
+    from streams.zmq_source import ZmqProducer
+
+    real_image = ZmqProducer._image
+    calls = []
+
+    def image_failing_once(self, img):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("swscale refused the frame")
+        return real_image(self, img)
+
+    monkeypatch.setattr(ZmqProducer, "_image", image_failing_once)
+    with zmq_source() as (src, push):
+        send_span(push, 0.0, 5.0, t0=T0)  # frame 0 is lost; the 0.0 slot then shows frame 1 (0.1 s)
+        chunks = [src.get(timeout=10) for _ in range(2)]
+        assert src.state is State.RUNNING
+        assert frame_times(chunks[1]) == pytest.approx([2.0, 2.5, 3.0, 3.5])
+        assert src.stats().refused["unexpected"] == 1
