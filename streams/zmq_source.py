@@ -72,7 +72,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import av
 import numpy as np
@@ -170,7 +170,7 @@ def _depth(text: str) -> int:
     return deepest
 
 
-def _refuse_constant(name: str) -> float:
+def _refuse_constant(name: str) -> NoReturn:
     raise Refused("nonfinite", f"{name} in the header")
 
 
