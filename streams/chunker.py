@@ -11,8 +11,22 @@ Faults, per modality:
 - gaps: a forward jump up to `max_fill` seconds is filled (silence / the last frame repeated) and flagged;
 - overlaps: audio behind the expected position by less than `max_back` seconds is trimmed; late video frames
   are dropped;
-- jumps and wraps: a forward jump beyond `max_fill` or a backward jump beyond `max_back` re-bases that
-  modality's clock so it continues where it was, and flags `gap_before`;
+- jumps and wraps: a forward jump beyond `max_fill` or a backward jump beyond `max_back` (from where the
+  modality's next sample was expected; video going back, from its last frame) re-bases that modality's clock
+  so it continues where it was, and flags `gap_before`;
+- glitches: a sample that jumps (audio: more than `jitter` either way; video: forward more than
+  max(`gap_seconds`, 1 s) or back more than `max_back`; a first frame more than `max_fill` after the segment
+  start) is held until the next sample of its modality decides: if that one follows the held sample where it
+  is stamped rather than where the modality expected it, the jump was real and is handled as above; otherwise
+  the held sample was one mis-stamped sample (`stats.glitches`): a glitched audio block is placed where the
+  stream expected it (its chunk flagged `gap_before`) and a glitched frame is dropped, so one bad timestamp
+  never moves the alignment of later chunks. A held sample that nothing follows (end of stream, a
+  `Discontinuity`) counts as a glitch. Two faults within about 2 s of each other (a gap that ends in a clock
+  jump of about its own length) can still be read differently by audio and video;
+- timestamps that are not finite or not within `MAX_ABS_T` seconds are refused (`stats.bad_times`);
+- one clock: a jump is taken the same way by both modalities even near a threshold only one of them crosses:
+  audio re-bases for a jump video re-based for, video takes audio's re-based clock exactly, and a jump the
+  other modality filled is filled rather than re-based;
 - stalls: when one modality runs more than `max_skew` seconds past a chunk's end while the other has not
   reached it, the lagging one is filled up to the chunk end and flagged, so a dead microphone does not stop
   video;
@@ -24,6 +38,7 @@ Faults, per modality:
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 import time
 
 import numpy as np
@@ -34,6 +49,9 @@ from .events import AudioSample, Discontinuity, Event, VideoSample
 SAMPLES_PER_SLOT = int(AUDIO_RATE / VIDEO_FPS)  # 8000
 MIN_PARTIAL = 0.02  # seconds: a final tail shorter than this is dropped
 EPS = 1e-3  # seconds: a frame stamped this little after a slot still counts for it (float rounding)
+MAX_ABS_T = 1e10  # seconds: larger timestamps are refused (epoch seconds fit; 1e10 * 16000 is exact in a float)
+SAME_JUMP = 1.0  # seconds: a jump that lands this close to where the other modality's clock puts it is the same jump
+MAX_PENDING = 512  # events held before the origin is known; then the segment starts with what has come
 
 
 @dataclass
@@ -43,6 +61,8 @@ class ChunkerStats:
     filled_samples: int = 0  # silence samples inserted
     repeated_slots: int = 0  # video slots filled with a repeated frame
     rebases: int = 0  # clock jumps/wraps absorbed
+    glitches: int = 0  # single mis-stamped samples: audio placed where expected, frames dropped
+    bad_times: int = 0  # events refused for a timestamp that is not finite or beyond MAX_ABS_T
 
 
 @dataclass
@@ -91,6 +111,7 @@ class Chunker:
         self._seg_origin = origin  # producer-stated origin of the first segment
         self._offset: dict[str, float] | None = None  # stream_t = t + offset[m]
         self._pending: list[Event] = []
+        self._held: dict[str, VideoSample | AudioSample] = {}  # a sample that jumped, until the next one decides
         self._gap_chunks: set[int] = set()  # chunk start sample indices flagged gap_before
         self._last_wall = 0.0
 
@@ -100,10 +121,13 @@ class Chunker:
         """Feed one event; returns the chunks it completed (usually none or one)."""
         if isinstance(event, Discontinuity):
             return self._discontinuity(event)
+        if not (isinstance(event.t, (int, float)) and math.isfinite(event.t) and abs(event.t) < MAX_ABS_T):
+            self.stats.bad_times += 1
+            return []
         self._last_wall = max(self._last_wall, event.wall)
         if self._offset is None:
             self._pending.append(event)
-            if not self._origin_ready():
+            if not self._origin_ready() and len(self._pending) < MAX_PENDING:
                 return []
             self._start_segment()
             events, self._pending = self._pending, []
@@ -120,6 +144,7 @@ class Chunker:
             events, self._pending = self._pending, []
             for e in events:
                 self._place(e)
+        self._release_held()
         out = self._emit_ready()
         end = self._end_index()
         if end <= self._cstart:
@@ -166,6 +191,7 @@ class Chunker:
             if d.gap:
                 self._gap_chunks.add(self._cstart)
             return out
+        self._release_held()
         if not d.gap:  # seamless: continue where the longest modality ended (snapped to a slot if within jitter)
             end = self._end_index() / AUDIO_RATE
             snapped = round(end * VIDEO_FPS) / VIDEO_FPS
@@ -190,23 +216,142 @@ class Chunker:
         self._gap_chunks.add(self._cstart)
         return out
 
+    # -- one clock for both modalities --------------------------------------------------------------------
+
+    def _expected(self, m: str) -> float:
+        """Stream time at which modality `m`'s next sample is expected."""
+        if m == "a":
+            return self._a_pos / AUDIO_RATE
+        last = self._v_last
+        return last.t + self._v_interval if last is not None else self._v_next / VIDEO_FPS
+
+    def _other(self, m: str) -> str | None:
+        other = "v" if m == "a" else "a"
+        return other if (self.video if other == "v" else self.audio) else None
+
+    def _other_rebased(self, m: str, t: float) -> bool:
+        """Whether the other modality already re-based for the jump that puts `t` away from where `m` expected it:
+        its clock (offset) differs from m's by more than SAME_JUMP and puts `t` within SAME_JUMP of m's place."""
+        other = self._other(m)
+        if other is None or abs(self._offset[other] - self._offset[m]) <= SAME_JUMP:
+            return False
+        return abs(t + self._offset[other] - self._expected(m)) <= SAME_JUMP
+
+    def _other_reaches(self, m: str, ts: float) -> bool:
+        """Whether the other modality, on about the same clock, already reached stream time `ts` (it filled the
+        jump `m` now meets, so `m` fills it too rather than re-basing away from it)."""
+        other = self._other(m)
+        if other is None or abs(self._offset[other] - self._offset[m]) > SAME_JUMP:
+            return False
+        return abs(self._expected(other) - ts) <= self.max_skew
+
     # -- placing samples ----------------------------------------------------------------------------------
 
     def _place(self, e: Event) -> None:
         if isinstance(e, AudioSample):
             if self.audio:
-                self._place_audio(e)
+                self._place_sample("a", e)
         elif self.video:
-            self._place_video(e)
+            self._place_sample("v", e)
 
     def _chunk_of(self, sample_index: int) -> int:
         return (sample_index - self._cstart) // SAMPLES_PER_CHUNK * SAMPLES_PER_CHUNK + self._cstart
 
-    def _place_audio(self, e: AudioSample) -> None:
+    # -- glitches: a jumping sample waits for the next one of its modality --------------------------------
+
+    def _place_sample(self, m: str, e: VideoSample | AudioSample) -> None:
+        held = self._held.pop(m, None)
+        if held is not None:
+            if self._continues(m, e, held):
+                self._put(m, held)
+            else:
+                self._glitch(m, held)
+        if self._jumps(m, e):
+            self._held[m] = e
+        else:
+            self._put(m, e)
+
+    def _jumps(self, m: str, e: VideoSample | AudioSample) -> bool:
+        """Whether `e` leaves its modality's timeline by more than a gap that is filled without a second look."""
+        if m == "a":
+            return abs(self._audio_index(e.t) - self._a_pos) > self.jitter * AUDIO_RATE
+        ts = e.t + self._offset["v"]
+        if self._v_last is None:
+            return ts - self._v_next / VIDEO_FPS > self.max_fill
+        return ts - self._v_last.t > max(self.gap_seconds, 1.0) or self._v_last.t - ts > self.max_back
+
+    def _continues(self, m: str, e: VideoSample | AudioSample, held: VideoSample | AudioSample) -> bool:
+        """Whether `e` follows the held sample where it is stamped rather than where its modality expected it."""
+        if m == "a":
+            n, length = self._audio_index(e.t), len(held.samples)
+            return abs(n - (self._audio_index(held.t) + length)) <= abs(n - (self._a_pos + length))
+        ts, held_ts = e.t + self._offset["v"], held.t + self._offset["v"]
+        before = self._v_last.t if self._v_last is not None else self._v_next / VIDEO_FPS
+        return abs(ts - held_ts) <= abs(ts - before)
+
+    def _glitch(self, m: str, held: VideoSample | AudioSample) -> None:
+        """One mis-stamped sample: audio goes where the stream expected it, a frame is dropped."""
+        self.stats.glitches += 1
+        if m == "a":
+            self._gap_chunks.add(self._chunk_of(self._a_pos))
+            self._append_audio(np.asarray(held.samples, dtype=np.float32).reshape(-1), filled=False)
+
+    def _release_held(self) -> None:
+        """Nothing follows the held samples (end of stream, discontinuity): each counts as a glitch."""
+        for m in ("a", "v"):
+            held = self._held.pop(m, None)
+            if held is not None:
+                self._glitch(m, held)
+
+    def _put(self, m: str, e: VideoSample | AudioSample) -> None:
+        if m == "a":
+            self._put_audio(e)
+        else:
+            self._put_video(e)
+
+    # -- one clock for both modalities --------------------------------------------------------------------
+
+    def _expected(self, m: str) -> float:
+        """Stream time at which modality `m`'s next sample is expected."""
+        if m == "a":
+            return self._a_pos / AUDIO_RATE
+        last = self._v_last
+        return last.t + self._v_interval if last is not None else self._v_next / VIDEO_FPS
+
+    def _other(self, m: str) -> str | None:
+        other = "v" if m == "a" else "a"
+        return other if (self.video if other == "v" else self.audio) else None
+
+    def _adopt_other_clock(self, m: str, t: float) -> bool:
+        """A jump the other modality already re-based for: take its offset if that puts `t` where `m` expected it,
+        so both keep one clock even when a jump sits near a threshold that only one of them crossed."""
+        other = self._other(m)
+        if other is None or self._offset[other] == self._offset[m]:
+            return False
+        if abs(t + self._offset[other] - self._expected(m)) > SAME_JUMP:
+            return False
+        self._offset[m] = self._offset[other]
+        self.stats.rebases += 1
+        self._gap_chunks.add(self._chunk_of(round(self._expected(m) * AUDIO_RATE)))
+        return True
+
+    def _other_reaches(self, m: str, ts: float) -> bool:
+        """Whether the other modality, on the same clock, already reached stream time `ts` (it filled the jump
+        `m` now meets, so `m` fills it too rather than re-basing away from it)."""
+        other = self._other(m)
+        return other is not None and self._offset[other] == self._offset[m] and abs(self._expected(other) - ts) <= self.max_skew
+
+    # -- placing samples ----------------------------------------------------------------------------------
+
+    def _audio_index(self, t: float) -> int:
+        return round((t + self._offset["a"]) * AUDIO_RATE)
+
+    def _put_audio(self, e: AudioSample) -> None:
         x = np.asarray(e.samples, dtype=np.float32).reshape(-1)
-        idx = round((e.t + self._offset["a"]) * AUDIO_RATE)
-        d = idx - self._a_pos
-        if d > self.max_fill * AUDIO_RATE or d < -self.max_back * AUDIO_RATE:
+        d = self._audio_index(e.t) - self._a_pos
+        ahead = d > self.max_fill * AUDIO_RATE and not self._other_reaches("a", (self._a_pos + d) / AUDIO_RATE)
+        behind = d < -self.max_back * AUDIO_RATE
+        if ahead or behind or (abs(d) > self.jitter * AUDIO_RATE and self._other_rebased("a", e.t)):
             self._offset["a"] -= d / AUDIO_RATE  # jump or wrap: continue where we were
             self.stats.rebases += 1
             self._gap_chunks.add(self._chunk_of(self._a_pos))
@@ -228,16 +373,27 @@ class Chunker:
         self._a_pieces.append((x, filled))
         self._a_pos += len(x)
 
-    def _place_video(self, e: VideoSample) -> None:
+    def _put_video(self, e: VideoSample) -> None:
         ts = e.t + self._offset["v"]
         last = self._v_last
+        start = self._v_next / VIDEO_FPS
+        if self.audio and self._other_rebased("v", e.t):  # audio re-based for this jump: take its clock exactly
+            self._offset["v"] = self._offset["a"]
+            self.stats.rebases += 1
+            ts = e.t + self._offset["v"]
+            self._gap_chunks.add(self._chunk_of(round(ts * AUDIO_RATE)))
+        if last is None and ts - start > self.max_fill:  # the first frame far after the start: start with it
+            self._offset["v"] += start - ts
+            self.stats.rebases += 1
+            self._gap_chunks.add(self._chunk_of(self._v_next * SAMPLES_PER_SLOT))
+            ts = start
         if last is not None:
             if ts < last.t - EPS:
                 if last.t - ts <= self.max_back:
                     self.stats.late_frames += 1
                     return
                 ts = self._rebase_video(ts, last)
-            elif ts - last.t > self.max_fill:
+            elif ts - (last.t + self._v_interval) > self.max_fill and not self._other_reaches("v", ts):
                 ts = self._rebase_video(ts, last)
             elif ts - last.t > max(self.gap_seconds, 1.0):
                 self._gap_chunks.add(self._chunk_of(round(ts * AUDIO_RATE)))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 import logging
 import random
@@ -78,17 +78,24 @@ ProducerFactory = Callable[[], Producer]
 
 @dataclass(frozen=True)
 class SourceStats:
+    """A source's counters. The zmq_* ones are zero for other sources; `streams.zmq_source` defines them."""
+
     state: str
     chunks_emitted: int  # chunks the Chunker produced
     chunks_delivered: int  # chunks the consumer took
     chunks_dropped: int  # chunks discarded by drop_oldest because the consumer was behind
-    malformed_messages: int  # zmq: invalid messages dropped (includes oversized and out-of-order)
-    oversized_messages: int
-    out_of_order_messages: int
+    malformed_messages: int  # zmq: every refused message (the sum of `refused`)
+    oversized_messages: int  # zmq: refused["oversized"]
+    out_of_order_messages: int  # zmq: refused["out_of_order"]
     decode_errors: int  # undecodable packets skipped
     reconnects: int
     lag_seconds: float  # wall age of the last delivered chunk's newest data when the consumer took it
     queue_depth: int
+    refused: dict[str, int] = field(default_factory=dict)  # zmq: refused messages by reason, every reason listed
+    clock_resyncs: int = 0  # zmq: a kind's clock moved to a confirmed run of messages (restart or jump)
+    peer_disconnects: int = 0  # zmq: producer connections closed (libzmq closes one on a part over the limit)
+    timestamp_glitches: int = 0  # Chunker: single mis-stamped samples absorbed (ChunkerStats.glitches)
+    bad_timestamps: int = 0  # Chunker: events refused for a non-finite or huge timestamp (ChunkerStats.bad_times)
 
 
 @dataclass(frozen=True)
@@ -252,6 +259,9 @@ class Source:
             while not self._stop.is_set():
                 if self.step().done:
                     break
+        except Exception as e:  # noqa: BLE001 - a bug here must not leave the consumer waiting on a dead thread
+            log.error("%s: read loop failed", self.describe, exc_info=True)
+            self._fail_now(SourceError(f"{self.describe}: read loop failed: {type(e).__name__}: {e}"))
         finally:
             if self._producer is not None and self._stop.is_set():
                 self._producer.close()
@@ -332,6 +342,13 @@ class Source:
             self._to(State.FAILED)
             self._queue.put_marker(error)
 
+    def _fail_now(self, error: SourceError) -> None:
+        """FAILED without flushing the Chunker (it may be what failed); the consumer gets `error`."""
+        if self._state in (State.RUNNING, State.RECONNECTING):
+            self._error = error
+            self._to(State.FAILED)
+            self._queue.put_marker(error)
+
     def _count_decode_errors(self) -> None:
         self._decode_errors_closed += getattr(self._producer, "decode_errors", 0)
 
@@ -374,18 +391,25 @@ class Source:
 
     def stats(self) -> SourceStats:
         p = self._producer
+        refused = dict(getattr(p, "refused", {}))
+        chunker = self.chunker.stats if self.chunker is not None else None
         return SourceStats(
             state=self._state.value,
             chunks_emitted=self._emitted,
             chunks_delivered=self._delivered,
             chunks_dropped=self._queue.dropped,
-            malformed_messages=getattr(p, "malformed", 0),
-            oversized_messages=getattr(p, "oversized", 0),
-            out_of_order_messages=getattr(p, "out_of_order", 0),
+            malformed_messages=sum(refused.values()),
+            oversized_messages=refused.get("oversized", 0),
+            out_of_order_messages=refused.get("out_of_order", 0),
             decode_errors=self._decode_errors_closed + (getattr(p, "decode_errors", 0) if self._state in (State.RUNNING, State.RECONNECTING) else 0),
             reconnects=self._reconnects,
             lag_seconds=self._lag,
             queue_depth=len(self._queue),
+            refused=refused,
+            clock_resyncs=getattr(p, "clock_resyncs", 0),
+            peer_disconnects=getattr(p, "peer_disconnects", 0),
+            timestamp_glitches=chunker.glitches if chunker else 0,
+            bad_timestamps=chunker.bad_times if chunker else 0,
         )
 
     def __enter__(self) -> Source:

@@ -80,3 +80,12 @@ def rtsp_server(rtsp_clip):
 
 
 from streams_checks import free_port, wait_for  # noqa: E402,F401
+
+
+# Property-based tests (hypothesis): CI runs a fixed, bounded set of examples (derandomize: the same examples
+# every run, no example database). HYPOTHESIS_PROFILE=dev explores more, with random seeds.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None, database=None, print_blob=True)
+settings.register_profile("dev", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

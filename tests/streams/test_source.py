@@ -172,3 +172,17 @@ def test_a_reader_ending_after_close_began_is_not_an_illegal_transition():
     src._finish(None)  # the reader's end-of-stream transition, arriving late
     src._to(State.CLOSED)
     assert src.state is State.CLOSED
+
+
+def test_an_error_inside_the_read_loop_fails_the_source_instead_of_leaving_it_running():
+    src = Source("s", lambda: FiniteProducer(4.0), live=True)
+    src.open()
+
+    def broken_push(event):
+        raise OverflowError("cannot convert float infinity to integer")
+
+    src.chunker.push = broken_push
+    src.run()  # returns instead of raising out of the reader thread
+    assert src.state is State.FAILED
+    with pytest.raises(SourceError, match="read loop failed: OverflowError"):
+        src.get(timeout=1.0)

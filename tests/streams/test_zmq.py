@@ -71,9 +71,20 @@ def test_malformed_messages_are_counted_and_dropped(zmq_pair):
     assert src.stats().malformed_messages == len(bad)
 
 
+def test_a_message_part_over_the_limit_is_stopped_at_the_socket_and_the_producer_reconnects(zmq_pair):
+    src, push = zmq_pair
+    send_video(push, 0.0, np.zeros((300, 400, 3), np.uint8))  # 360 kB > 200 kB limit: libzmq drops the connection
+    assert wait_for(lambda: src.stats().peer_disconnects == 1, 5.0)
+    send_clip(push, 2.0)
+    send_end(push)
+    assert len(list(src)) == 1
+    assert src.stats().malformed_messages == 0
+
+
 def test_oversized_messages_are_counted_and_dropped(zmq_pair):
     src, push = zmq_pair
-    send_video(push, 0.0, np.zeros((300, 400, 3), np.uint8))  # 360 kB > 200 kB limit
+    header = json.dumps({"kind": "video", "t": 0.0, "width": 50000, "height": 1}).encode() + b" " * 100_000
+    push.send_multipart([header, bytes(150_000)])  # each part under the 200 kB limit, together over it
     push.send_multipart([json.dumps({"kind": "video", "t": 0.1, "width": 100000, "height": 1}).encode(), b"x"])
     send_clip(push, 2.0)
     send_end(push)
