@@ -102,7 +102,9 @@ def _describe(config: SourceConfig) -> str:
     return config.type
 
 
-def open_source(config: Any, *, name: str | None = None, factory: ProducerFactory | None = None, start: bool = True) -> Source:
+def open_source(
+    config: Any, *, name: str | None = None, factory: ProducerFactory | None = None, start: bool = True
+) -> Source:
     """Build (and by default start) a `Source` for a config mapping, config object or YAML path.
 
     factory: replaces the config's producer factory (tests inject blocking, failing or finite producers).

@@ -37,9 +37,9 @@ Faults, per modality:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -339,7 +339,9 @@ class Chunker:
         """Whether the other modality, on the same clock, already reached stream time `ts` (it filled the jump
         `m` now meets, so `m` fills it too rather than re-basing away from it)."""
         other = self._other(m)
-        return other is not None and self._offset[other] == self._offset[m] and abs(self._expected(other) - ts) <= self.max_skew
+        if other is None or self._offset[other] != self._offset[m]:
+            return False
+        return abs(self._expected(other) - ts) <= self.max_skew
 
     # -- placing samples ----------------------------------------------------------------------------------
 

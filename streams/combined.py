@@ -8,9 +8,9 @@ share one media clock; with align="media" timestamps are used as they are (two f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import queue
 import threading
+from collections.abc import Iterator
 
 from .events import AudioSample, Discontinuity, Event, VideoSample
 
@@ -42,7 +42,11 @@ class CombinedProducer:
                 if self._align == "wall":
                     if shift is None:
                         shift = e.wall - e.t
-                    e = VideoSample(e.t + shift, e.image, e.wall) if kind == "video" else AudioSample(e.t + shift, e.samples, e.wall)
+                    e = (
+                        VideoSample(e.t + shift, e.image, e.wall)
+                        if kind == "video"
+                        else AudioSample(e.t + shift, e.samples, e.wall)
+                    )
                 while not self._stop.is_set():
                     try:
                         self._q.put((kind, e), timeout=0.1)

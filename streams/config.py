@@ -206,7 +206,7 @@ _SINGLE_TYPES = (
     SyntheticSourceConfig,
     ZmqSourceConfig,
 )
-_Single = Annotated[Union[_SINGLE_TYPES], Field(discriminator="type")]
+_Single = Annotated[_SINGLE_TYPES, Field(discriminator="type")]
 
 
 class CombinedSourceConfig(_Base):

@@ -7,10 +7,10 @@ resampled to 16 kHz mono float32 by PyAV's `AudioResampler`; its output timestam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import av
 import numpy as np
@@ -77,7 +77,9 @@ class AvProducer:
         self.origin: float | None = 0.0 if file_origin else None
         if file_origin:
             starts = [
-                float(s.start_time * s.time_base) for s in (self._vstream, self._astream) if s is not None and s.start_time is not None
+                float(s.start_time * s.time_base)
+                for s in (self._vstream, self._astream)
+                if s is not None and s.start_time is not None
             ]
             self.origin = max(0.0, min(starts)) if starts else 0.0
         for s in (self._vstream, self._astream):
@@ -236,7 +238,15 @@ def open_rtsp(url: str, *, transport: str, connect_timeout: float, read_timeout:
 
 
 def synthetic_graph(
-    *, video: bool, audio: bool, pattern: str, width: int, height: int, fps: float, frequency: float, duration: float | None
+    *,
+    video: bool,
+    audio: bool,
+    pattern: str,
+    width: int,
+    height: int,
+    fps: float,
+    frequency: float,
+    duration: float | None,
 ) -> str:
     """A lavfi filtergraph with outputs out0 (video) and/or out1 (audio)."""
     parts = []

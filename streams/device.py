@@ -14,13 +14,13 @@ run the same path without hardware.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import os
 import select
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -41,11 +41,25 @@ def _ffmpeg(binary: str) -> str:
 
 def _probe_size(ffmpeg: str, in_args: list[str]) -> tuple[int, int]:
     """Ask ffmpeg for the device's frame size (one frame decoded to a PPM header)."""
-    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *in_args, "-frames:v", "1", "-f", "image2pipe", "-vcodec", "ppm", "pipe:1"]
+    cmd = [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        *in_args,
+        "-frames:v",
+        "1",
+        "-f",
+        "image2pipe",
+        "-vcodec",
+        "ppm",
+        "pipe:1",
+    ]
     try:
         p = subprocess.run(cmd, capture_output=True, timeout=STARTUP_WAIT)
     except subprocess.TimeoutExpired:
-        raise SourceError("webcam: no frame within %.0fs" % STARTUP_WAIT) from None
+        raise SourceError(f"webcam: no frame within {STARTUP_WAIT:.0f}s") from None
     if p.returncode != 0 or not p.stdout.startswith(b"P6"):
         err = (p.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
         raise SourceError(f"webcam: cannot open device: {err}")
@@ -56,7 +70,9 @@ def _probe_size(ffmpeg: str, in_args: list[str]) -> tuple[int, int]:
 class FfmpegProducer:
     """Reads raw RGB frames or f32le PCM from an ffmpeg subprocess."""
 
-    def __init__(self, cmd: list[str], *, kind: str, frame_bytes: int = 0, size: tuple[int, int] = (0, 0), what: str = "") -> None:
+    def __init__(
+        self, cmd: list[str], *, kind: str, frame_bytes: int = 0, size: tuple[int, int] = (0, 0), what: str = ""
+    ) -> None:
         self.has_video, self.has_audio = kind == "video", kind == "audio"
         self.origin = 0.0
         self.what = what
@@ -147,7 +163,22 @@ def open_webcam(
     w0, h0 = _probe_size(binary, in_args)
     w, h = capped_size(w0, h0, max_width, max_height)
     vf = f"fps={VIDEO_FPS:g}" + (f",scale={w}:{h}" if (w, h) != (w0, h0) else "")
-    cmd = [binary, "-nostdin", "-hide_banner", "-loglevel", "error", *in_args, "-an", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]
+    cmd = [
+        binary,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        *in_args,
+        "-an",
+        "-vf",
+        vf,
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        "pipe:1",
+    ]
     return FfmpegProducer(cmd, kind="video", frame_bytes=w * h * 3, size=(w, h), what=f"webcam {device}")
 
 

@@ -7,9 +7,9 @@ yield these; the single `Chunker` turns them into `AVChunk`s. Times are seconds 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-import time
 
 import numpy as np
 

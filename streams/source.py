@@ -19,14 +19,14 @@ oldest queued chunk when full and counts it; `block` (files read as fast as poss
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from enum import Enum
 import logging
 import random
 import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from .chunk import AVChunk
@@ -37,7 +37,7 @@ from .events import Discontinuity, Event
 log = logging.getLogger(__name__)
 
 
-class State(str, Enum):
+class State(StrEnum):
     CREATED = "created"
     OPENING = "opening"
     RUNNING = "running"
@@ -259,7 +259,7 @@ class Source:
             while not self._stop.is_set():
                 if self.step().done:
                     break
-        except Exception as e:  # noqa: BLE001 - a bug here must not leave the consumer waiting on a dead thread
+        except Exception as e:  # a bug here must not leave the consumer waiting on a dead thread
             log.error("%s: read loop failed", self.describe, exc_info=True)
             self._fail_now(SourceError(f"{self.describe}: read loop failed: {type(e).__name__}: {e}"))
         finally:
@@ -318,7 +318,8 @@ class Source:
                 continue
             self._attach(producer)
             self._reconnects += 1
-            self._enqueue(self.chunker.push(Discontinuity(gap=True, wall_gap=time.time() - lost_at, reason="reconnect")))
+            gap = Discontinuity(gap=True, wall_gap=time.time() - lost_at, reason="reconnect")
+            self._enqueue(self.chunker.push(gap))
             self._to(State.RUNNING)
             return StepResult()
         return StepResult(done=True)
@@ -361,7 +362,7 @@ class Source:
         if self._producer is not None:
             try:
                 self._producer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # closing is best effort
                 log.debug("%s: producer close failed", self.describe, exc_info=True)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -401,7 +402,8 @@ class Source:
             malformed_messages=sum(refused.values()),
             oversized_messages=refused.get("oversized", 0),
             out_of_order_messages=refused.get("out_of_order", 0),
-            decode_errors=self._decode_errors_closed + (getattr(p, "decode_errors", 0) if self._state in (State.RUNNING, State.RECONNECTING) else 0),
+            decode_errors=self._decode_errors_closed
+            + (getattr(p, "decode_errors", 0) if self._state in (State.RUNNING, State.RECONNECTING) else 0),
             reconnects=self._reconnects,
             lag_seconds=self._lag,
             queue_depth=len(self._queue),

@@ -64,14 +64,14 @@ producer per source, or producers that share a clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from fractions import Fraction
 import json
 import logging
 import math
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Generic, NoReturn, TypeVar
 
 import av
@@ -451,12 +451,13 @@ class ZmqProducer:
             self._count(verdict.refused)
             if verdict.resynced:
                 self.clock_resyncs += 1
-                log.info("zmq %s: %s clock moved to t=%.3f (producer restarted or jumped)", self.endpoint, msg.kind, msg.t)
+                log.info("zmq %s: %s clock moved to t=%.3f (producer restarted or jumped)", self.endpoint, msg.kind,
+                         msg.t)
             return [e for m in verdict.deliver for e in self._events(m, wall)]
         except Refused as e:
             self._count([e.reason])
             log.debug("zmq %s: refused message: %s", self.endpoint, e)
-        except Exception:  # noqa: BLE001 - a message must never end the stream; this is a bug, so it is logged
+        except Exception:  # a message must never end the stream; this is a bug, so it is logged
             self._count(["unexpected"])
             log.warning("zmq %s: could not convert a valid message", self.endpoint, exc_info=True)
         return []

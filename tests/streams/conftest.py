@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
-import streams_media as media  # noqa: E402
+import streams_media as media  # beside this file, importable once the path is set
+from streams_checks import free_port
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -30,7 +32,11 @@ def _have_gst_rtsp() -> bool:
     if not os.path.exists(SYSTEM_PYTHON):
         return False
     r = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"],
+        [
+            SYSTEM_PYTHON,
+            "-c",
+            "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer",
+        ],
         capture_output=True,
     )
     return r.returncode == 0
@@ -79,12 +85,8 @@ def rtsp_server(rtsp_clip):
     server.stop()
 
 
-from streams_checks import free_port, wait_for  # noqa: E402,F401
-
-
 # Property-based tests (hypothesis): CI runs a fixed, bounded set of examples (derandomize: the same examples
 # every run, no example database). HYPOTHESIS_PROFILE=dev explores more, with random seeds.
-from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None, database=None, print_blob=True)
 settings.register_profile("dev", max_examples=2000, deadline=None)

@@ -6,15 +6,15 @@ Frame `i` shows the number `i` (10 fps) and the audio at producer time `t0 + s` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-import json
 
 import numpy as np
-import zmq
-
 import streams_media as media
+import zmq
 from streams_checks import free_port
+
 from streams import Source, open_source
 from streams.zmq_source import send_audio, send_video
 
@@ -40,7 +40,12 @@ def zmq_source(max_message_bytes: int = 200_000, queue_size: int = 64) -> Iterat
     """A running ZeroMQ source bound on a free loopback port and a PUSH socket connected to it."""
     port = free_port()
     src = open_source(
-        {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "max_message_bytes": max_message_bytes, "queue_size": queue_size}
+        {
+            "type": "zmq",
+            "endpoint": f"tcp://127.0.0.1:{port}",
+            "max_message_bytes": max_message_bytes,
+            "queue_size": queue_size,
+        }
     )
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 1000)

@@ -47,7 +47,9 @@ def test_full_chunks_sample_video_at_2fps_and_audio_at_16k():
 
 def test_timestamp_jitter_does_not_move_samples():
     rng = np.random.default_rng(0)
-    out = feed(Chunker("s"), until=6.5, vjitter=lambda i: rng.uniform(-0.02, 0.02), ajitter=lambda j: rng.uniform(-0.02, 0.02))
+    out = feed(
+        Chunker("s"), until=6.5, vjitter=lambda i: rng.uniform(-0.02, 0.02), ajitter=lambda j: rng.uniform(-0.02, 0.02)
+    )
     assert [len(c.audio) for c in out] == [32000] * 3
     assert not any(c.flags.audio_filled for c in out)
     assert shown(out[2])[0] in (39, 40) and shown(out[2])[2] in (49, 50)

@@ -21,12 +21,12 @@ independently of how the Chunker works:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import numpy as np
 
 from streams import AudioSample, Chunker, VideoSample
 

@@ -91,7 +91,7 @@ def test_a_real_five_second_gap_is_still_filled_and_flagged():
 
 def interleave(video: list[VideoSample], audio: list[AudioSample]) -> list:
     out = []
-    for v, a in zip(video, audio):
+    for v, a in zip(video, audio, strict=False):
         out += [a, v]
     return out
 
@@ -120,14 +120,17 @@ def test_a_stray_first_frame_is_dropped_once_the_next_frame_shows_the_clock():
 
 @pytest.mark.timeout(10)
 def test_timestamps_that_are_not_finite_or_huge_are_refused_and_counted():
-    bad = [VideoSample(float("nan"), np.zeros((2, 2, 3), np.uint8)), AudioSample(float("inf"), np.zeros(BLOCK, np.float32)),
-           VideoSample(-1e308, np.zeros((2, 2, 3), np.uint8)), AudioSample(1e300, np.zeros(BLOCK, np.float32))]  # fmt: skip
+    frame, block = np.zeros((2, 2, 3), np.uint8), np.zeros(BLOCK, np.float32)
+    bad = [VideoSample(float("nan"), frame), AudioSample(float("inf"), block),
+           VideoSample(-1e308, frame), AudioSample(1e300, block)]
     evts = events(4.5)
     c = Chunker("s")
     chunks = [ch for e in bad[:2] + evts[:20] + bad[2:] + evts[20:] for ch in c.push(e)]
     assert [ch.start for ch in chunks] == [0.0, 2.0]
     for ch in chunks:
-        assert block_times(ch) == expected_blocks(ch.start) and shown(ch) == [int(ch.start * 10) + 5 * k for k in range(4)]
+        assert block_times(ch) == expected_blocks(ch.start) and shown(ch) == [
+            int(ch.start * 10) + 5 * k for k in range(4)
+        ]
     assert c.stats.bad_times == 4
 
 

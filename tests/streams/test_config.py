@@ -19,7 +19,11 @@ from streams.config import FileSourceConfig, RtspSourceConfig
         ({"type": "file", "path": "a.mp4", "drop_policy": "newest"}, "drop_policy", "newest"),
         ({"type": "file", "path": "a.mp4", "colour": "blue"}, "colour", "blue"),
         ({"type": "hologram"}, "type", "hologram"),
-        ({"type": "combined", "video": {"type": "webcam"}, "audio": {"type": "microphone", "backend": "oss"}}, "audio.backend", "oss"),
+        (
+            {"type": "combined", "video": {"type": "webcam"}, "audio": {"type": "microphone", "backend": "oss"}},
+            "audio.backend",
+            "oss",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_field_and_value(config, field, value):
@@ -89,6 +93,7 @@ def test_streams_imports_no_model_libraries():
     import subprocess
     import sys
 
-    code = "import streams, benchmarks.ingest, sys; print([m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'ray')])"
+    code = ("import streams, benchmarks.ingest, sys; "
+            "print([m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'ray')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

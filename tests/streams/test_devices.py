@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
 import streams_media as media
 from streams_checks import audio_segments, frame_times
-from streams import SourceError, open_source, read_chunks
 
+from streams import SourceError, open_source, read_chunks
 
 
 def test_missing_webcam_device_is_a_one_line_source_error():
@@ -48,7 +46,11 @@ def test_combined_webcam_and_microphone_make_one_stream():
             "type": "combined",
             "name": "desk",
             "video": {"type": "webcam", "input_format": "lavfi", "device": "testsrc=size=64x48:rate=10,realtime"},
-            "audio": {"type": "microphone", "backend": "lavfi", "device": "sine=frequency=1000:sample_rate=44100,arealtime"},
+            "audio": {
+                "type": "microphone",
+                "backend": "lavfi",
+                "device": "sine=frequency=1000:sample_rate=44100,arealtime",
+            },
         }
     )
     try:
@@ -64,7 +66,9 @@ def test_combined_video_file_and_audio_file_align_on_media_time(clip_dir):
     v = media.make_clip(clip_dir / "cv.mp4", seconds=4.0, audio=False)
     a = media.make_clip(clip_dir / "ca.wav", seconds=4.0, video=False, acodec="pcm_s16le", audio_rate=22050)
     chunks = list(
-        read_chunks({"type": "combined", "video": {"type": "file", "path": str(v)}, "audio": {"type": "file", "path": str(a)}})
+        read_chunks(
+            {"type": "combined", "video": {"type": "file", "path": str(v)}, "audio": {"type": "file", "path": str(a)}}
+        )
     )
     assert len(chunks) == 2
     for c in chunks:

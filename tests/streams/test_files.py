@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import streams_media as media
 from streams_checks import audio_segments, expected_segments, frame_times
+
 from streams import SourceError, read_chunks
 
 
@@ -70,7 +70,9 @@ def test_audio_starting_late_is_filled_with_silence_and_stays_aligned(clip_dir):
 
 
 def test_video_starting_late_repeats_its_first_frame(clip_dir):
-    path = media.make_clip(clip_dir / "voffset.mp4", seconds=6.0, video_offset=0.8, frame_times=[i / 10 for i in range(52)])
+    path = media.make_clip(
+        clip_dir / "voffset.mp4", seconds=6.0, video_offset=0.8, frame_times=[i / 10 for i in range(52)]
+    )
     first = _chunks(path)[0]
     assert first.flags.frames_repeated
     # slots at 0 and 0.5 s show the first frame (number 0), slot 1.0 s shows the frame shown at 1.0 s (made at 0.2 s)

@@ -38,7 +38,11 @@ def test_redact_url_hides_the_whole_userinfo(text, expected):
 
 @pytest.mark.parametrize(
     "url",
-    ["rtsp://admin:p@2Secret@10.0.0.5/stream1", "rtsp://admin:my secret@10.0.0.5/s", "rtsp://admin:50%25 off@10.0.0.5/s"],
+    [
+        "rtsp://admin:p@2Secret@10.0.0.5/stream1",
+        "rtsp://admin:my secret@10.0.0.5/s",
+        "rtsp://admin:50%25 off@10.0.0.5/s",
+    ],
 )
 def test_rtsp_config_repr_and_str_show_no_password_characters(url):
     cfg = RtspSourceConfig(type="rtsp", url=url)

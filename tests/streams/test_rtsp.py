@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from streams_checks import audio_segments, frame_times, wait_for
 
-from streams_checks import audio_segments, frame_times
-from streams_checks import wait_for
 from streams import open_source
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.slow]
@@ -78,6 +77,7 @@ def test_server_restart_mid_stream_is_flagged_and_ingestion_resumes(rtsp_server)
 
 def test_unreachable_rtsp_server_is_a_one_line_source_error():
     from streams_checks import free_port
+
     from streams import SourceError
 
     with pytest.raises(SourceError) as e:

@@ -7,9 +7,19 @@ import time
 
 import numpy as np
 import pytest
-
 from streams_checks import wait_for
-from streams import AudioSample, Backoff, Source, SourceError, State, StreamError, VideoSample, aread_chunks, open_source
+
+from streams import (
+    AudioSample,
+    Backoff,
+    Source,
+    SourceError,
+    State,
+    StreamError,
+    VideoSample,
+    aread_chunks,
+    open_source,
+)
 from streams.source import TRANSITIONS
 
 

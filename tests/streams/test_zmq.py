@@ -1,4 +1,5 @@
-"""ZeroMQ source: valid messages become aligned chunks; malformed, oversized and out-of-order are counted and dropped."""
+"""ZeroMQ source: valid messages become aligned chunks; malformed, oversized and out-of-order ones are counted
+and dropped."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import json
 
 import numpy as np
 import pytest
-import zmq
-
 import streams_media as media
-from streams_checks import audio_segments, frame_times
-from streams_checks import free_port, wait_for
+import zmq
+from streams_checks import audio_segments, frame_times, free_port, wait_for
+
 from streams import ConfigError, open_source
 from streams.zmq_source import send_audio, send_end, send_video
 
@@ -18,7 +18,9 @@ from streams.zmq_source import send_audio, send_end, send_video
 @pytest.fixture
 def zmq_pair():
     port = free_port()
-    src = open_source({"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "max_message_bytes": 200_000, "queue_size": 64})
+    src = open_source(
+        {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "max_message_bytes": 200_000, "queue_size": 64}
+    )
     ctx = zmq.Context.instance()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 1000)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+import streams_media as media
 from hypothesis import given
 from hypothesis import strategies as st
-import pytest
-
-import streams_media as media
 from streams_checks import audio_segments, frame_times
 from streams_zmq import HEIGHT, WIDTH, send_span, zmq_source
+
 from streams import State
 from streams.zmq_source import KindClock, send_video
 

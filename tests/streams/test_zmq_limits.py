@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
 from streams_checks import frame_times, free_port
+
 from streams import State, open_source
 
 SENDER = Path(__file__).parent / "zmq_sender.py"
@@ -28,11 +28,16 @@ def reset_peak_rss() -> None:
 
 def test_oversized_messages_are_stopped_at_the_socket_and_the_producer_continues():
     port = free_port()
-    src = open_source({"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "max_message_bytes": 200_000, "queue_size": 64})
+    src = open_source(
+        {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "max_message_bytes": 200_000, "queue_size": 64}
+    )
     reset_peak_rss()
     before = peak_rss_bytes()
     sender = subprocess.Popen(
-        [sys.executable, str(SENDER), str(port), "3", str(LARGE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, str(SENDER), str(port), "3", str(LARGE)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert sender.stdout.readline().strip() == "SENT"

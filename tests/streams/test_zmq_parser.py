@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.zmq_source import MAX_ABS_T, REASONS, Message, Refused, parse_message
 
@@ -45,7 +45,11 @@ REFUSALS = [
     ("minus_infinity_as_t", [video().replace(b'"t": 1.0', b'"t": -Infinity'), FRAME_2x1], "nonfinite"),
     ("float_overflowing", [video().replace(b'"t": 1.0', b'"t": 1e999'), FRAME_2x1], "nonfinite"),
     ("25_digit_int", [video(width=10**24), FRAME_2x1], "huge_number"),
-    ("30_character_float", [video().replace(b'"t": 1.0', b'"t": 1.0000000000000000000000000001'), FRAME_2x1], "huge_number"),
+    (
+        "30_character_float",
+        [video().replace(b'"t": 1.0', b'"t": 1.0000000000000000000000000001'), FRAME_2x1],
+        "huge_number",
+    ),
     ("header_is_a_list", [b"[1, 2]", FRAME_2x1], "bad_field"),
     ("header_is_a_string", [b'"video"', FRAME_2x1], "bad_field"),
     ("duplicate_key", [b'{"kind": "video", "kind": "audio"}', FRAME_2x1], "bad_field"),
@@ -128,7 +132,9 @@ scalars = st.one_of(
     st.sampled_from(["video", "audio", "end", "rgb24", "f32le", "s16le", "", "\u0000", "\ud800"]),
 )
 json_values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=3), max_leaves=12
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=3),
+    max_leaves=12,
 )
 VALID = {
     "video": {"v": 1, "kind": "video", "t": 1.0, "width": 2, "height": 1, "format": "rgb24"},
@@ -153,7 +159,9 @@ def near_valid_messages(draw) -> list[bytes]:
             h[key] = draw(st.one_of(scalars, scalars, json_values))
         else:
             h.pop(key, None)
-    payload = draw(st.one_of(st.just(RIGHT_PAYLOAD[kind]), st.just(RIGHT_PAYLOAD[kind]), st.binary(max_size=48), ODD_SAMPLES))
+    payload = draw(
+        st.one_of(st.just(RIGHT_PAYLOAD[kind]), st.just(RIGHT_PAYLOAD[kind]), st.binary(max_size=48), ODD_SAMPLES)
+    )
     return [encode(h), payload]
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from streams_checks import audio_segments, frame_times
 from streams_zmq import HEIGHT, WIDTH, header, send_span, zmq_source
+
 from streams import State
 
 T0 = 1000.0
@@ -29,7 +29,11 @@ POISONS = [
     ("int_over_4300_digits", [b'{"kind": "video", "t": 1.0, "width": ' + b"7" * 4301 + b"}", FRAME], "header_size"),
     ("100k_nested_brackets", [b"[" * 100_000, FRAME], "header_size"),
     ("nesting_within_the_size_limit", [b"[" * 2000 + b"]" * 2000, FRAME], "nesting"),
-    ("audio_48k_at_t_1e300", [header(kind="audio", t=1e300, rate=48000, channels=1, format="f32le"), AUDIO_48K], "bad_time"),
+    (
+        "audio_48k_at_t_1e300",
+        [header(kind="audio", t=1e300, rate=48000, channels=1, format="f32le"), AUDIO_48K],
+        "bad_time",
+    ),
     ("video_at_t_1e300", [video_header(1e300), FRAME], "bad_time"),
     ("video_at_t_minus_1e308", [video_header(-1e308), FRAME], "bad_time"),
     ("nan_in_an_extra_field", [video_header(T0 + 1.05).replace(b"}", b', "gain": NaN}'), FRAME], "nonfinite"),

@@ -6,14 +6,13 @@ two-part messages with a payload of `large_bytes`, then 5 s of the test clip, th
 
 from __future__ import annotations
 
-from pathlib import Path
 import sys
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import zmq  # noqa: E402
-
-from streams_zmq import header, send_span  # noqa: E402
+import zmq
+from streams_zmq import header, send_span
 
 
 def main() -> None:
@@ -23,7 +22,9 @@ def main() -> None:
     push.connect(f"tcp://127.0.0.1:{port}")
     big = bytes(large_bytes)
     for i in range(n_large):
-        push.send_multipart([header(v=1, kind="video", t=900.0 + i, width=large_bytes // 3, height=1, format="rgb24"), big])
+        push.send_multipart(
+            [header(v=1, kind="video", t=900.0 + i, width=large_bytes // 3, height=1, format="rgb24"), big]
+        )
     del big
     send_span(push, 0.0, 5.0)
     print("SENT", flush=True)
