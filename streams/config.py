@@ -206,7 +206,7 @@ _SINGLE_TYPES = (
     SyntheticSourceConfig,
     ZmqSourceConfig,
 )
-_Single = Annotated[_SINGLE_TYPES, Field(discriminator="type")]
+_Single = Annotated[Union[_SINGLE_TYPES], Field(discriminator="type")]  # noqa: UP007 - a Union of a tuple of types
 
 
 class CombinedSourceConfig(_Base):
