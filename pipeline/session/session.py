@@ -71,13 +71,14 @@ class OmniSession:
         window_seconds: float | None = None, device: str | None = None, dtype: str | torch.dtype | None = None,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT, *, rho_video: float | None = None,
         rho_audio: float | None = None, selector: str | None = None, min_pixels: int | None = None,
-        max_pixels: int | None = None, local_files_only: bool = False, **compressor_options,
+        max_pixels: int | None = None, window_tokens: int | None = None, local_files_only: bool = False,
+        **compressor_options,
     ) -> OmniSession:
         """Load the model and start an empty live context.
 
         `retention` (over audio + video tokens) or `rho_video`/`rho_audio` (fractions dropped) set the
-        compression; `window_seconds` bounds the context for streams with no end; `max_pixels` the frame
-        size (and so the tokens per frame). A window whose worst case passes the model's context is refused
+        compression; `window_seconds` (and `window_tokens`) bound the context for streams with no end;
+        `max_pixels` the frame size (and so the tokens per frame). A window whose worst case passes the model's context is refused
         (`pipeline.session.budget`).
         """
         compression = Compression.of(compressor, retention, rho_video, rho_audio, compressor_options)
@@ -85,19 +86,19 @@ class OmniSession:
         loaded = load_model(model, selector=selector, device=device, dtype=dtype,
                             compress=compression.needs_selector, local_files_only=local_files_only)
         return cls.with_compression(loaded, compression, window_seconds, system_prompt, min_pixels=min_pixels,
-                                    max_pixels=max_pixels)
+                                    max_pixels=max_pixels, window_tokens=window_tokens)
 
     @classmethod
     def from_model(
         cls, model: OmniModel, compressor: str = "omnisift", retention: float | None = None,
         window_seconds: float | None = None, system_prompt: str = DEFAULT_SYSTEM_PROMPT, *,
         rho_video: float | None = None, rho_audio: float | None = None, min_pixels: int | None = None,
-        max_pixels: int | None = None, **compressor_options,
+        max_pixels: int | None = None, window_tokens: int | None = None, **compressor_options,
     ) -> OmniSession:
         """An empty live context over an already loaded model (several sessions can share one model)."""
         compression = Compression.of(compressor, retention, rho_video, rho_audio, compressor_options)
         return cls.with_compression(model, compression, window_seconds, system_prompt, min_pixels=min_pixels,
-                                    max_pixels=max_pixels)
+                                    max_pixels=max_pixels, window_tokens=window_tokens)
 
     @classmethod
     def with_compression(cls, model: OmniModel, compression: Compression, window_seconds: float | None = None,

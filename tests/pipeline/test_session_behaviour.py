@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -122,3 +123,29 @@ def test_a_selector_compressor_on_a_model_without_selector_names_the_missing_key
     with pytest.raises(CheckpointError, match=r"no OmniSIFT selector.*missing compressor\."):
         OmniSession.from_pretrained(str(base), compressor="omnisift")
     assert OmniSession.from_pretrained(str(base), compressor="random") is not None
+
+
+def test_prefill_computes_logits_only_where_they_are_read(tiny_model_path):
+    """A prefilled chunk needs no logits; a question needs those of its last position (generation) or
+    of its answer tokens (scoring). Counted as rows through the LM head."""
+    session = OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=torch.float32)
+    rows: list[int] = []
+    session.model.thinker.lm_head.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[-2]))
+    for chunk in moving_square_chunks(3):
+        session.append(chunk)
+    assert rows == []
+    answer = session.layout_tokens("red cup")
+    session.score("What is it?", "red cup")
+    assert rows == [len(answer) + 1]
+    rows.clear()
+    session.ask("What is it?", max_new_tokens=4, do_sample=True, seed=0)  # sampling: no early stop on a tie
+    assert rows and all(r == 1 for r in rows)
+
+
+def test_a_stream_without_audio_keeps_the_retention_target_in_video(tiny_model_path):
+    session = OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=torch.float32, retention=0.25)
+    chunks = [replace(c, audio=None) for c in moving_square_chunks(2)]
+    outs = [session.append(c) for c in chunks]
+    for out in outs:
+        assert out.audio_before == 0 and out.video_before == 32  # two frames of 16 tokens
+        assert out.video_after == 8  # a quarter of each frame: 4 of 16

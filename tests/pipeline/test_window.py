@@ -69,3 +69,20 @@ def test_cache_and_positions_stay_bounded_over_a_long_stream(tiny_model_path):
         session.append(AVChunk("long", i, 2.0 * i, frames, audio))
         assert len(session.context) <= prefix + (window + stride) * per_chunk
     assert int(session.context.positions().max()) < session.layout.av_start + 50 * (window + stride)
+
+
+def test_the_token_window_keeps_the_newest_chunks_that_fit_and_equals_a_fresh_prefill_of_them(tiny_model_path):
+    chunks = moving_square_chunks(8)
+    windowed = _session(tiny_model_path, window_tokens=150)  # a chunk here keeps about 43 tokens
+    sizes = []
+    for chunk in chunks:
+        windowed.append(chunk)
+        sizes.append(windowed.context.chunk_tokens())
+    assert max(sizes) <= 150 and windowed.context.rebases >= 1
+    kept = [c.chunk.index for c in windowed.context.chunks]
+    assert kept == list(range(kept[0], 8)) and sum(c.chunk.tokens.shape[0] for c in windowed.context.chunks) <= 150
+    fresh = _session(tiny_model_path)
+    for chunk in chunks[kept[0]:]:
+        fresh.append(chunk)
+    assert torch.equal(windowed.context_positions(), fresh.context_positions())
+    assert windowed.score(QUESTION, ANSWER) == pytest.approx(fresh.score(QUESTION, ANSWER), abs=1e-5)
