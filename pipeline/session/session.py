@@ -78,8 +78,8 @@ class OmniSession:
 
         `retention` (over audio + video tokens) or `rho_video`/`rho_audio` (fractions dropped) set the
         compression; `window_seconds` (and `window_tokens`) bound the context for streams with no end;
-        `max_pixels` the frame size (and so the tokens per frame). A window whose worst case passes the model's context is refused
-        (`pipeline.session.budget`).
+        `max_pixels` the frame size (and so the tokens per frame). A window whose worst case passes the
+        model's context is refused (`pipeline.session.budget`).
         """
         compression = Compression.of(compressor, retention, rho_video, rho_audio, compressor_options)
         # A compressor that runs VGAS needs a selector: loading fails early, naming the missing keys.
