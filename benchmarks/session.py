@@ -1,9 +1,12 @@
 """Benchmark of the live session: per-chunk time by stage, tokens kept, and how per-chunk log-mel
 normalisation differs from whole-clip normalisation.
 
-    python -m benchmarks.session [--model PATH_OR_ID] [--chunks 20] [--out results.json]
+    python -m benchmarks.session [--model PATH_OR_ID] [--selector FILE] [--dtype bf16] [--chunks 20]
+                                 [--out results.json]
 
-Without --model it builds the tiny random Qwen2.5-Omni (CPU figures of the code path, not of a 7B).
+Without --model it builds the tiny random Qwen2.5-Omni (CPU figures of the code path, not of a 7B). The
+model is loaded once; every session of the run shares it, so one thinker is in memory at a time. A base
+Qwen2.5-Omni takes its OmniSIFT selector from `--selector`.
 """
 
 from __future__ import annotations
@@ -66,9 +69,9 @@ def question_latency(session: OmniSession, chunks: list[AVChunk], checkpoints: l
     return rows
 
 
-def memory_over_stream(model: str, chunks: list[AVChunk], window_seconds: float | None, size: int) -> list[dict]:
-    """KV-cache size while a stream plays, with and without a window."""
-    session = OmniSession.from_pretrained(model, window_seconds=window_seconds, max_pixels=size * size)
+def memory_over_stream(model, chunks: list[AVChunk], window_seconds: float | None, size: int) -> list[dict]:
+    """KV-cache size while a stream plays, with and without a window (`model`: a loaded OmniModel)."""
+    session = OmniSession.from_model(model, window_seconds=window_seconds, max_pixels=size * size)
     rows = []
     for i, chunk in enumerate(chunks):
         session.append(chunk)
@@ -101,6 +104,9 @@ def mel_normalisation_gap(session: OmniSession, chunks: list[AVChunk]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
+    parser.add_argument("--selector", help="OmniSIFT selector checkpoint for a base Qwen2.5-Omni model")
+    parser.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on a GPU, fp32 on the CPU)")
+    parser.add_argument("--device")
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--size", type=int, default=224, help="frame side in pixels")
     parser.add_argument("--long-chunks", type=int, default=120, help="chunks for latency and memory runs")
@@ -109,19 +115,21 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    from omnisift.loading import load_model
     from omnisift.tiny import resolve_model
 
-    model, _ = resolve_model(args.model, fallback_tiny=False)
+    path, _ = resolve_model(args.model, fallback_tiny=False)
+    model = load_model(path, selector=args.selector, dtype=args.dtype, device=args.device)
     chunks = noise_chunks(args.chunks, args.size)
     results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                           f"torch {torch.__version__}", "date": time.strftime("%Y-%m-%d"),
-               "model": args.model or "tiny"}
+               "model": args.model or "tiny", "dtype": str(model.dtype)}
     for name in ("full", "omnisift"):
-        session = OmniSession.from_pretrained(model, compressor=name, max_pixels=args.size * args.size)
+        session = OmniSession.from_model(model, compressor=name, max_pixels=args.size * args.size)
         results[name] = stage_times(session, chunks)
     results["mel"] = mel_normalisation_gap(session, chunks)
     long_chunks = noise_chunks(args.long_chunks, args.size, seed=1)
-    latency_session = OmniSession.from_pretrained(model, max_pixels=args.size * args.size)
+    latency_session = OmniSession.from_model(model, max_pixels=args.size * args.size)
     results["question_latency"] = question_latency(
         latency_session, long_chunks, [n for n in (5, 20, 60, 120) if n <= args.long_chunks])
     results["memory"] = {str(w): memory_over_stream(model, long_chunks, w, args.size) for w in (None, 60.0)}

@@ -85,8 +85,9 @@ def build_tokenizer(vocab_size: int = 600):
     )
 
 
-def tiny_config(tokenizer, hidden_size: int = 64, text_layers: int = 2):
-    """A small `Qwen2_5OmniConfig` (thinker only) whose token ids match `tokenizer`."""
+def tiny_config(tokenizer, hidden_size: int = 64, text_layers: int = 2, overrides: dict | None = None):
+    """A small `Qwen2_5OmniConfig` (thinker only) whose token ids match `tokenizer`; `overrides` replaces
+    entries of its `text_config`, `vision_config` and `audio_config` before the config is built."""
     from transformers import Qwen2_5OmniConfig
 
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
@@ -118,6 +119,8 @@ def tiny_config(tokenizer, hidden_size: int = 64, text_layers: int = 2):
         "audio_end_token_id": ids["<|audio_eos|>"], "position_id_per_seconds": 25, "seconds_per_chunk": 2,
         "pad_token_id": ids["<|endoftext|>"],
     }
+    for sub, values in (overrides or {}).items():
+        thinker[sub] = {**thinker[sub], **values}
     # No talker is built (no audio output), but its default config carries 7B vocabulary ids; give it
     # ids inside its own vocabulary so configuration checks stay quiet.
     talker = {name: i + 1 for i, name in enumerate([
@@ -126,22 +129,19 @@ def tiny_config(tokenizer, hidden_size: int = 64, text_layers: int = 2):
     return Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker, enable_audio_output=False)
 
 
-def real_width_config(tokenizer, layers: int = 1, real_vocab: bool = False):
+def real_width_config(tokenizer, layers: int | None = 1, real_vocab: bool = False):
     """A `Qwen2_5OmniConfig` at the real 7B widths and head counts (`omnisift.qwen_sizes`) with `layers`
-    layers in each stack, token ids from `tokenizer`. `real_vocab=True` keeps the 152,064-row embedding and
-    head (2 x 545M parameters); otherwise the tokenizer's small vocabulary."""
+    layers in each stack (None: the real 28 / 32 / 32), token ids from `tokenizer`. `real_vocab=True` keeps
+    the 152,064-row embedding and head (2 x 545M parameters); otherwise the tokenizer's small vocabulary."""
     from omnisift.qwen_sizes import AUDIO_7B, TEXT_7B, VISION_7B
 
-    config = tiny_config(tokenizer, hidden_size=TEXT_7B["hidden_size"], text_layers=layers)
-    thinker = config.thinker_config
-    for key, value in {**TEXT_7B, "num_hidden_layers": layers}.items():
-        if key != "vocab_size" or real_vocab:
-            setattr(thinker.text_config, key, value)
-    for key, value in {**VISION_7B, "depth": layers, "fullatt_block_indexes": [layers - 1]}.items():
-        setattr(thinker.vision_config, key, value)
-    for key, value in {**AUDIO_7B, "encoder_layers": layers}.items():
-        setattr(thinker.audio_config, key, value)
-    return config
+    text = {k: v for k, v in TEXT_7B.items() if k != "vocab_size" or real_vocab}
+    vision, audio = dict(VISION_7B), dict(AUDIO_7B)
+    if layers is not None:
+        text["num_hidden_layers"], audio["encoder_layers"] = layers, layers
+        vision.update(depth=layers, fullatt_block_indexes=[layers - 1])
+    return tiny_config(tokenizer, hidden_size=TEXT_7B["hidden_size"], text_layers=text["num_hidden_layers"],
+                       overrides={"text_config": text, "vision_config": vision, "audio_config": audio})
 
 
 def build_processor(tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112):
@@ -177,7 +177,8 @@ def make_tiny_omni(path: str | Path, *, seed: int = 0, with_selector: bool = Tru
 
 
 def make_real_width_omni(path: str | Path, *, layers: int = 1, real_vocab: bool = False, seed: int = 0,
-                         with_selector: bool = True, max_shard_size: str = "2GB") -> Path:
+                         with_selector: bool = True, max_shard_size: str = "2GB",
+                         dtype: torch.dtype | None = None) -> Path:
     """Write a random Qwen2.5-Omni at the real 7B widths with `layers` layers per stack, and a processor
     with the released frame bounds (so frames have their real token counts); returns the path. Sharded
     like the released checkpoint when larger than `max_shard_size`."""
@@ -186,13 +187,14 @@ def make_real_width_omni(path: str | Path, *, layers: int = 1, real_vocab: bool 
     tokenizer = build_tokenizer()
     config = real_width_config(tokenizer, layers=layers, real_vocab=real_vocab)
     return write_omni(path, config, build_processor(tokenizer, MIN_PIXELS_7B, MAX_PIXELS_7B), seed=seed,
-                      with_selector=with_selector, max_shard_size=max_shard_size)
+                      with_selector=with_selector, max_shard_size=max_shard_size, dtype=dtype)
 
 
 def write_omni(path: str | Path, config, processor, *, seed: int = 0, with_selector: bool = True,
-               max_shard_size: str = "2GB") -> Path:
+               max_shard_size: str = "2GB", dtype: torch.dtype | None = None) -> Path:
     """Save a random `Qwen2_5OmniForConditionalGeneration` of `config` and `processor` to `path`, with a
-    random VGAS selector under `thinker.compressor.` (the OmniSIFT-7B layout) if `with_selector`."""
+    random VGAS selector under `thinker.compressor.` (the OmniSIFT-7B layout) if `with_selector`; weights
+    in `dtype` (bf16 like the released checkpoint) or fp32."""
     from safetensors import safe_open
     from safetensors.torch import save_file
     from transformers import Qwen2_5OmniForConditionalGeneration
@@ -203,6 +205,8 @@ def write_omni(path: str | Path, config, processor, *, seed: int = 0, with_selec
     path = Path(path)
     torch.manual_seed(seed)
     model = Qwen2_5OmniForConditionalGeneration(config)
+    if dtype is not None:
+        model = model.to(dtype)
     model.save_pretrained(path, max_shard_size=max_shard_size)
     del model
     processor.save_pretrained(path)
@@ -211,7 +215,7 @@ def write_omni(path: str | Path, config, processor, *, seed: int = 0, with_selec
         with safe_open(str(shard), "pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
         selector = VisionGuidedAudioSelector(config.thinker_config.text_config.hidden_size)
-        state.update({PREFIX + k: v.contiguous() for k, v in selector.state_dict().items()})
+        state.update({PREFIX + k: v.to(dtype or v.dtype).contiguous() for k, v in selector.state_dict().items()})
         save_file(state, str(shard), metadata={"format": "pt"})
         _index_selector(path, shard.name, [PREFIX + k for k in selector.state_dict()])
     return path

@@ -125,10 +125,14 @@ def visualize(video: str, methods: list[str], model: str, n_chunks: int = 3, rho
     chunks = list(islice(read_chunks({"type": "file", "path": str(video), "realtime": False}), n_chunks))
     if not chunks or chunks[0].frames is None:
         raise SourceError(f"{video}: no video stream (a video file is needed)")
+    from omnisift.loading import load_model
+    from operators import COMPRESSORS
+
+    loaded = load_model(model, compress=any(COMPRESSORS[m].needs_selector for m in methods), **session_options)
     kept, grid_hw = {}, None
-    for name in methods:
-        session = OmniSession.from_pretrained(model, compressor=name, rho_video=rho_video, rho_audio=rho_audio,
-                                              max_pixels=max_pixels, **session_options)
+    for name in methods:  # one model, shared by every method's session
+        session = OmniSession.from_model(loaded, compressor=name, rho_video=rho_video, rho_audio=rho_audio,
+                                         max_pixels=max_pixels)
         kept[name] = [session.append(chunk) for chunk in chunks]
         if grid_hw is None:
             pre = session.preprocessor.process(0, chunks[0].frames, None)

@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--retentions", nargs="+", type=float, default=[0.25, 0.35])
     parser.add_argument("--model", help="hub id or local path (default: the tiny random model)")
+    parser.add_argument("--selector", help="OmniSIFT selector checkpoint for a base Qwen2.5-Omni model")
+    parser.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on a GPU, fp32 on the CPU)")
     parser.add_argument("--chunks", type=int, default=20, help="chunks of the live stream")
     parser.add_argument("--size", type=int, default=224, help="frame side in pixels of the live stream")
     parser.add_argument("--window", type=float, default=20.0, help="window_seconds of the live session")
@@ -38,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown compressor(s) {', '.join(unknown)}; choose from {', '.join(sorted(COMPRESSORS))}")
     if args.chunks < 2:
         raise ValueError(f"--chunks must be at least 2, got {args.chunks}")
-    config = BenchConfig(tuple(args.methods), tuple(args.retentions), args.model, args.chunks, args.size,
-                         args.window, args.tokens_per_frame, args.reps, args.tower_layers)
+    config = BenchConfig(tuple(args.methods), tuple(args.retentions), args.model, args.selector, args.dtype,
+                         args.chunks, args.size, args.window, args.tokens_per_frame, args.reps, args.tower_layers)
     results = run_bench(config)
     paths = write_outputs(results, args.out)
     table = (args.out / "baselines.md").read_text()

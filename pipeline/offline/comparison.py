@@ -29,10 +29,11 @@ import torch
 from omnisift.qwen_sizes import HIDDEN_7B as D_MODEL
 from omnisift.ratios import ratios_for_retention
 from omnisift.selector import VisionGuidedAudioSelector
+from omnisift.loading import load_model
 from omnisift.tiny import resolve_model
 from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK
 from operators.chunks import EncodedChunk
-from operators.compress import make_compressor
+from operators.compress import COMPRESSORS, make_compressor
 from pipeline.offline.machine import machine
 from pipeline.session import OmniSession
 from streams.chunk import AVChunk
@@ -46,6 +47,8 @@ class BenchConfig:
     methods: tuple[str, ...] = METHODS
     retentions: tuple[float, ...] = (0.25, 0.35)
     model: str | None = None  # None: the tiny random Qwen2.5-Omni
+    selector: str | None = None  # a selector checkpoint for a base Qwen2.5-Omni
+    dtype: str | None = None
     chunks: int = 20
     size: int = 224
     window_seconds: float | None = 20.0
@@ -106,11 +109,10 @@ def noise_chunks(n: int, size: int, seed: int = 0) -> list[AVChunk]:
     return out
 
 
-def live_stream(name: str, retention: float, model: str, config: BenchConfig) -> dict:
+def live_stream(name: str, retention: float, model, config: BenchConfig) -> dict:
     """The compressor live in `OmniSession` over a synthetic stream: RTF, prefill, kept, cache."""
-    session = OmniSession.from_pretrained(model, compressor=name, retention=retention,
-                                          window_seconds=config.window_seconds,
-                                          max_pixels=config.size * config.size)
+    session = OmniSession.from_model(model, compressor=name, retention=retention, window_seconds=config.window_seconds,
+                                     max_pixels=config.size * config.size)
     walls, rows = [], []
     for chunk in noise_chunks(config.chunks, config.size):
         start = time.perf_counter()
@@ -138,7 +140,9 @@ def run_bench(config: BenchConfig) -> dict:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    model, _ = resolve_model(config.model)
+    path, _ = resolve_model(config.model)
+    needs_selector = any(COMPRESSORS[m].needs_selector for m in config.methods)
+    model = load_model(path, selector=config.selector, dtype=config.dtype, compress=needs_selector)  # shared
     torch.manual_seed(0)
     selector = VisionGuidedAudioSelector(D_MODEL).eval()
     tower = audio_tower_7b(config.tower_layers) if "omnizip" in config.methods else None
