@@ -24,6 +24,7 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import MultimodalCau
 from omnisift.ratios import Ratios, check_ratio, ratios_for_retention
 from omnisift.selector import VisionGuidedAudioSelector, straight_through_mask
 from omnisift.sequence import SequenceDecision, decide_sequence
+from omnisift.stvp import check_saliency_dtype
 
 
 @dataclass(frozen=True)
@@ -99,18 +100,23 @@ class OmniSIFTThinker(Qwen2_5OmniThinkerForConditionalGeneration):
         self.compressor = VisionGuidedAudioSelector(config.text_config.hidden_size)
         self.ratios: Ratios | None = Ratios()
         self.retention: float | None = None
+        self.saliency_dtype = "float32"
         self.last_stats: CompressionStats | None = None
         self._packed: _PackedPrefix | None = None
 
     def configure_compression(
         self, *, rho_video: float | None = None, rho_audio: float | None = None,
-        retention: float | None = None, enabled: bool = True,
+        retention: float | None = None, enabled: bool = True, saliency_dtype: str | None = None,
     ) -> None:
         """Set the ratios (fractions dropped) or one retention target over audio + video tokens.
 
         `retention` keeps audio at the release ratio and sets the video ratio per input so that
         about `retention` of the audio + video tokens stay. `enabled=False` runs the full model.
+        `saliency_dtype`: STVP's arithmetic, "float32" (default) or "input" (the release's, in the
+        embeddings' dtype; see `omnisift.stvp`); None leaves it as it is.
         """
+        if saliency_dtype is not None:
+            self.saliency_dtype = check_saliency_dtype(saliency_dtype)
         if not enabled:
             self.ratios, self.retention = None, None
             return
@@ -196,6 +202,7 @@ class OmniSIFTThinker(Qwen2_5OmniThinkerForConditionalGeneration):
             embeds, input_ids, positions, video_token_id=self.config.video_token_id,
             audio_token_id=self.config.audio_token_id, selector=self.compressor,
             rho_video=ratios.rho_video, rho_audio=ratios.rho_audio, attention_mask=attention_mask,
+            saliency_dtype=self.saliency_dtype,
         )
         if torch.is_grad_enabled() and decision.audio_scores.requires_grad:
             gate = straight_through_mask(decision.keep, decision.audio_scores)  # [B, L]
