@@ -25,12 +25,12 @@ MAX_NEW = 6
 
 @contextlib.contextmanager
 def ratios(thinker, **kwargs):
-    saved = thinker.ratios, thinker.retention
+    saved = thinker.ratios, thinker.retention, thinker.saliency_dtype
     thinker.configure_compression(**kwargs)
     try:
         yield
     finally:
-        thinker.ratios, thinker.retention = saved
+        thinker.ratios, thinker.retention, thinker.saliency_dtype = saved
 
 
 def embed_by_hand(thinker, inputs) -> torch.Tensor:
@@ -202,3 +202,20 @@ def test_selector_file_of_wrong_width_is_refused(tiny_base_dir, tmp_path):
     path = omnisift.save_selector(omnisift.VisionGuidedAudioSelector(32), tmp_path / "narrow.safetensors")
     with pytest.raises(CheckpointError, match="d_model 32"):
         load_model(tiny_base_dir, selector=path)
+
+
+def test_configured_saliency_dtype_reaches_the_decisions(tiny, clip_inputs, monkeypatch):
+    import omnisift.thinker as thinker_module
+
+    seen = []
+    real = thinker_module.decide_sequence
+    monkeypatch.setattr(thinker_module, "decide_sequence",
+                        lambda *a, **kw: seen.append(kw["saliency_dtype"]) or real(*a, **kw))
+    with ratios(tiny.thinker, rho_video=0.7, rho_audio=0.3, saliency_dtype="input"):
+        generate(tiny.thinker, clip_inputs)
+    assert seen[0] == "input"
+
+
+def test_an_unknown_saliency_dtype_is_refused_when_configured(tiny):
+    with pytest.raises(ValueError, match="saliency_dtype must be one of float32, input"):
+        tiny.thinker.configure_compression(saliency_dtype="half")
