@@ -227,10 +227,23 @@ def _pad_groups(values: torch.Tensor, group: torch.Tensor, slot: torch.Tensor, n
     return out
 
 
+@dataclass
+class _AudioSlabs:
+    """Selector logits of all chunks' audio, padded: logits [S, W], each audio token at [slab, col]."""
+
+    logits: torch.Tensor  # [S, W]
+    slab: torch.Tensor  # [Na]
+    col: torch.Tensor  # [Na]
+    one_per_chunk: bool  # slab s is chunk s (no chunk spans several slabs)
+
+    def flat(self) -> torch.Tensor:
+        return self.logits[self.slab, self.col]  # [Na]
+
+
 def _vgas_logits(selector: VisionGuidedAudioSelector, kept_video: torch.Tensor, kept_video_chunk: torch.Tensor,
                  audio: torch.Tensor, audio_chunk: torch.Tensor, n_chunks: int,
-                 last_chunk: torch.Tensor) -> torch.Tensor:
-    """Selector logits [Na] of audio tokens [Na, D] (chunks nondecreasing), each guided by its chunk's kept
+                 last_chunk: torch.Tensor) -> _AudioSlabs:
+    """Selector logits of audio tokens [Na, D] (chunks nondecreasing), each guided by its chunk's kept
     video tokens [Kv, D] (chunks nondecreasing), in one padded call.
 
     The padded audio is cut in slabs as wide as the widest chunk that is not its row's last; a last chunk
@@ -244,15 +257,28 @@ def _vgas_logits(selector: VisionGuidedAudioSelector, kept_video: torch.Tensor, 
     width = max(int((inner if inner.numel() else a_counts).max()), 1)
     slabs = (a_counts + width - 1) // width  # [C] slabs per chunk
     n_slabs = int(slabs.sum())
+    one_per_chunk = n_slabs == n_chunks and bool((slabs == 1).all())
     slab_base = torch.cumsum(slabs, 0) - slabs
     a_slab, a_col = slab_base[audio_chunk] + a_slot // width, a_slot % width
     audio_pad = _pad_groups(audio, a_slab, a_col, n_slabs, width)  # [S, W, D]
     slab_chunk = torch.repeat_interleave(torch.arange(n_chunks, device=audio.device), slabs, output_size=n_slabs)
-    if n_slabs != n_chunks or not bool((slabs == 1).all()):
+    if not one_per_chunk:
         video_pad = video_pad.index_select(0, slab_chunk)  # [S, V, D]
     video_mask = torch.arange(video_pad.shape[1], device=audio.device) < v_counts[slab_chunk].unsqueeze(-1)
     logits = selector(video_pad, audio_pad, video_mask, logits=True)  # [S, W]
-    return logits[a_slab, a_col]
+    return _AudioSlabs(logits, a_slab, a_col, one_per_chunk)
+
+
+def _audio_keep(slabs: _AudioSlabs, audio_chunk: torch.Tensor, counts: torch.Tensor,
+                kept: torch.Tensor) -> torch.Tensor:
+    """Keep mask [Na]: the `kept[c]` highest logits of each chunk c (of `counts[c]` audio tokens), ties to
+    the earlier token."""
+    ranked = slabs.logits.detach().float()
+    if slabs.one_per_chunk:  # slab c is chunk c: rank within the padded slabs
+        padding = torch.arange(ranked.shape[1], device=ranked.device) >= counts.unsqueeze(-1)
+        return keep_top(ranked.masked_fill(padding, float("-inf")), kept)[slabs.slab, slabs.col]
+    ranks = _rank_in_groups(ranked[slabs.slab, slabs.col], audio_chunk, kept.numel())
+    return ranks < kept[audio_chunk]
 
 
 def decide_sequence(
@@ -302,15 +328,14 @@ def decide_sequence(
         kv_pos, kv_chunk = v_pos[video_keep], chunks.frame_chunk[chunks.frame[video_keep]]
         last_chunk = torch.ones(n_chunks, dtype=torch.bool, device=device)
         last_chunk[:-1] = chunks.chunk_row[1:] != chunks.chunk_row[:-1]
-        logits = _vgas_logits(selector, embeds.index_select(0, kv_pos), kv_chunk, embeds.index_select(0, a_pos),
-                              a_chunk, n_chunks, last_chunk)  # [Na]
+        slabs = _vgas_logits(selector, embeds.index_select(0, kv_pos), kv_chunk, embeds.index_select(0, a_pos),
+                             a_chunk, n_chunks, last_chunk)
         a_counts = torch.bincount(a_chunk, minlength=n_chunks)  # [C]
         guided = torch.bincount(kv_chunk, minlength=n_chunks) > 0
         kept = a_counts - _dropped(a_counts, rho_audio)
         kept = torch.where(guided & (rho_audio < 1.0), kept, a_counts)  # release: no video left / rho = 1 keep all
-        ranks = _rank_in_groups(logits.detach().float(), a_chunk, n_chunks)
-        keep[a_pos] = ranks < kept[a_chunk]
-        scores = _grouped_straight_through_scores(logits, a_chunk, n_chunks)
+        keep[a_pos] = _audio_keep(slabs, a_chunk, a_counts, kept)
+        scores = _grouped_straight_through_scores(slabs.flat(), a_chunk, n_chunks)
         audio_scores = audio_scores.to(scores.dtype).index_put((a_pos,), scores)
     return SequenceDecision(keep.view(b, l), audio_scores.view(b, l), is_video, is_audio)
 
