@@ -132,7 +132,8 @@ def test_each_compressor_lists_the_keyword_options_its_constructors_take():
     # written from the constructors: a class's own keywords, plus its base's when it passes **options on
     expected = {
         "full": (), "random": ("seed",), "omnisift": ("carry_previous_frame", "saliency_dtype"),
-        "vgas": ("seed", "video"), "stvp": ("audio", "carry_previous_frame", "saliency_dtype", "seed"), "vidcom2": ("audio", "seed"),
+        "vgas": ("seed", "video"), "stvp": ("audio", "carry_previous_frame", "saliency_dtype", "seed"),
+        "vidcom2": ("audio", "seed"),
         "dycoke": ("anchor", "audio", "seed", "window"), "timechat": ("audio", "mode", "seed", "threshold"),
         "omnizip": ("contextual_ratio", "g", "knn", "span"),
     }
