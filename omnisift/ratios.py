@@ -1,8 +1,13 @@
 """How many tokens a ratio keeps, and how one retention target becomes per-modality ratios.
 
 OmniSIFT's ratios count what is *dropped*: `rho_video` of each frame's tokens and `rho_audio` of each
-chunk's audio tokens, rounded down (`floor(n * rho)` dropped). Retention is always counted over audio
-and video tokens together.
+chunk's audio tokens. The count is the public release's, `int(n * rho)` dropped in Python float
+arithmetic, so a product that lands just under an integer rounds down: 0.7 * 90 is 62.99999999999999,
+62 dropped and 28 kept (the exact rational floor would drop 63). The OmniSIFT-7B checkpoint was trained
+with this rule; at rho_video = 0.7 it keeps one token more than the exact floor for n_p in {90, 170, 180,
+330-360, 650-730}. Two audio rules of the release come with it (`audio_kept_count`): `rho_audio = 1`
+keeps every audio token (the release reads 1 as "audio pruning off"), and a chunk with no video token left
+to guide the selector keeps all its audio. Retention is always counted over audio and video together.
 """
 
 from __future__ import annotations
@@ -22,8 +27,20 @@ def check_ratio(name: str, value: float) -> float:
 
 
 def kept_count(n: int, rho: float) -> int:
-    """Tokens kept out of `n` when `floor(n * rho)` are dropped."""
-    return n - math.floor(n * rho + 1e-9)
+    """Tokens kept out of `n` when `int(n * rho)` are dropped (float arithmetic, as the release counts)."""
+    return n - int(n * rho)
+
+
+def audio_kept_count(n_a: int, rho_audio: float, kept_video: int | None = None) -> int:
+    """Audio tokens kept of a chunk's `n_a`, by the release's rules.
+
+    `rho_audio = 1` keeps all audio (the release reads 1 as "off", not "drop all"); so does a chunk with
+    no video token left to guide the selector (`kept_video == 0`, e.g. at rho_video = 1); otherwise
+    `kept_count(n_a, rho_audio)`. `kept_video=None`: the method does not look at video (baselines).
+    """
+    if rho_audio >= 1.0 or kept_video == 0:
+        return n_a
+    return kept_count(n_a, rho_audio)
 
 
 @dataclass(frozen=True)
@@ -65,15 +82,16 @@ def ratios_for_retention(
     Audio keeps the release ratio (`rho_audio`) and video absorbs the rest; when that would leave less
     than one video token per frame (small frames), each frame keeps one token and audio is cut further.
     A stream without audio (`audio_per_chunk=0`) spends the whole target on video. The result is exact up
-    to the floor rule.
+    to the count rule. A computed audio ratio stays below 1 (at most one token kept), since the release
+    reads `rho_audio = 1` as "keep all audio".
     """
     check_ratio("retention", retention)
     total = frames_per_chunk * tokens_per_frame + audio_per_chunk
     target = retention * total
-    audio_kept = kept_count(audio_per_chunk, rho_audio)
+    audio_kept = audio_kept_count(audio_per_chunk, rho_audio)
     video_budget = target - audio_kept
-    if tokens_per_frame == 0:
-        return Ratios(rho_video=0.0, rho_audio=min(max(1.0 - target / audio_per_chunk, 0.0), 1.0))  # audio only
+    if tokens_per_frame == 0:  # audio only
+        return Ratios(rho_video=0.0, rho_audio=_audio_ratio(target, audio_per_chunk))
     if video_budget >= frames_per_chunk or audio_per_chunk == 0:  # enough for video, or video is all there is
         rho_video = 1.0 - max(video_budget, frames_per_chunk) / (frames_per_chunk * tokens_per_frame)
         return Ratios(rho_video=min(max(rho_video, 0.0), 1.0), rho_audio=rho_audio)
@@ -81,4 +99,9 @@ def ratios_for_retention(
     # one token, so the picture is never lost, and audio takes the rest of the budget.
     rho_video = 1.0 - 1.0 / tokens_per_frame
     audio_target = max(target - frames_per_chunk, 0.0)
-    return Ratios(rho_video=rho_video, rho_audio=min(max(1.0 - audio_target / audio_per_chunk, 0.0), 1.0))
+    return Ratios(rho_video=rho_video, rho_audio=_audio_ratio(audio_target, audio_per_chunk))
+
+
+def _audio_ratio(kept_target: float, n_a: int) -> float:
+    """The audio ratio keeping about `kept_target` of `n_a` tokens, kept in [0, 1): at least one token."""
+    return min(max(1.0 - kept_target / n_a, 0.0), (n_a - 0.5) / n_a)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from omnisift.ratios import check_ratio, kept_count
+from omnisift.ratios import audio_kept_count, check_ratio
 from omnisift.stvp import keep_top
 
 
@@ -70,11 +70,14 @@ class VisionGuidedAudioSelector(nn.Module):
 
 
 def select_audio(
-    scores: torch.Tensor, rho_audio: float, *, straight_through: bool = False
+    scores: torch.Tensor, rho_audio: float, *, kept_video: int | None = None, straight_through: bool = False
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Keep the `n_a - floor(n_a * rho_audio)` highest-scoring audio tokens of a chunk, in time order.
+    """Keep the highest-scoring audio tokens of a chunk, in time order: `n_a - int(n_a * rho_audio)` of
+    them, or all of them when `rho_audio = 1` or `kept_video == 0` (the release's rules, see
+    `omnisift.ratios.audio_kept_count`).
 
     scores: [n_a] selector scores or logits (only their order matters).
+    kept_video: how many video tokens guided the scores (None: not known, taken as some).
     returns: sorted LongTensor of kept indices; with `straight_through=True`, also the mask
     `hard - scores.detach() + scores` ([n_a], 1 at kept tokens and 0 elsewhere in value), which is
     multiplied into the kept audio embeddings so the next-token loss trains the selector. The mask's
@@ -83,7 +86,8 @@ def select_audio(
     goes through `decide_sequence`, which does.
     """
     check_ratio("rho_audio", rho_audio)
-    keep_n = torch.tensor([kept_count(scores.shape[-1], rho_audio)], device=scores.device)
+    n_a = scores.shape[-1]
+    keep_n = torch.tensor([audio_kept_count(n_a, rho_audio, kept_video)], device=scores.device)
     hard = keep_top(scores.detach().float().unsqueeze(0), keep_n)[0]  # [n_a] bool
     kept = hard.nonzero().squeeze(-1)
     if not straight_through:

@@ -27,6 +27,7 @@ from omnisift.counts import TokenCounts
 from omnisift.ratios import Ratios, ratios_for_retention, resolve_ratios
 from omnisift.selector import VisionGuidedAudioSelector, straight_through_mask
 from omnisift.sequence import SequenceDecision, decide_sequence
+from omnisift.stvp import check_saliency_dtype
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,12 +63,12 @@ def pack_kept(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     keep: [B, L] bool. returns index [B, L'] into L (pads point at 0) and mask [B, L'] long,
     where L' is the largest kept count; padding goes on the left, as generation expects.
     """
-    b, l = keep.shape
+    b, length = keep.shape
     counts = keep.sum(1)  # [B]
     packed_len = int(counts.max())
     dest = (packed_len - counts).unsqueeze(1) + keep.cumsum(1) - 1  # [B, L]
-    rows = torch.arange(b, device=keep.device).unsqueeze(1).expand(b, l)
-    cols = torch.arange(l, device=keep.device).expand(b, l)
+    rows = torch.arange(b, device=keep.device).unsqueeze(1).expand(b, length)
+    cols = torch.arange(length, device=keep.device).expand(b, length)
     index = torch.zeros(b, packed_len, dtype=torch.long, device=keep.device)
     index[rows[keep], dest[keep]] = cols[keep]
     mask = (torch.arange(packed_len, device=keep.device) >= (packed_len - counts).unsqueeze(1)).long()
@@ -93,18 +94,23 @@ class OmniSIFTThinker(Qwen2_5OmniThinkerForConditionalGeneration):
         self.compressor = VisionGuidedAudioSelector(config.text_config.hidden_size)
         self.ratios: Ratios | None = Ratios()
         self.retention: float | None = None
+        self.saliency_dtype = "float32"
         self.last_stats: CompressionStats | None = None
         self._packed: _PackedPrefix | None = None
 
     def configure_compression(
         self, *, rho_video: float | None = None, rho_audio: float | None = None,
-        retention: float | None = None, enabled: bool = True,
+        retention: float | None = None, enabled: bool = True, saliency_dtype: str | None = None,
     ) -> None:
         """Set the ratios (fractions dropped) or one retention target over audio + video tokens.
 
         `retention` keeps audio at the release ratio and sets the video ratio per input so that
         about `retention` of the audio + video tokens stay. `enabled=False` runs the full model.
+        `saliency_dtype`: STVP's arithmetic, "float32" (default) or "input" (the release's, in the
+        embeddings' dtype; see `omnisift.stvp`); None leaves it as it is.
         """
+        if saliency_dtype is not None:
+            self.saliency_dtype = check_saliency_dtype(saliency_dtype)
         if not enabled:
             self.ratios, self.retention = None, None
             return
@@ -173,7 +179,7 @@ class OmniSIFTThinker(Qwen2_5OmniThinkerForConditionalGeneration):
     def _compressed_forward(self, input_ids, input_features, pixel_values, pixel_values_videos, image_grid_thw,
                             video_grid_thw, attention_mask, feature_attention_mask, position_ids, cache, labels,
                             use_cache, video_second_per_grid, **kwargs):
-        b, l = input_ids.shape
+        b, length = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         embeds = self.embed_multimodal(input_ids, input_features, feature_attention_mask, pixel_values_videos,
@@ -188,6 +194,7 @@ class OmniSIFTThinker(Qwen2_5OmniThinkerForConditionalGeneration):
             embeds, input_ids, positions, video_token_id=self.config.video_token_id,
             audio_token_id=self.config.audio_token_id, selector=self.compressor,
             rho_video=ratios.rho_video, rho_audio=ratios.rho_audio, attention_mask=attention_mask,
+            saliency_dtype=self.saliency_dtype,
         )
         if torch.is_grad_enabled() and decision.audio_scores.requires_grad:
             gate = straight_through_mask(decision.keep, decision.audio_scores)  # [B, L]
@@ -197,7 +204,7 @@ class OmniSIFTThinker(Qwen2_5OmniThinkerForConditionalGeneration):
         index, packed_mask = pack_kept(decision.keep & attention_mask.bool())  # [B, L']
         packed_embeds = embeds.gather(1, index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
         packed_positions = positions.gather(2, index.unsqueeze(0).expand(3, -1, -1))
-        self._packed = _PackedPrefix(mask=packed_mask, original_length=l)
+        self._packed = _PackedPrefix(mask=packed_mask, original_length=length)
 
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=None, inputs_embeds=packed_embeds, attention_mask=packed_mask,

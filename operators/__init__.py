@@ -4,17 +4,18 @@
 from operators import baselines  # noqa: F401 - registers the baseline compressors
 from operators.chunk_encoder import ChunkEncoder
 from operators.chunks import CompressedChunk, EncodedChunk, PreprocessedChunk
-from operators.compression import Compression
 from operators.compress import (
     COMPRESSORS,
     Compressor,
     make_compressor,
     register_compressor,
 )
+from operators.compression import Compression
 from operators.encode import Encoder
 from operators.preprocess import Preprocessor
 
 __all__ = [
-    "COMPRESSORS", "ChunkEncoder", "CompressedChunk", "Compression", "Compressor", "EncodedChunk", "Encoder", "PreprocessedChunk",
+    "COMPRESSORS", "ChunkEncoder", "CompressedChunk", "Compression", "Compressor", "EncodedChunk", "Encoder",
+    "PreprocessedChunk",
     "Preprocessor", "make_compressor", "register_compressor",
 ]

@@ -3,7 +3,8 @@
 Every compressor turns an `EncodedChunk` into a `CompressedChunk` holding the kept tokens with their
 original TMRoPE positions (DESIGN section 2): video token at grid step g, row r, column c sits at
 (25 g, r, c) and audio token k at (k, k, k), relative to the stream's first audio-video position.
-Ratios count what is dropped per frame (`rho_video`) and per chunk (`rho_audio`), rounded down.
+Ratios count what is dropped per frame (`rho_video`) and per chunk (`rho_audio`), `int(n * rho)` in float
+arithmetic as the OmniSIFT release counts (`omnisift.ratios`); `rho_audio = 1` keeps all audio.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from contextlib import contextmanager
 
 import torch
 
-from omnisift.ratios import Ratios, kept_count
+from omnisift.ratios import Ratios, audio_kept_count, kept_count
 from omnisift.selector import VisionGuidedAudioSelector, select_audio
-from omnisift.stvp import frame_saliency, keep_top
+from omnisift.stvp import check_saliency_dtype, keep_top, spatial_saliency, temporal_saliency
 from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK, GRID_STEPS_PER_CHUNK, POSITIONS_PER_SECOND
 from operators.chunks import CompressedChunk, EncodedChunk
-
 
 COMPRESSORS: dict[str, type[Compressor]] = {}
 
@@ -123,7 +123,8 @@ class Compressor:
     def most_kept(cls, tokens_per_frame: int, n_audio: int, ratios: Ratios, options: dict) -> tuple[int, int]:
         """(video tokens of one frame, audio tokens of one chunk) the compressor keeps at most: what a
         context budget must plan for. The ratios' counts, for every compressor that keeps exactly those."""
-        return kept_count(tokens_per_frame, ratios.rho_video), kept_count(n_audio, ratios.rho_audio)
+        video = kept_count(tokens_per_frame, ratios.rho_video)
+        return video, audio_kept_count(n_audio, ratios.rho_audio, video)
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
         """[G, n_p] bool mask of kept video tokens of one chunk's frames [G, n_p, D]."""
@@ -213,7 +214,9 @@ class FullCompressor(Compressor):
 
 @register_compressor("random")
 class RandomCompressor(Compressor):
-    """Keeps a uniformly random subset per frame and per chunk's audio, at the same counts as OmniSIFT.
+    """Keeps a uniformly random subset per frame and per chunk's audio, at the same counts as OmniSIFT
+    (except where OmniSIFT has no video to guide its audio and keeps it all: rho_video = 1, or a stream
+    with no video in the chunk before).
 
     Seeded: the same seed and stream give the same choices; `reset()` restarts the sequence.
     """
@@ -223,15 +226,17 @@ class RandomCompressor(Compressor):
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 
-    def _random_top(self, rows: int, n: int, rho: float, device: torch.device) -> torch.Tensor:
+    def _random_top(self, rows: int, n: int, keep: int, device: torch.device) -> torch.Tensor:
         scores = torch.rand(rows, n, generator=self.generator).to(device)
-        return keep_top(scores, torch.full((rows,), kept_count(n, rho), device=device))
+        return keep_top(scores, torch.full((rows,), keep, device=device))
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
-        return self._random_top(video.shape[0], video.shape[1], self.ratios.rho_video, video.device)
+        steps, n_p = video.shape[:2]
+        return self._random_top(steps, n_p, kept_count(n_p, self.ratios.rho_video), video.device)
 
     def audio_keep(self, audio: torch.Tensor, kept_video: torch.Tensor) -> torch.Tensor:
-        return self._random_top(1, audio.shape[0], self.ratios.rho_audio, audio.device)[0]
+        n_a = audio.shape[0]
+        return self._random_top(1, n_a, audio_kept_count(n_a, self.ratios.rho_audio), audio.device)[0]
 
     def reset(self) -> None:
         self.generator.manual_seed(self.seed)
@@ -239,30 +244,52 @@ class RandomCompressor(Compressor):
 
 @register_compressor("omnisift")
 class OmniSIFTCompressor(Compressor):
-    """STVP on the video frames, then VGAS on the audio guided by the kept video tokens.
+    """STVP on the video frames, then VGAS on the audio guided by the kept video tokens, with the public
+    release's decisions: `int(n * rho)` dropped, a chunk's audio kept whole when no video token is left or
+    `rho_audio = 1` (`omnisift.ratios.audio_kept_count`).
+
+    A chunk without video (audio that outlasts the video, or a gap in it) is, in the release's whole
+    sequence, part of the last chunk with video, whose kept video guides it. Here its audio is scored
+    against that chunk's kept video tokens, carried (the same scores: an audio token's score depends only
+    on itself and the video), and pruned at this chunk's own count, since a live stream cannot wait for
+    its end; with no such chunk just before, nothing guides it and it is kept whole.
+
+    `saliency_dtype`: STVP's arithmetic, "float32" (default) or "input" (the release's, in the tokens'
+    dtype; see `omnisift.stvp`).
 
     With `carry_previous_frame=True` the first frame of a chunk is scored by temporal saliency against
     the last frame of the previous chunk (the paper scores it spatially; that is the default). Only the
     chunk just before counts (`Compressor.carrying`): when the chunk processed last is not index - 1 (a
-    chunk dropped, chunks out of order, the same chunk again) or its frame size differs, the first frame
-    is scored spatially, as in a stream's first chunk. The same chunk again leaves its own last frame
-    carried, so the chunk after it is scored as if it had come once.
+    chunk dropped, chunks out of order, the same chunk again, a chunk without video) or its frame size
+    differs, the first frame is scored spatially, as in a stream's first chunk. The same chunk again
+    leaves its own state carried, so the chunk after it is compressed as if it had come once.
     """
 
     needs_selector = True
-    carried = ("previous_frame",)
+    carried = ("previous_frame", "guide")
 
     def __init__(self, ratios: Ratios, selector: VisionGuidedAudioSelector | None = None,
-                 carry_previous_frame: bool = False) -> None:
+                 carry_previous_frame: bool = False, saliency_dtype: str = "float32") -> None:
         super().__init__(ratios, selector)
         self.carry_previous_frame = carry_previous_frame
+        self.saliency_dtype = check_saliency_dtype(saliency_dtype)
+        self.has_video = False
         self.forget()
 
     def forget(self) -> None:
         self.previous_frame: torch.Tensor | None = None  # [n_p, D] last frame of the chunk processed last
+        self.guide: torch.Tensor | None = None  # [Kv, D] kept video of the last chunk with video
+
+    @torch.inference_mode()
+    def process(self, chunk: EncodedChunk) -> CompressedChunk:
+        with self.carrying(chunk.index):  # the state is cleared unless chunk index - 1 came last
+            self.has_video = chunk.video is not None
+            if not self.has_video:
+                self.previous_frame = None  # a first frame after a gap in the video is scored spatially
+            return super().process(chunk)
 
     def video_keep(self, video: torch.Tensor) -> torch.Tensor:
-        return self.stvp_keep(video, self.chunk_index)
+        return self.stvp_mask(video)
 
     def carried_frame(self, video: torch.Tensor) -> torch.Tensor | None:
         """[n_p, D] frame to score the first of `video`'s frames against, inside `carrying`: the last frame
@@ -272,26 +299,31 @@ class OmniSIFTCompressor(Compressor):
             return None
         return frame if frame.shape == video.shape[1:] else None
 
-    def stvp_keep(self, video: torch.Tensor, index: int | None) -> torch.Tensor:
-        """[G, n_p] bool STVP mask of chunk `index`'s frames [G, n_p, D] (None: unknown, no carry); the
-        chunk's last frame is kept for the next chunk."""
+    def stvp_mask(self, video: torch.Tensor) -> torch.Tensor:
+        """[G, n_p] bool STVP mask of a chunk's frames [G, n_p, D], inside `carrying`; the chunk's last
+        frame is kept for the next chunk."""
         steps, n_p = video.shape[:2]
-        with self.carrying(index):  # previous_frame is None unless chunk `index - 1` came last
-            carried = self.carried_frame(video)
-            first = carried if carried is not None else video[0]
-            previous = torch.cat([first.unsqueeze(0), video[:-1]])  # [G, n_p, D]
-            has_previous = torch.arange(steps, device=video.device) > 0
-            has_previous[0] = carried is not None
-            valid = torch.ones(steps, n_p, dtype=torch.bool, device=video.device)
-            saliency = frame_saliency(video, valid, previous, has_previous)
-            self.previous_frame = video[-1]
+        carried = self.carried_frame(video)
+        if carried is None:
+            first = spatial_saliency(video[:1], self.saliency_dtype)  # [1, n_p]
+        else:
+            first = temporal_saliency(video[:1], carried.unsqueeze(0), self.saliency_dtype)
+        rest = temporal_saliency(video[1:], video[:-1], self.saliency_dtype)  # [G - 1, n_p]
+        saliency = torch.cat([first.float(), rest.float()])
+        self.previous_frame = video[-1]
         keep_n = torch.full((steps,), kept_count(n_p, self.ratios.rho_video), device=video.device)
         return keep_top(saliency, keep_n)
 
     def audio_keep(self, audio: torch.Tensor, kept_video: torch.Tensor) -> torch.Tensor:
         if self.selector is None:
             raise ValueError("the omnisift compressor needs a VGAS selector (load one with the model)")
-        mask = torch.zeros(audio.shape[0], dtype=torch.bool, device=audio.device)
-        scores = self.selector(kept_video, audio, logits=True)  # [n_a] logits: no ties from a saturated sigmoid
-        mask[select_audio(scores, self.ratios.rho_audio)] = True
+        if self.has_video:
+            self.guide = kept_video
+        n_a = audio.shape[0]
+        kept_video_count = 0 if self.guide is None else self.guide.shape[0]
+        if audio_kept_count(n_a, self.ratios.rho_audio, kept_video_count) == n_a:
+            return torch.ones(n_a, dtype=torch.bool, device=audio.device)
+        mask = torch.zeros(n_a, dtype=torch.bool, device=audio.device)
+        scores = self.selector(self.guide, audio, logits=True)  # [n_a] logits: no ties from a saturated sigmoid
+        mask[select_audio(scores, self.ratios.rho_audio, kept_video=kept_video_count)] = True
         return mask

@@ -32,7 +32,8 @@ class Encoder:
             features = chunk.features.unsqueeze(0).to(dtype)  # [1, 128, n_mel]
             mask = torch.ones(features.shape[::2], dtype=torch.long, device=features.device)  # [1, n_mel]
             audio = self.thinker.model.get_audio_features(features, mask, return_dict=True).last_hidden_state
-        return EncodedChunk(chunk.index, video, audio, grid_hw, audio_features=None if features is None else features[0],
+        return EncodedChunk(chunk.index, video, audio, grid_hw,
+                            audio_features=None if features is None else features[0],
                             audio_tower=None if features is None else self.thinker.model.audio_tower)
 
     def reset(self) -> None:

@@ -2,15 +2,18 @@
 video-only methods.
 
 Every baseline counts what it keeps the way the rest of the registry does (`omnisift.ratios.kept_count`:
-`floor(n * rho)` dropped per frame for video and per chunk for audio), so at one `(rho_video, rho_audio)`
-pair all methods keep the same numbers of tokens unless their docstring names an exception.
+`int(n * rho)` dropped per frame for video and per chunk for audio, as the OmniSIFT release counts;
+`rho_audio = 1` keeps all audio, `omnisift.ratios.audio_kept_count`), so at one `(rho_video, rho_audio)`
+pair all methods keep the same numbers of tokens unless their docstring names an exception. One exception
+is OmniSIFT's own: where it has no video to guide its audio (rho_video = 1, or no video in a stream's
+chunk before), it keeps all audio; the video-only baselines do not look at video to count audio.
 """
 
 from __future__ import annotations
 
 import torch
 
-from omnisift.ratios import Ratios, kept_count
+from omnisift.ratios import Ratios, audio_kept_count
 from omnisift.stvp import keep_top
 from operators.compress import Compressor
 
@@ -31,7 +34,7 @@ def top_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 class VideoOnlyCompressor(Compressor):
-    """A method that only says which video to keep. Its audio keeps `kept_count(n_a, rho_audio)` tokens:
+    """A method that only says which video to keep. Its audio keeps `audio_kept_count(n_a, rho_audio)` tokens:
     evenly spaced in time (`audio="uniform"`, the default: deterministic and content-blind), a seeded
     random subset (`audio="random"`), or every token (`audio="all"`, an exception to equal counts)."""
 
@@ -47,7 +50,7 @@ class VideoOnlyCompressor(Compressor):
         n = audio.shape[0]
         if self.audio_policy == "all":
             return torch.ones(n, dtype=torch.bool, device=audio.device)
-        keep = kept_count(n, self.ratios.rho_audio)
+        keep = audio_kept_count(n, self.ratios.rho_audio)
         if self.audio_policy == "uniform":
             return uniform_mask(n, keep, audio.device)
         return top_mask(torch.rand(n, generator=self.generator).to(audio.device), keep)

@@ -19,7 +19,7 @@ Deviations made to run it live:
 - DyCoke's second stage (dynamic KV-cache pruning during decoding, driven by attention) is not applied:
   it needs attention weights at every decoding step and changes the cache per question.
 - The paper's edge case (the last window's (0,2) pass is skipped) is not reproduced.
-- Audio (DyCoke is video-only): see `VideoOnlyCompressor` (evenly spaced at `kept_count(n_a, rho_audio)`).
+- Audio (DyCoke is video-only): see `VideoOnlyCompressor` (evenly spaced at `audio_kept_count(n_a, rho_audio)`).
 - A frame-size change starts a new window.
 - Only from the chunk just before (`Compressor.carrying`): a chunk that does not directly follow the one
   processed last (a gap, out of order, a restarted source, the same chunk again) starts a new window at

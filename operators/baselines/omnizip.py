@@ -7,7 +7,7 @@ The rule, per 2-second chunk (one OmniZip time group):
 1. Audio saliency: the audio tower's last-layer self-attention inside its real 2-second windows
    (`2 * n_window` mel frames); a token's score is the attention it receives, averaged over heads and
    over the queries of its window, then over the two frames the tower pools into one token.
-2. Audio kept: `kept_count(n_a, rho_audio)` tokens: `round(contextual_ratio * n_a)` contextual anchors
+2. Audio kept: `audio_kept_count(n_a, rho_audio)` tokens: `round(contextual_ratio * n_a)` contextual anchors
    spread evenly over the non-dominant tokens, the rest the most salient (dominant) tokens. Every other
    token is assigned to its most similar anchor (cosine); each anchor absorbs its `g` candidates most
    similar to the chunk's video (max cosine to any video token), weighted by a softmax of that
@@ -23,7 +23,7 @@ The rule, per 2-second chunk (one OmniZip time group):
 Deviations made to run it live:
 - No whole-clip normalisation. OmniZip ranks audio over the whole clip, so a group's retention varies,
   then rescales the groups' video ratios to meet the clip's budget. Live, a chunk keeps exactly
-  `kept_count(n_a, rho_audio)` audio tokens, and its retention `r` is measured against a running
+  `audio_kept_count(n_a, rho_audio)` audio tokens, and its retention `r` is measured against a running
   threshold: the mean of the previous chunks' k_a-th highest saliency (the first chunk has r = k_a / n_a,
   so rho_v = rho_video). Exception to equal counts: video per chunk varies around the target and is
   not renormalised; `span=0` gives exactly the other methods' video counts.
@@ -48,7 +48,7 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 
-from omnisift.ratios import Ratios, kept_count
+from omnisift.ratios import Ratios, audio_kept_count, kept_count
 from operators.baselines.common import top_mask
 from operators.chunks import CompressedChunk, EncodedChunk
 from operators.compress import Compressor, register_compressor
@@ -163,7 +163,7 @@ class OmniZipCompressor(Compressor):
     def most_kept(cls, tokens_per_frame: int, n_audio: int, ratios: Ratios, options: dict) -> tuple[int, int]:
         """Video is kept most when every audio token beats the threshold (audio retention 1)."""
         span = options.get("span", cls.option_defaults()["span"])
-        keep_audio = kept_count(n_audio, ratios.rho_audio)
+        keep_audio = audio_kept_count(n_audio, ratios.rho_audio)
         rho_v = video_drop_ratio(ratios.rho_video, span, keep_audio / n_audio if n_audio else 1.0, 1.0)
         return kept_count(tokens_per_frame, rho_v), keep_audio
 
@@ -191,7 +191,7 @@ class OmniZipCompressor(Compressor):
         self.rho_v, self.audio_mask = self.ratios.rho_video, None
         if chunk.audio is not None:
             n_a = chunk.audio.shape[0]
-            keep = kept_count(n_a, self.ratios.rho_audio)
+            keep = audio_kept_count(n_a, self.ratios.rho_audio)
             saliency = self.audio_saliency(chunk)[:n_a]
             video = None if chunk.video is None else chunk.video.reshape(-1, chunk.video.shape[-1])
             self.audio_mask, merged = select_and_merge_audio(chunk.audio, video, saliency, keep,

@@ -23,7 +23,7 @@ Deviations made to run it here:
   processed last (a gap, out of order, a restarted source, the same chunk again) has its first frame
   treated as the stream's first frame.
 - Tokens are the language model's inputs after the 2x2 merger (the paper compares ViT features).
-- Audio (DTD is video-only): see `VideoOnlyCompressor` (evenly spaced at `kept_count(n_a, rho_audio)`).
+- Audio (DTD is video-only): see `VideoOnlyCompressor` (evenly spaced at `audio_kept_count(n_a, rho_audio)`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Paper: OmniSIFT (ICML 2026, arXiv 2602.04804), section "VGAS"; DESIGN.md section
 Video keeps `kept_count(n_p, rho_video)` tokens per frame, evenly spaced over the grid in raster order
 (`video="uniform"`, default) or a seeded random subset (`video="random"`); audio is exactly the
 `omnisift` compressor's: the selector scores the chunk's audio tokens guided by the kept video tokens
-and keeps `kept_count(n_a, rho_audio)`. Needs the VGAS selector, like `omnisift`.
+and keeps `audio_kept_count(n_a, rho_audio)`. Needs the VGAS selector, like `omnisift`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Deviations made to run it live:
 - Budget: a chunk keeps `G * kept_count(n_p, rho_video)` video tokens in total, so counts per chunk equal
   the other methods'; VidCom2's uniqueness only moves budget between the chunk's frames (rounded, then
   corrected so the total is exact, at most `n_p` per frame). The paper shares it across all frames.
-- Audio (VidCom2 is video-only): see `VideoOnlyCompressor` (evenly spaced at `kept_count(n_a, rho_audio)`).
+- Audio (VidCom2 is video-only): see `VideoOnlyCompressor` (evenly spaced at `audio_kept_count(n_a, rho_audio)`).
 """
 
 from __future__ import annotations

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omnisift.loading import load_model
 from omnisift.qwen_sizes import HIDDEN_7B as D_MODEL
 from omnisift.ratios import ratios_for_retention
 from omnisift.selector import VisionGuidedAudioSelector
-from omnisift.loading import load_model
 from omnisift.tiny import resolve_model
 from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK
 from operators.chunks import EncodedChunk

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omnisift_helpers import make_clip
 
 from omnisift.inputs import processor_inputs
 from omnisift.loading import load_model
 from omnisift.tiny import make_tiny_omni
-from omnisift_helpers import make_clip
 
 
 @pytest.fixture(scope="session")

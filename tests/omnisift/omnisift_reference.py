@@ -1,13 +1,13 @@
 """Independent re-implementations of DESIGN section 2 and 3, used as oracles by the omnisift tests.
 
 Written from the formulas, not from `omnisift/`: float64 numpy for STVP, plain functional ops for VGAS,
-exact rational arithmetic for the floor rule, and a walk over the token layout for chunking.
+the release's count (`int(n * rho)` in Python floats) and a walk over the token layout for chunking at
+2 fps. `release_reference.py` beside it derives whole sequences from their time values at any frame rate.
 """
 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 import torch
@@ -17,8 +17,8 @@ import omnisift
 
 
 def dropped(n: int, rho: float) -> int:
-    """floor(n * rho) with rho read as the decimal the user wrote (0.29 -> 29/100)."""
-    return math.floor(Fraction(str(rho)) * n)
+    """Tokens the release drops of n: `int(n * rho)` in Python floats (0.29 * 100 = 28.999... -> 28)."""
+    return int(n * rho)
 
 
 def top_sorted(saliency: np.ndarray, keep: int) -> list[int]:
@@ -41,12 +41,14 @@ def temporal_saliency(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
 
 
 def stvp(f1: torch.Tensor, f2: torch.Tensor | None, rho: float) -> tuple[list[int], list[int] | None]:
-    """Plain-loop STVP in float64."""
+    """Plain-loop STVP in float64; a second frame of another size is kept whole."""
     a = f1.double().cpu().numpy()
     keep = len(a) - dropped(len(a), rho)
     keep1 = top_sorted(spatial_saliency(a), keep)
     if f2 is None:
         return keep1, None
+    if len(f2) != len(a):
+        return keep1, list(range(len(f2)))
     return keep1, top_sorted(temporal_saliency(a, f2.double().cpu().numpy()), keep)
 
 
@@ -77,17 +79,21 @@ def vgas(sel: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor, logits:
     return z if logits else torch.sigmoid(z)
 
 
-def select_audio(scores: torch.Tensor, rho: float) -> list[int]:
+def select_audio(scores: torch.Tensor, rho: float, kept_video: int | None = None) -> list[int]:
+    """The release keeps every audio token at rho = 1 or with no video left, else drops int(n * rho)."""
     s = scores.detach().double().cpu().numpy()
+    if rho >= 1.0 or kept_video == 0:
+        return list(range(len(s)))
     return top_sorted(s, len(s) - dropped(len(s), rho))
 
 
 def av_chunks(input_ids: list[int], video_token_id: int, audio_token_id: int, tokens_per_frame: int,
               frames: int) -> list[dict]:
-    """Slice one row's audio-video segment into chunks by the DESIGN section 2 layout.
+    """Slice one row's audio-video segment into chunks by the DESIGN section 2 layout at 2 fps.
 
     Walks the tokens: each chunk is up to 2 frames of `tokens_per_frame` video tokens, then up to 50 audio
-    tokens. Returns per chunk the row indices of frame 1, frame 2 (or None) and the audio tokens.
+    tokens; audio that outlasts the video joins the last chunk with frames (the release's last pair takes
+    all later audio). Returns per chunk the row indices of frame 1, frame 2 (or None) and the audio tokens.
     """
     start = next(i for i, t in enumerate(input_ids) if t in (video_token_id, audio_token_id))
     n_audio = sum(t == audio_token_id for t in input_ids)
@@ -105,7 +111,10 @@ def av_chunks(input_ids: list[int], video_token_id: int, audio_token_id: int, to
         assert all(input_ids[j] == audio_token_id for j in chunk["audio"])
         i += n
         audio_left -= n
-        chunks.append(chunk)
+        if chunk["frames"] or not chunks:
+            chunks.append(chunk)
+        else:
+            chunks[-1]["audio"] += chunk["audio"]
     assert all(t not in (video_token_id, audio_token_id) for t in input_ids[i:])
     return chunks
 
@@ -121,7 +130,7 @@ def chunkwise_keep(embeds: torch.Tensor, input_ids: torch.Tensor, selector, rho_
             f1 = embeds[chunk["frames"][0]]
             f2 = embeds[chunk["frames"][1]] if len(chunk["frames"]) > 1 else None
             k1, k2 = omnisift.stvp(f1, f2, rho_video)
-            for idx, k in zip(chunk["frames"], (k1, k2)):
+            for idx, k in zip(chunk["frames"], (k1, k2), strict=False):  # a one-frame chunk has no k2
                 if k is None:
                     continue
                 drop = torch.ones(len(idx), dtype=torch.bool)
@@ -132,7 +141,7 @@ def chunkwise_keep(embeds: torch.Tensor, input_ids: torch.Tensor, selector, rho_
             a_idx = torch.tensor(chunk["audio"])
             video = torch.cat(kept_video) if kept_video else embeds.new_zeros(0, embeds.shape[-1])
             scores = selector(video, embeds[a_idx])
-            kept = omnisift.select_audio(scores, rho_audio)
+            kept = omnisift.select_audio(scores, rho_audio, kept_video=video.shape[0])
             drop = torch.ones(len(a_idx), dtype=torch.bool)
             drop[kept] = False
             keep[a_idx[drop]] = False

@@ -51,7 +51,8 @@ def test_load_from_sharded_checkpoint_with_index(tmp_path):
     state = official_state(sel)
     other = {"thinker.model.embed_tokens.weight": torch.randn(10, 40), "thinker.lm_head.weight": torch.randn(10, 40)}
     keys = sorted(state)
-    shard1 = {**{k: state[k] for k in keys[:7]}, "thinker.model.embed_tokens.weight": other["thinker.model.embed_tokens.weight"]}
+    embed = "thinker.model.embed_tokens.weight"
+    shard1 = {**{k: state[k] for k in keys[:7]}, embed: other[embed]}
     shard2 = {**{k: state[k] for k in keys[7:]}, "thinker.lm_head.weight": other["thinker.lm_head.weight"]}
     save_file(shard1, str(tmp_path / "model-00001-of-00002.safetensors"))
     save_file(shard2, str(tmp_path / "model-00002-of-00002.safetensors"))

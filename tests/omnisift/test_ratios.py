@@ -10,8 +10,9 @@ from omnisift.ratios import kept_count, ratios_for_retention
 
 
 def kept_total(tokens_per_frame: int, ratios) -> int:
-    video = tokens_per_frame - math.floor(tokens_per_frame * ratios.rho_video + 1e-9)
-    audio = 50 - math.floor(50 * ratios.rho_audio + 1e-9)
+    """Kept tokens of a chunk by the release's count: int(n * rho) dropped, in Python floats."""
+    video = tokens_per_frame - int(tokens_per_frame * ratios.rho_video)
+    audio = 50 - int(50 * ratios.rho_audio)
     return 2 * video + audio
 
 
@@ -34,6 +35,12 @@ def test_small_frames_keep_one_video_token_each_and_cut_audio():
     assert kept_count(16, ratios.rho_video) == 1
     assert kept_count(50, ratios.rho_audio) == 50 - math.floor(50 - 18.5)
     assert kept_total(16, ratios) == 21
+
+
+def test_a_retention_too_small_for_any_audio_still_keeps_one_audio_token_not_all():
+    # rho_audio = 1 would mean "keep all audio" to the release; the computed ratio stays below it.
+    ratios = ratios_for_retention(0.01, 4)
+    assert ratios.rho_audio < 1.0 and 50 - int(50 * ratios.rho_audio) == 1
 
 
 def test_retention_outside_unit_interval_is_refused():

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import omnisift_reference as ref
 import pytest
 import torch
 from torch import nn
 
 import omnisift
-import omnisift_reference as ref
 
 
 def expected_parameter_count(d: int, hidden: int = 512, score_hidden: int = 256) -> int:
@@ -78,11 +78,11 @@ def test_vgas_batched_forward_with_padding_equals_per_chunk_forward():
     video = torch.zeros(4, max(lengths_v), 48)
     audio = torch.zeros(4, max(lengths_a), 48)
     mask = torch.zeros(4, max(lengths_v), dtype=torch.bool)
-    for i, (v, a) in enumerate(zip(videos, audios)):
+    for i, (v, a) in enumerate(zip(videos, audios, strict=True)):
         video[i, : len(v)], audio[i, : len(a)], mask[i, : len(v)] = v, a, True
     video[~mask] = 99.0  # padding content must not matter
     batched = sel(video, audio, mask)
-    for i, (v, a) in enumerate(zip(videos, audios)):
+    for i, (v, a) in enumerate(zip(videos, audios, strict=True)):
         torch.testing.assert_close(batched[i, : len(a)], sel(v, a), atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(batched[i, : len(a)].double(), ref.vgas(sel, v, a), atol=1e-5, rtol=1e-4)
 
@@ -101,12 +101,22 @@ def test_vgas_accepts_bf16_tokens_with_fp32_weights():
     torch.testing.assert_close(sel(video, audio), sel(video.float(), audio.float()))
 
 
-@pytest.mark.parametrize("n_a,rho", [(50, 0.3), (50, 0.29), (25, 0.3), (7, 0.5), (1, 0.3), (50, 0.0), (50, 1.0)])
+@pytest.mark.parametrize("n_a,rho", [(50, 0.3), (50, 0.29), (25, 0.3), (7, 0.5), (1, 0.3), (50, 0.0), (50, 0.99)])
 def test_select_audio_keeps_highest_scores_in_time_order(n_a, rho):
     scores = torch.rand(n_a, generator=torch.Generator().manual_seed(n_a))
     kept = omnisift.select_audio(scores, rho)
     assert kept.tolist() == ref.select_audio(scores, rho)
     assert len(kept) == n_a - ref.dropped(n_a, rho)
+
+
+def test_select_audio_at_rho_one_keeps_every_token_as_the_release_does():
+    kept = omnisift.select_audio(torch.rand(50, generator=torch.Generator().manual_seed(1)), 1.0)
+    assert kept.tolist() == list(range(50))
+
+
+def test_select_audio_without_video_left_keeps_every_token_as_the_release_does():
+    kept = omnisift.select_audio(torch.rand(50, generator=torch.Generator().manual_seed(2)), 0.3, kept_video=0)
+    assert kept.tolist() == list(range(50))
 
 
 def test_select_audio_rejects_ratio_outside_unit_interval():

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 
+import omnisift_reference as ref
 import pytest
 import torch
+from omnisift_helpers import make_clip, rope_positions
 
 import omnisift
-import omnisift_reference as ref
 from omnisift.inputs import processor_inputs
-from omnisift_helpers import make_clip, rope_positions
 
 
 def ids_of(tiny):
@@ -124,7 +124,7 @@ def test_compress_sequence_left_padded_batch_of_two_clips(tiny):
     thinker = tiny.thinker
     video_id, audio_id = ids_of(tiny)
     clips = [make_clip(5, seed=6), make_clip(3, seed=7, height=84, width=112)]  # 6 and 12 tokens per frame
-    items = [processor_inputs(tiny, f, a, q) for (f, a), q in zip(clips, ["What is there?", "Colour?"])]
+    items = [processor_inputs(tiny, f, a, q) for (f, a), q in zip(clips, ["What is there?", "Colour?"], strict=True)]
     batch = left_pad_batch(tiny, items)
     assert (batch["attention_mask"] == 0).any()
     positions = rope_positions(thinker, batch)
@@ -225,7 +225,8 @@ def test_saturated_scores_are_ranked_like_the_double_precision_reference(tiny, c
     assert torch.all(torch.sigmoid(seen[-1]) == 1.0)  # float32 scores all tie
     grid = clip_inputs["video_grid_thw"][0]
     expected = ref.chunkwise_keep(
-        embeds[0], clip_inputs["input_ids"][0], lambda video, audio: ref.vgas(selector, video, audio, logits=True), 0.7, 0.6,
+        embeds[0], clip_inputs["input_ids"][0],
+        lambda video, audio: ref.vgas(selector, video, audio, logits=True), 0.7, 0.6,
         video_token_id=video_id, audio_token_id=audio_id, tokens_per_frame=tokens_per_frame(grid),
         frames=int(grid[0]),
     )

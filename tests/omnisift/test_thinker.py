@@ -9,28 +9,28 @@ from __future__ import annotations
 
 import contextlib
 
+import omnisift_reference as ref
 import pytest
 import torch
+from omnisift_helpers import make_clip, rope_positions
 from safetensors.torch import load_file
 
 import omnisift
-import omnisift_reference as ref
 from omnisift import CheckpointError
 from omnisift.inputs import processor_inputs
 from omnisift.loading import load_model
-from omnisift_helpers import make_clip, rope_positions
 
 MAX_NEW = 6
 
 
 @contextlib.contextmanager
 def ratios(thinker, **kwargs):
-    saved = thinker.ratios, thinker.retention
+    saved = thinker.ratios, thinker.retention, thinker.saliency_dtype
     thinker.configure_compression(**kwargs)
     try:
         yield
     finally:
-        thinker.ratios, thinker.retention = saved
+        thinker.ratios, thinker.retention, thinker.saliency_dtype = saved
 
 
 def embed_by_hand(thinker, inputs) -> torch.Tensor:
@@ -139,7 +139,7 @@ def test_padded_batch_generate_equals_each_clip_alone(tiny):
     thinker = tiny.thinker
     clips = [make_clip(5, seed=9), make_clip(3, seed=10)]
     questions = ["What is there?", "Is it loud or quiet right now?"]
-    items = [processor_inputs(tiny, f, a, q) for (f, a), q in zip(clips, questions)]
+    items = [processor_inputs(tiny, f, a, q) for (f, a), q in zip(clips, questions, strict=True)]
     alone = [generate(thinker, item).sequences[0, item["input_ids"].shape[1]:].tolist() for item in items]
     tokenizer = tiny.processor.tokenizer
     text = [tiny.processor.apply_chat_template(omnisift.inputs.conversation(q), add_generation_prompt=True,
@@ -202,3 +202,20 @@ def test_selector_file_of_wrong_width_is_refused(tiny_base_dir, tmp_path):
     path = omnisift.save_selector(omnisift.VisionGuidedAudioSelector(32), tmp_path / "narrow.safetensors")
     with pytest.raises(CheckpointError, match="d_model 32"):
         load_model(tiny_base_dir, selector=path)
+
+
+def test_configured_saliency_dtype_reaches_the_decisions(tiny, clip_inputs, monkeypatch):
+    import omnisift.thinker as thinker_module
+
+    seen = []
+    real = thinker_module.decide_sequence
+    monkeypatch.setattr(thinker_module, "decide_sequence",
+                        lambda *a, **kw: seen.append(kw["saliency_dtype"]) or real(*a, **kw))
+    with ratios(tiny.thinker, rho_video=0.7, rho_audio=0.3, saliency_dtype="input"):
+        generate(tiny.thinker, clip_inputs)
+    assert seen[0] == "input"
+
+
+def test_an_unknown_saliency_dtype_is_refused_when_configured(tiny):
+    with pytest.raises(ValueError, match="saliency_dtype must be one of float32, input"):
+        tiny.thinker.configure_compression(saliency_dtype="half")

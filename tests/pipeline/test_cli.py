@@ -19,7 +19,7 @@ def test_infer_answers_and_reports_token_counts(tiny_model_path, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 0
     # 3 s at 2 fps: 2 chunks, 1 + 1 temporal steps of 16 tokens (112 x 112 frames, 4 x 4 grid) ... per frame
-    # video kept = ceil half per frame; audio: 50 + 25 tokens, 30% of each chunk's dropped (floor).
+    # video kept = ceil half per frame; audio: 50 + 25 tokens, int(30% of each chunk's) dropped.
     assert "2 chunks" in err
     audio_after = (50 - 15) + (25 - 7)
     assert f"audio tokens 75 -> {audio_after}" in err

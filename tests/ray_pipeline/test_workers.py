@@ -187,7 +187,7 @@ def test_a_bad_compressor_option_fails_when_the_worker_starts_before_the_model_l
     with pytest.raises(ValueError) as info:
         worker(spec)
     assert str(info.value) == ("compressor 'omnisift' has no option carry_previous_frames; "
-                               "its options: carry_previous_frame")
+                               "its options: carry_previous_frame, saliency_dtype")
 
 
 @pytest.mark.parametrize("compressor,options", [("stvp", {"carry_previous_frame": True}), ("random", {})])
