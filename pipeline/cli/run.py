@@ -36,6 +36,9 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
             print(TINY_BANNER.format(model=config.model.path), flush=True)
         for name, endpoint in stream.endpoints.items():
             print(f"{name}: {endpoint}", flush=True)
+        if "http" in stream.endpoints:
+            print(f"dashboard: {stream.endpoints['http']}  (open it in a browser; API under /api, OpenAI under /v1)",
+                  flush=True)
         printer = asyncio.create_task(_print_events(stream, config, print_stats))
         remaining = None if duration is None else max(0.0, duration - (time.monotonic() - started))
         try:
