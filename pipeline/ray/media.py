@@ -51,7 +51,7 @@ def draw_jpeg(frame: np.ndarray, layout: KeptLayout | None) -> bytes:
     audio = None if layout is None else layout.audio
     image, _ = frame_picture(frame, cells, audio)
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    image.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)  # 4:4:4 keeps the 1-pixel borders green
     return buf.getvalue()
 
 

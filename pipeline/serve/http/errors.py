@@ -30,8 +30,19 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())[:500]
 
 
-def error(status: int, message: object, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": one_line(message) or "error"}, status_code=status, headers=headers)
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                409: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+                504: "timeout", 500: "server_error"}
+
+
+def error(status: int, message: object, headers: dict | None = None, request: Request | None = None) -> JSONResponse:
+    """`{"error": "one line"}`; under /v1 OpenAI's shape, `{"error": {"message", "type", "code"}}`, which
+    OpenAI clients read their exception's message from."""
+    line = one_line(message) or "error"
+    body: dict = {"error": line}
+    if request is not None and request.url.path.startswith("/v1/"):
+        body = {"error": {"message": line, "type": OPENAI_TYPES.get(status, "error"), "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def describe(err: dict) -> str:
@@ -55,36 +66,36 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        return error(400 if first.get("type") == "json_invalid" else 422, describe(first))
+        return error(400 if first.get("type") == "json_invalid" else 422, describe(first), request=request)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, exc.detail, getattr(exc, "headers", None))
+        return error(exc.status_code, exc.detail, getattr(exc, "headers", None), request)
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return error(404, exc)
+        return error(404, exc, request=request)
 
     @app.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return error(409, exc)
+        return error(409, exc, request=request)
 
     @app.exception_handler(ValueError)
     async def _bad_value(request: Request, exc: ValueError) -> JSONResponse:
-        return error(400, exc)
+        return error(400, exc, request=request)
 
     @app.exception_handler(StreamError)
     async def _bad_source(request: Request, exc: StreamError) -> JSONResponse:
-        return error(400, exc)
+        return error(400, exc, request=request)
 
     @app.exception_handler(TimeoutError)
     async def _timeout(request: Request, exc: TimeoutError) -> JSONResponse:
-        return error(504, exc or "the answer took longer than the request's timeout")
+        return error(504, str(exc) or "the answer took longer than the request's timeout", request=request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("HTTP %s %s failed", request.method, request.url.path)
-        return error(500, f"{type(exc).__name__}: {exc}")
+        return error(500, f"{type(exc).__name__}: {exc}", request=request)
 
 
 class BodyLimit:
