@@ -200,10 +200,9 @@ class History:
             gone += conn.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
                                  (n,)).rowcount
             conn.commit()
-            conn.execute("PRAGMA incremental_vacuum")
+            vacuum(conn)
         if gone:
-            conn.execute("PRAGMA incremental_vacuum")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            vacuum(conn)
             self.pruned += gone
         return gone
 
@@ -240,3 +239,9 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     """Bytes of the pages holding data (the file's pages less its free list)."""
     pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
     return pages * conn.execute("PRAGMA page_size").fetchone()[0]
+
+
+def vacuum(conn: sqlite3.Connection) -> None:
+    """Give the free pages back and truncate the WAL. `executescript` steps the pragma to its end (through
+    `execute`, Python's sqlite3 steps it once: one page)."""
+    conn.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
