@@ -35,6 +35,17 @@ class Frontends:
         self.endpoints: dict[str, str] = {}
         self.metrics = self.zmq = self.http = self.history = self.clips = self.webhooks = None
 
+    def check(self) -> None:
+        """What can be checked before anything starts: a server beyond loopback has its token, every webhook
+        target its secret (one-line ValueError naming the variable)."""
+        from pipeline.serve.http.server import check_exposure
+
+        if self.config.http.port is not None:
+            check_exposure(self.config.http, self.env.get(self.config.http.token_env) or None)
+        for t in self.config.webhooks.targets:
+            if t.secret_env:
+                self._secret(t.secret_env, f"webhooks target {t.name!r}")
+
     async def start(self, api: PipelineAPI, hub: Any) -> None:
         """Metrics, ZeroMQ, history, clips, webhooks, then HTTP (which serves them all). Raises a one-line
         OSError or ValueError for a port in use, a bad path, a missing secret or token."""

@@ -90,7 +90,9 @@ class OmniStream:
         await self.close()
 
     async def start(self) -> None:
-        """Start Ray (or join `ray.address`), the encoder and model actors, every stream, ZeroMQ, metrics."""
+        """Start Ray (or join `ray.address`), the encoder and model actors, every stream, ZeroMQ, metrics,
+        the history, clips, webhooks and HTTP. A missing token or secret fails first, before Ray starts."""
+        self.frontends.check()
         await self._start_ray()
         self._started = True
         try:
