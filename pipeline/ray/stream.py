@@ -337,6 +337,7 @@ class OmniStream:
             return replace(event, clip=st.last_clip[1])
         name = media.clip_name(st.spec.name, event.index)
         st.last_clip = (event.index, name)
+        self.frontends.clips.expect(name)
         watch = self._watches.get(event.watch_id)
         threshold = None if watch is None else watch.spec.threshold
         refs = [ref for _, ref in st.recent]
@@ -359,6 +360,8 @@ class OmniStream:
             raise
         except Exception as e:
             log.error("%s: alert clip %s: the chunks could not be fetched: %s", st.spec.name, name, e)
+            if self.frontends.clips is not None:
+                self.frontends.clips.forget(name)
             return
         if self.frontends.clips is not None:
             self.frontends.clips.submit(ClipJob(name, frames, audio, side))

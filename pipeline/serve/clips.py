@@ -99,19 +99,29 @@ class ClipWriter:
             raise OSError(f"clips.dir {str(self.dir)!r}: {e}") from None
         self.on_result = on_result or (lambda r: None)
         self.written = self.failed = self.skipped = self.deleted = 0
+        self.pending: set[str] = set()  # named by an alert, not written (or failed) yet
         self._queue: queue.Queue = queue.Queue(spec.queue_size)
         self._thread = threading.Thread(target=self._run, name="clip-writer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def expect(self, name: str) -> None:
+        """An alert named this clip: until it is written or fails, it is `pending` (HTTP 202, not 404)."""
+        self.pending.add(name)
+
+    def forget(self, name: str) -> None:
+        self.pending.discard(name)
+
     def submit(self, job: ClipJob) -> bool:
         """Queue a clip without waiting; False (reported as skipped) if the queue is full."""
         try:
             self._queue.put_nowait(job)
+            self.pending.add(job.name)
             return True
         except queue.Full:
             self.skipped += 1
+            self.pending.discard(job.name)
             self.on_result(ClipResult(job.name, False, error="clip queue full: skipped", sidecar=job.sidecar))
             return False
 
@@ -134,6 +144,7 @@ class ClipWriter:
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
             result = self.write(job)
+            self.pending.discard(job.name)
             self.enforce_budget()
             self.on_result(result)
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 import pipeline.serve.http.sse as sse
 from pipeline.messages import Answer
@@ -161,10 +161,14 @@ def _record_routes(r: APIRouter, api: PipelineAPI, history: Any, clips: Any,
 
         return StreamingResponse(sse.live(api, keep), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
-    @r.get("/clips/{name}", summary="An alert clip (.mp4) or its sidecar (.json)", response_class=FileResponse,
-           responses={200: {"content": {"video/mp4": {}, "application/json": {}}}})
-    async def clip(name: str) -> FileResponse:
+    @r.get("/clips/{name}", summary="An alert clip (.mp4) or its sidecar (.json); 202 while it is being written",
+           response_class=FileResponse, responses={200: {"content": {"video/mp4": {}, "application/json": {}}},
+                                                   202: {"description": "named by an alert, not written yet"}})
+    async def clip(name: str) -> Response:
         path = None if clips is None else clips.path(name)
+        stem = name.rsplit(".", 1)[0] + ".mp4"
+        if path is None and clips is not None and stem in clips.pending:
+            return JSONResponse({"pending": True, "clip": stem}, status_code=202, headers={"Retry-After": "1"})
         if path is None:
             raise NotFound(f"no clip {name!r}" + ("" if clips is not None else " (clips are off)"))
         return FileResponse(path, media_type="video/mp4" if name.endswith(".mp4") else "application/json")

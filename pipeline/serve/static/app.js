@@ -87,9 +87,10 @@ async function refreshFrame(name) {
   try {
     const response = await api(`/api/streams/${name}/frame.jpg`);
     const index = response.headers.get("X-OmniSIFT-Chunk");
+    const blob = await response.blob();  // always read: an unread body keeps its connection busy
     const img = $(".frame img", card(name));
     if (index !== img.dataset.index) {
-      const url = URL.createObjectURL(await response.blob());
+      const url = URL.createObjectURL(blob);
       img.onload = () => { if (f.url) URL.revokeObjectURL(f.url); };
       img.src = url;
       img.dataset.index = index;
@@ -101,7 +102,7 @@ async function refreshFrame(name) {
 }
 
 async function act(path, method) {
-  try { await api(path, { method }); } catch (e) { alert(e.message); }
+  try { await (await api(path, { method })).text(); } catch (e) { alert(e.message); }
   refreshStreams();
 }
 
@@ -132,7 +133,7 @@ async function ask(name, el) {
   $(".answers", el).prepend(pending);
   input.value = "";
   try {
-    await api(`/api/streams/${name}/ask`, { method: "POST", json: { question } });
+    await (await api(`/api/streams/${name}/ask`, { method: "POST", json: { question } })).json();
     pending.remove();  // the answer arrives as a live event (or from the history on reload)
   } catch (e) { $(".a", pending).textContent = `error: ${e.message}`; }
 }
@@ -161,13 +162,19 @@ function showAlert(a) {
 
 async function playClip(li, clip, tries) {
   try {
-    const blob = await (await api(`/api/clips/${clip}`)).blob();
+    const response = await api(`/api/clips/${clip}`);
+    if (response.status === 202) {  // still being written
+      await response.text();
+      if (tries < 30) setTimeout(() => playClip(li, clip, tries + 1), 1000);
+      return;
+    }
+    const blob = await response.blob();
     let video = $("video", li);
     if (!video) { video = document.createElement("video"); video.controls = true; video.muted = true; li.append(video); }
     video.src = URL.createObjectURL(blob);
     video.play().catch(() => {});
   } catch (e) {
-    if (tries < 10) setTimeout(() => playClip(li, clip, tries + 1), 1000);  // still being written
+    li.append(Object.assign(document.createElement("div"), { className: "form-error", textContent: e.message }));
   }
 }
 
@@ -201,7 +208,7 @@ $("#watch-form").onsubmit = async (ev) => {
   const f = ev.target;
   const body = { question: f.question.value.trim(), every: Number(f.every.value), threshold: Number(f.threshold.value) };
   if (f.stream.value) body.stream = f.stream.value;
-  try { await api("/api/watches", { method: "POST", json: body }); f.question.value = ""; formError(f); }
+  try { await (await api("/api/watches", { method: "POST", json: body })).json(); f.question.value = ""; formError(f); }
   catch (e) { formError(f, e.message); }
   refreshWatches();
 };
@@ -211,7 +218,7 @@ $("#add-form").onsubmit = async (ev) => {
   const f = ev.target;
   let source;
   try { source = JSON.parse(f.source.value); } catch (e) { formError(f, `source is not JSON: ${e.message}`); return; }
-  try { await api("/api/streams", { method: "POST", json: { name: f.name.value, source } }); formError(f); }
+  try { await (await api("/api/streams", { method: "POST", json: { name: f.name.value, source } })).json(); formError(f); }
   catch (e) { formError(f, e.message); }
   refreshStreams();
 };
