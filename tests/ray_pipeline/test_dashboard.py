@@ -112,7 +112,8 @@ async def test_an_alert_appears_when_a_watch_fires_and_its_clip_plays(live, brow
     wid = live.add_watch("Is the screen moving?", "door", every=0.0, threshold=0.0)  # fires on the next chunk
     clip = await until(browser, "document.querySelector('#alerts li[data-stream=door]')?.dataset.clip", 60)
     assert clip.startswith("door-") and clip.endswith(".mp4")
-    await asyncio.to_thread(browser.execute_script, "document.querySelector('#alerts li[data-stream=door] .play').click();")
+    await asyncio.to_thread(browser.execute_script,
+                            "document.querySelector('#alerts li[data-stream=door] .play').click();")
     duration = await until(browser, "(() => { const v = document.querySelector('#alerts li[data-stream=door] video');"
                                     " return v && v.readyState >= 1 && v.duration; })()", 40)
     assert duration >= 1.9  # at least the alert's own 2-second chunk

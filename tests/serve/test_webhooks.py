@@ -27,8 +27,11 @@ def spec(url: str, **kw) -> WebhooksSpec:
 
 
 async def deliver(sender: WebhookSender, results: list, n: int, timeout: float = 20.0) -> None:
+    """Wait (at most `timeout` s) until `n` deliveries have ended, polling what the sender reported."""
     end = time.monotonic() + timeout
-    while len([r for r in results if r.result != "retried"]) < n and time.monotonic() < end:
+    while time.monotonic() < end:
+        if len([r for r in results if r.result != "retried"]) >= n:
+            return
         await asyncio.sleep(0.05)
 
 
@@ -100,8 +103,9 @@ async def test_a_dead_receiver_fails_after_max_attempts_and_submit_never_waits()
 
 async def test_answers_go_only_to_targets_that_ask_for_them():
     receiver = Receiver()
-    cfg = WebhooksSpec.model_validate({"targets": [{"name": "alerts", "url": receiver.url},
-                                                   {"name": "all", "url": receiver.url, "events": ["alert", "answer"]}]})
+    targets = [{"name": "alerts", "url": receiver.url},
+               {"name": "all", "url": receiver.url, "events": ["alert", "answer"]}]
+    cfg = WebhooksSpec.model_validate({"targets": targets})
     results = []
     sender = WebhookSender(cfg, {}, on_result=results.append)
     sender.start()
