@@ -210,8 +210,9 @@ class History:
 
     def query(self, *, stream: str | None = None, kinds: Iterable[str] = (), since: float | None = None,
               until: float | None = None, before_id: int | None = None, limit: int = 100) -> list[dict]:
-        """Records, newest first, filtered by stream, kinds, wall-clock time [since, until) and id (for
-        paging: the smallest id of the previous page). Blocking: call it in a thread from async code."""
+        """Records (the event's JSON with `id` and `time`), newest first, filtered by stream, kinds, wall-clock
+        time [since, until) and id (for paging: the smallest id of the previous page). Blocking: call it in
+        a thread from async code."""
         where, args = [], []
         for column, op, value in (("stream", "=", stream), ("time", ">=", since), ("time", "<", until),
                                   ("id", "<", before_id)):
@@ -222,13 +223,13 @@ class History:
         if kinds:
             where.append(f"kind IN ({', '.join('?' * len(kinds))})")
             args += kinds
-        sql = "SELECT id, data FROM events" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = "SELECT id, time, data FROM events" + (" WHERE " + " AND ".join(where) if where else "")
         conn = connect(self.path, readonly=True)
         try:
             rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         finally:
             conn.close()
-        return [{"id": i, **json.loads(data)} for i, data in rows]
+        return [{"id": i, "time": t, **json.loads(data)} for i, t, data in rows]
 
     def stats(self) -> dict[str, Any]:
         return {"path": str(self.path), "written": self.written, "dropped": self.dropped, "pruned": self.pruned,

@@ -132,4 +132,6 @@ async def _chunks(cid: str, created: int, model: str, first: str | Answer,
         yield chunk({}, "stop")
     except Exception as e:  # already 200: the failure is the last event
         yield sse.frame(None, {"error": {"message": " ".join(str(e).split()) or type(e).__name__}})
+    finally:
+        await rest.aclose()
     yield sse.frame(None, "[DONE]")

@@ -120,20 +120,20 @@ def _question_routes(r: APIRouter, api: PipelineAPI) -> None:
 
 
 async def _answer_events(first: str | Answer, rest: AsyncIterator[str | Answer]) -> AsyncIterator[bytes]:
-    """`piece` events ({"text": ...}) as the answer is generated, then one `answer` event."""
+    """`piece` events ({"text": ...}) as the answer is generated, then one `answer` event. A client that
+    goes away closes the question's generator (which cancels it in the model actor)."""
     item = first
-    while True:
-        if isinstance(item, Answer):
-            yield sse.frame("answer", item.to_json())
-            return
-        yield sse.frame("piece", {"text": item})
-        try:
+    try:
+        while not isinstance(item, Answer):
+            yield sse.frame("piece", {"text": item})
             item = await anext(rest)
-        except StopAsyncIteration:
-            return
-        except Exception as e:  # the stream is already 200: the failure is the last event
-            yield sse.frame("error", {"error": " ".join(str(e).split()) or type(e).__name__})
-            return
+        yield sse.frame("answer", item.to_json())
+    except StopAsyncIteration:
+        return
+    except Exception as e:  # the stream is already 200: the failure is the last event
+        yield sse.frame("error", {"error": " ".join(str(e).split()) or type(e).__name__})
+    finally:
+        await rest.aclose()
 
 
 def _record_routes(r: APIRouter, api: PipelineAPI, history: Any, clips: Any,
