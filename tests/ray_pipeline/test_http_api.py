@@ -258,6 +258,27 @@ async def test_the_history_is_filtered_by_stream_kind_and_time(live, client):
     assert other == []
 
 
+async def test_the_live_feed_sends_only_the_kinds_and_stream_asked_for_as_they_happen(live, client):
+    got = []
+
+    async def read():
+        async with client.stream("GET", "/api/events/live", params={"stream": "cam", "kind": "alert"}) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            kind = None
+            async for line in r.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    got.append((kind, json.loads(line[6:])))
+                    if len(got) == 2:
+                        return
+
+    await asyncio.wait_for(read(), 30)  # alerts come every 4 s of media (threshold 0)
+    assert [k for k, _ in got] == ["alert", "alert"]
+    assert all(d["type"] == "alert" and d["stream"] == "cam" and d["clip"] for _, d in got)
+    assert got[1][1]["index"] > got[0][1]["index"]
+
+
 async def test_an_alert_leaves_a_clip_that_decodes_with_video_and_audio(live, client):
     alert = await _history(live, kind="alert")
     assert alert["clip"] and alert["p_yes"] >= 0.0
