@@ -112,7 +112,7 @@ function answerItem(a) {
   const li = document.createElement("li");
   const q = document.createElement("div"); q.className = "q";
   q.textContent = `Q: ${a.question}  (media ${fmt(a.media_time, 1, " s")}, lag ${fmt(a.lag, 2, " s")})`;
-  const t = document.createElement("div"); t.className = "a"; t.textContent = a.text;
+  const t = document.createElement("div"); t.className = "a"; t.textContent = a.text || "(empty answer)";
   li.append(q, t);
   return li;
 }
