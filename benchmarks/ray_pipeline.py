@@ -25,7 +25,8 @@ def bench_config(n_streams: int, model: str) -> dict:
               "duration": None, "realtime": True}
     return {"streams": [{"name": f"s{i}", "source": source} for i in range(n_streams)],
             "model": {"path": model, "window_seconds": 60, "max_new_tokens": 8},
-            "zmq": {"pub": None, "rep": None}, "metrics": {"port": None},
+            "zmq": {"pub": None, "rep": None}, "metrics": {"port": None}, "http": {"port": None},
+            "history": {"path": None}, "clips": {"dir": None},
             "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}}}
 
 

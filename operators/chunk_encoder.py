@@ -55,6 +55,7 @@ class ChunkEncoder:
         self.compressor: Compressor | None = None
         self.last_frames: np.ndarray | None = None
         self.last_times: StageTimes | None = None
+        self.last_grid_hw: tuple[int, int] | None = None  # merged-token grid of the last chunk's frames
 
     def inputs(self, chunk: AVChunk) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The chunk's frames [F, H, W, 3] and audio [S] for this stream's modalities."""
@@ -85,5 +86,6 @@ class ChunkEncoder:
             tokens_per_frame = 0 if encoded.video is None else encoded.video.shape[1]
             self.compressor = self.make_compressor(tokens_per_frame, self.modalities.audio)
         compressed = self.compressor.process(encoded)
+        self.last_grid_hw = encoded.grid_hw
         self.last_times = StageTimes(t1 - t0, t2 - t1, time.perf_counter() - t2)
         return compressed

@@ -16,6 +16,10 @@ the config does not import torch), with one line naming the bad option and the c
     resources: {encoder: {num_gpus: 0.5}, model: {num_gpus: 0.5}}
     zmq: {pub: tcp://127.0.0.1:5560, rep: tcp://127.0.0.1:5561}
     metrics: {port: 9464}
+    http: {host: 127.0.0.1, port: 8321, token_env: OMNISIFT_HTTP_TOKEN}     # API + dashboard at /
+    history: {path: omnisift-data/history.sqlite3, max_age_days: 30, max_bytes: 1073741824}
+    clips: {dir: omnisift-data/clips, chunks_before: 2, max_bytes: 2147483648}
+    webhooks: {targets: [{name: ops, url: "https://hooks.example/omnisift", secret_env: OMNISIFT_HOOK_SECRET}]}
 """
 
 from __future__ import annotations
@@ -48,13 +52,18 @@ def is_loopback(endpoint: str) -> bool:
     """True for ipc://, inproc:// and tcp:// endpoints on 127.0.0.0/8, ::1 or localhost."""
     if not endpoint.startswith("tcp://"):
         return True
-    host = urlsplit(endpoint).hostname or ""
+    return host_is_loopback(urlsplit(endpoint).hostname or "")
+
+
+def host_is_loopback(host: str) -> bool:
+    """True for localhost and addresses in 127.0.0.0/8 or ::1 (brackets allowed)."""
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False  # '*', an interface name or a DNS name
+        return False  # '*', '0.0.0.0', an interface name or a DNS name
 
 
 class _Strict(BaseModel):
@@ -174,6 +183,84 @@ class MetricsSpec(_Strict):
     host: str = "127.0.0.1"
 
 
+class HttpSpec(_Strict):
+    """The HTTP API and the dashboard (`pipeline.serve.http`). Loopback unless `host` says otherwise; any
+    other host needs a bearer token, read from the environment variable `token_env` when the server
+    starts (never from the config, never logged): without one the server refuses to start. A token set
+    on loopback is required too."""
+
+    port: int | None = Field(8321, ge=0, le=65535)  # None: off; 0: any free port
+    host: str = Field("127.0.0.1", min_length=1)
+    token_env: str = Field("OMNISIFT_HTTP_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)  # larger requests get 413
+
+    @property
+    def loopback(self) -> bool:
+        return host_is_loopback(self.host)
+
+
+class HistorySpec(_Strict):
+    """The persistent event history (`pipeline.serve.history`): SQLite in WAL mode, written by a thread
+    of its own from a bounded queue (a full queue loses the record and counts it; chunks never wait).
+    Retention: records older than `max_age_days` and, past `max_bytes`, the oldest ones are deleted."""
+
+    path: str | None = "omnisift-data/history.sqlite3"  # None: off
+    max_age_days: float = Field(30.0, gt=0.0, le=36500.0)
+    max_bytes: int = Field(1 << 30, ge=64 * 1024)
+    queue_size: int = Field(4096, ge=1, le=1_000_000)
+    stats: bool = False  # also one record per chunk (large: one row every 2 s per stream)
+
+
+class ClipsSpec(_Strict):
+    """Alert clips (`pipeline.serve.clips`): the media of the alert's chunk and `chunks_before` chunks
+    before it as MP4 (H.264 + AAC) with a JSON sidecar; the oldest are deleted past `max_bytes`. The
+    driver keeps each stream's last `chunks_before + 1` chunks in Ray's object store for this."""
+
+    dir: str | None = "omnisift-data/clips"  # None: off
+    chunks_before: int = Field(2, ge=0, le=15)
+    max_bytes: int = Field(2 << 30, ge=1 << 20)
+    queue_size: int = Field(8, ge=1, le=256)  # clips waiting to be encoded; more are skipped and counted
+
+
+class WebhookTarget(_Strict):
+    """One receiver: `url` gets a POST of each event's JSON, signed `X-OmniSIFT-Signature: sha256=<hex>`
+    (HMAC-SHA256 of the body with the secret in the environment variable `secret_env`, if given)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")  # in metrics and history
+    url: str = Field(min_length=8, max_length=2048)
+    secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    events: list[Literal["alert", "answer"]] = Field(default_factory=lambda: ["alert"], min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+
+class WebhooksSpec(_Strict):
+    """Webhook delivery (`pipeline.serve.webhooks`): a bounded queue per target (full: the event is
+    dropped and counted), `max_attempts` tries with exponential backoff from `backoff` seconds (doubling,
+    at most `backoff_max`), each bounded by `timeout` seconds."""
+
+    targets: list[WebhookTarget] = Field(default_factory=list)
+    queue_size: int = Field(256, ge=1, le=100_000)
+    max_attempts: int = Field(5, ge=1, le=100)
+    backoff: float = Field(0.5, gt=0.0, le=60.0)
+    backoff_max: float = Field(30.0, gt=0.0, le=3600.0)
+    timeout: float = Field(5.0, gt=0.0, le=120.0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> WebhooksSpec:
+        names = [t.name for t in self.targets]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"webhook target names must be unique, {dup[0]!r} repeats")
+        return self
+
+
 class RaySpec(_Strict):
     address: str | None = None  # None: start Ray locally; "auto" or ray://host:10001 joins a cluster
     num_cpus: int | None = Field(None, ge=1)  # local Ray only
@@ -191,6 +278,10 @@ class PipelineConfig(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     zmq: ZmqSpec = ZmqSpec()
     metrics: MetricsSpec = MetricsSpec()
+    http: HttpSpec = HttpSpec()
+    history: HistorySpec = HistorySpec()
+    clips: ClipsSpec = ClipsSpec()
+    webhooks: WebhooksSpec = WebhooksSpec()
     ray: RaySpec = RaySpec()
 
     @model_validator(mode="after")

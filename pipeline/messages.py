@@ -14,6 +14,8 @@ import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
+import numpy as np
+
 from omnisift.counts import TokenCounts
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -153,6 +155,8 @@ class WatchEvent:
     alert: bool  # p_yes >= the watch's threshold
     lag: float  # seconds between the chunk's capture and this evaluation
     watch_id: int = 0
+    # an alert's clip (`pipeline.serve.clips`): its file name in the clips folder, written shortly after
+    clip: str | None = None
 
     def to_json(self) -> dict:
         return {"type": "alert" if self.alert else "watch", **asdict(self)}
@@ -171,4 +175,33 @@ class StreamChange:
         return {"type": "stream", **asdict(self)}
 
 
-Message = ChunkStats | Answer | WatchEvent | StreamChange
+@dataclass(frozen=True)
+class SourceEvent:
+    """Something a stream's source reported with a chunk: it reconnected (`kind` "reconnect", `detail`
+    the count so far) or media is missing before the chunk (`kind` "gap")."""
+
+    stream: str
+    kind: str  # "reconnect" | "gap"
+    index: int  # the chunk it came with
+    media_time: float  # that chunk's start on the stream's clock
+    detail: str
+    time: float  # wall clock
+
+    def to_json(self) -> dict:
+        return {"type": "source", **asdict(self)}
+
+
+@dataclass(frozen=True, eq=False)
+class KeptLayout:
+    """What the compressor kept of a stream's newest chunk (a few KB), for the dashboard's picture.
+
+    video: [steps, rows, cols] bool, kept merged tokens of each visual frame (1 s), or None without video.
+    audio: [n_audio] bool, kept audio tokens (40 ms each), or None without audio."""
+
+    stream: str
+    index: int
+    video: np.ndarray | None
+    audio: np.ndarray | None
+
+
+Message = ChunkStats | Answer | WatchEvent | StreamChange | SourceEvent

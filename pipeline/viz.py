@@ -74,16 +74,7 @@ def render(frames: list[np.ndarray], audio: list[np.ndarray], kept: dict[str, li
             cells = kept_cells(comp, steps, rows, cols)
             for s in range(steps):
                 frame = frames[c][min(2 * s, len(frames[c]) - 1)]
-                tile = np.asarray(Image.fromarray(frame).convert("RGB").resize((tile_w, tile_h), Image.BILINEAR)).copy()
-                for r in range(rows):
-                    for q in range(cols):
-                        cell = tile[r * CELL:(r + 1) * CELL, q * CELL:(q + 1) * CELL]
-                        if cells[s, r, q]:
-                            cell[0, :] = cell[-1, :] = KEPT
-                            cell[:, 0] = cell[:, -1] = KEPT
-                        else:
-                            cell[:] = (cell * DIM).astype(np.uint8)
-                canvas[y0:y0 + tile_h, x:x + tile_w] = tile
+                canvas[y0:y0 + tile_h, x:x + tile_w] = marked_tile(frame, cells[s], CELL)
                 layout["tiles"].append(Tile(method, c, s, x, y0))
                 x += tile_w + GAP
         wy = y0 + tile_h + GAP
@@ -99,6 +90,49 @@ def render(frames: list[np.ndarray], audio: list[np.ndarray], kept: dict[str, li
     for m, method in enumerate(kept):
         draw.text((4, GAP + m * row_h + 4), method, fill=(0, 0, 0))
     return image, layout
+
+
+def marked_tile(frame: np.ndarray, cells: np.ndarray, cell: int = CELL) -> np.ndarray:
+    """One frame [H, W, 3] uint8 resized to `cell`-pixel cells of the token grid `cells` [rows, cols] bool:
+    kept cells keep their pixels inside a one-pixel `KEPT` border, dropped cells are dimmed."""
+    rows, cols = cells.shape
+    tile = np.asarray(Image.fromarray(frame).convert("RGB").resize((cols * cell, rows * cell), Image.BILINEAR)).copy()
+    for r in range(rows):
+        for q in range(cols):
+            block = tile[r * cell:(r + 1) * cell, q * cell:(q + 1) * cell]
+            if cells[r, q]:
+                block[0, :] = block[-1, :] = KEPT
+                block[:, 0] = block[:, -1] = KEPT
+            else:
+                block[:] = (block * DIM).astype(np.uint8)
+    return tile
+
+
+def frame_picture(frame: np.ndarray, cells: np.ndarray | None, audio: np.ndarray | None,
+                  width: int = 480) -> tuple[Image.Image, dict]:
+    """The dashboard's picture of a stream's newest chunk: its first frame [H, W, 3] with the kept cells
+    drawn as `render` draws them (`cells` [rows, cols] bool; None: the plain frame), and under it one bar
+    cell per audio token, `KEPT` when kept (`audio` [n_audio] bool). Returns the image and its layout
+    (`cell`, the tile's size, the bar's box) so a test can read the overlay back from pixels."""
+    if cells is not None:
+        cell = max(CELL, width // max(1, cells.shape[1]))
+        tile = marked_tile(frame, cells, cell)
+    else:
+        cell = 0
+        h, w = frame.shape[:2]
+        tile = np.asarray(Image.fromarray(frame).convert("RGB").resize((width, max(1, h * width // w))))
+    th, tw = tile.shape[:2]
+    bar_h = 0 if audio is None else 2 * BAR_H
+    canvas = np.full((th + (GAP + bar_h if bar_h else 0), tw, 3), 255, dtype=np.uint8)
+    canvas[:th] = tile
+    bar = None
+    if audio is not None and audio.size:
+        by = th + GAP
+        for k in range(audio.size):
+            x0, x1 = k * tw // audio.size, (k + 1) * tw // audio.size
+            canvas[by:by + bar_h, x0:max(x0 + 1, x1 - 1)] = KEPT if audio[k] else DROPPED_BAR
+        bar = (0, by, tw, bar_h)
+    return Image.fromarray(canvas), {"cell": cell, "tile": (tw, th), "bar": bar}
 
 
 def _waveform(area: np.ndarray, samples: np.ndarray) -> None:

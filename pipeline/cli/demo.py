@@ -1,7 +1,8 @@
 """`omnisift demo`: the whole pipeline on a synthetic live stream (the README's main command).
 
-By default it starts local Ray with the source, encoder and model actors, a standing question, ZeroMQ
-and metrics, exactly as `omnisift run` does; `--no-ray` runs the same session in this process.
+By default it starts local Ray with the source, encoder and model actors, a standing question, ZeroMQ,
+metrics, the event history, alert clips and the dashboard (its URL is printed: http://127.0.0.1:8321/),
+exactly as `omnisift run` does; `--no-ray` runs the same session in this process (no dashboard).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEMO_MODEL)
     parser.add_argument("--every", type=float, default=6.0, help="seconds of media between questions")
     parser.add_argument("--question", default=DEMO_QUESTION)
+    parser.add_argument("--http-port", type=int, default=8321, help="dashboard and HTTP API port (0: any free port)")
+    parser.add_argument("--data", default="omnisift-data", help="folder of the event history and alert clips")
     parser.add_argument("--no-ray", dest="ray", action="store_false",
                         help="run the session in this process instead of the Ray pipeline (starts faster)")
 
@@ -78,6 +81,9 @@ def run_ray(args: argparse.Namespace) -> int:
         "watch": [{"question": "Is there a loud tone?", "every": 4.0}],
         "zmq": {"pub": "tcp://127.0.0.1:*", "rep": "tcp://127.0.0.1:*"},
         "metrics": {"port": 0},
+        "http": {"port": args.http_port},
+        "history": {"path": f"{args.data}/history.sqlite3"},
+        "clips": {"dir": f"{args.data}/clips"},
         "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}},
     })
     if tiny:

@@ -36,6 +36,9 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
             print(TINY_BANNER.format(model=config.model.path), flush=True)
         for name, endpoint in stream.endpoints.items():
             print(f"{name}: {endpoint}", flush=True)
+        if "http" in stream.endpoints:
+            print(f"dashboard: {stream.endpoints['http']}  (open it in a browser; API under /api, OpenAI under /v1)",
+                  flush=True)
         for s in config.streams:
             b = stream.budget(s.name, s.source)
             print(f"[{s.name}] context budget: at most {b.worst_case or b.window_tokens} of the model's "

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import ModelSpec
+from pipeline.messages import KeptLayout
 from pipeline.ray.models import compression, load_omni, model_spec
 from pipeline.ray.process import set_threads, where
 from streams import AVChunk
@@ -27,6 +28,7 @@ class EncodedChunkResult:
     compressed: Any  # operators.CompressedChunk
     times: StageTimes
     pid: int
+    layout: KeptLayout | None = None  # what was kept, as a picture needs it (the model worker keeps the last)
 
 
 def chunk_key(chunk: AVChunk) -> tuple[int, float, float]:
@@ -76,7 +78,8 @@ class EncoderWorker:
         compressed.tokens = compressed.tokens.detach().cpu()
         compressed.positions = compressed.positions.cpu()
         compressed.is_video = compressed.is_video.cpu()
-        return EncodedChunkResult(chunk.stream, chunk.index, compressed, enc.last_times, os.getpid())
+        layout = kept_layout(chunk.stream, compressed, enc.last_grid_hw)
+        return EncodedChunkResult(chunk.stream, chunk.index, compressed, enc.last_times, os.getpid(), layout)
 
     def remove(self, stream: str) -> None:
         self.encoders.pop(stream, None)
@@ -84,3 +87,14 @@ class EncoderWorker:
 
     def where(self) -> dict:
         return where()
+
+
+def kept_layout(stream: str, compressed: Any, grid_hw: tuple[int, int] | None) -> KeptLayout:
+    """The kept cells and audio tokens of a compressed chunk, read from the kept tokens' positions by the
+    same functions `omnisift viz` draws with: [2, rows, cols] and [audio_before] bool, a few KB."""
+    from omnisift.token_layout import GRID_STEPS_PER_CHUNK
+    from pipeline.viz import kept_audio, kept_cells
+
+    video = None if grid_hw is None else kept_cells(compressed, GRID_STEPS_PER_CHUNK, *grid_hw)
+    audio = kept_audio(compressed, compressed.audio_before) if compressed.audio_before else None
+    return KeptLayout(stream, compressed.index, video, audio)

@@ -31,6 +31,7 @@ class EventHub:
 
     def __init__(self) -> None:
         self.publish: Callable[[dict], None] | None = None
+        self.sinks: list[Callable[[dict], None]] = []  # history and webhooks (pipeline.ray.frontends); never wait
         self._subscribers: list[_Subscriber] = []
 
     @contextmanager
@@ -49,6 +50,8 @@ class EventHub:
         data = message.to_json()
         if self.publish is not None:
             self.publish(data)
+        for sink in self.sinks:
+            sink(data)
         kind = data["type"]
         for sub in list(self._subscribers):
             if sub.kinds is not None and kind not in sub.kinds:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pipeline.messages import ChunkKind, ChunkMeta, ChunkStats, WatchEvent
+from pipeline.messages import ChunkKind, ChunkMeta, ChunkStats, SourceEvent, WatchEvent
 from pipeline.ray.calls import (
     actor_gone,
     actor_id,
@@ -70,7 +70,8 @@ class StreamLoops:
 
     def __init__(self, st: StreamState, *, encoder: Any, model: Any, metrics: Any, events: EventHub,
                  watches: dict[int, Watch], restarts: RestartTracker, restart_wait: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_alert: Callable[[StreamState, WatchEvent], WatchEvent] | None = None) -> None:
         self.st = st
         self.name = st.spec.name
         self.encoder, self.model, self.metrics = encoder, model, metrics
@@ -79,6 +80,7 @@ class StreamLoops:
         self.restarts = restarts
         self.restart_wait = restart_wait  # seconds one chunk waits for a restarting encoder or model
         self.clock = clock
+        self.on_alert = on_alert  # an alert, before it is emitted: OmniStream names its clip and writes it
         self.source_policy = FailurePolicy.for_source(GIVE_UP_SECONDS, clock)
         self._stop = asyncio.Event()  # set when the stream fails for good: the pump pulls no more chunks
 
@@ -156,8 +158,15 @@ class StreamLoops:
         return meta, chunk_ref
 
     def _source_said(self, meta: ChunkMeta) -> None:
-        """Take the source's process id and its cumulative drop and reconnect counts."""
+        """Take the source's process id and its cumulative drop and reconnect counts; a reconnect and a gap
+        before the chunk are events of their own."""
         self._seen_pid("source", meta.pid)
+        if meta.kind is ChunkKind.CHUNK and meta.reconnects > self.st.reconnects:
+            self.events.emit(SourceEvent(self.name, "reconnect", meta.index, meta.start,
+                                         f"{meta.reconnects} reconnects so far", time.time()))
+        if meta.kind is ChunkKind.CHUNK and meta.gap_before:
+            self.events.emit(SourceEvent(self.name, "gap", meta.index, meta.start, "media missing before this chunk",
+                                         time.time()))
         self.st.dropped, self.st.reconnects = meta.dropped, meta.reconnects
         if self.metrics is not None:
             self.metrics.source_counts(self.name, meta.dropped, meta.reconnects)
@@ -180,6 +189,8 @@ class StreamLoops:
                     stats = await self._deliver(meta, chunk_ref, encoded_ref)
                 except _ActorDead as e:
                     self._fail(str(e))
+            if stats is not None:
+                st.keep(meta, chunk_ref)  # the newest chunks stay reachable for pictures and alert clips
             del chunk_ref, encoded_ref
             if stats is None:
                 self._lost(meta)
@@ -287,4 +298,6 @@ class StreamLoops:
                 self.metrics.stage.labels(self.name, "watch").observe(time.perf_counter() - started)
             event = WatchEvent(self.name, w.spec.question, stats.index, end, p, p >= w.spec.threshold,
                                max(0.0, time.time() - stats.capture_time), w.id)
+            if event.alert and self.on_alert is not None:
+                event = self.on_alert(self.st, event)
             self.events.emit(event)

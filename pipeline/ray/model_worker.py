@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import ModelSpec
-from pipeline.messages import Answer, ChunkMeta, ChunkStats, GenerationSettings
+from pipeline.messages import Answer, ChunkMeta, ChunkStats, GenerationSettings, KeptLayout
 from pipeline.ray.encoder_worker import EncodedChunkResult
 from pipeline.ray.models import compression, load_omni, model_spec
 from pipeline.ray.process import set_threads, where
@@ -29,6 +29,7 @@ class _StreamContext:
     chunks: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     applied_to: Any = None  # the session's LiveContext that chunk went into (a reset session makes a new one)
+    layout: KeptLayout | None = None  # what the compressor kept of the last chunk applied (a few KB)
 
     def holds(self, meta: ChunkMeta) -> bool:
         """Whether the chunk is already in the context: the session's context is still the one the last
@@ -91,6 +92,7 @@ class ModelWorker:
             if not duplicate:
                 prefill = ctx.session.append_compressed(c)
                 ctx.applied(meta)
+                ctx.layout = encoded.layout
             cache = len(ctx.session.context)
             in_context = len(ctx.session.context.chunks)
         pad = self.spec.min_append_seconds - (time.perf_counter() - started)
@@ -127,6 +129,24 @@ class ModelWorker:
         lag = 0.0 if m is None else max(0.0, time.time() - m.capture_time)
         chunks = 0 if ctx.session.context is None else len(ctx.session.context.chunks)
         return Answer(stream, question, text, media, lag, latency, chunks)
+
+    def kept_layout(self, stream: str) -> KeptLayout | None:
+        """What was kept of the stream's newest chunk in the context, for the dashboard's picture. Kept
+        here rather than sent to the driver with every chunk: the model actor already receives it, answers
+        while a chunk is prefilled (the encoder takes one call at a time), and it is asked only when a
+        picture is wanted."""
+        ctx = self.contexts.get(stream)
+        return None if ctx is None else ctx.layout
+
+    def ask_stream(self, stream: str, question: str, settings: GenerationSettings):
+        """The answer's text pieces as they are generated (a Ray streaming generator), then the `Answer`."""
+        ctx = self._context(stream)
+        started = time.perf_counter()
+        pieces = []
+        for piece in ctx.session.ask_stream(question, settings=settings):
+            pieces.append(piece)
+            yield piece
+        yield self._answer(ctx, stream, question, "".join(pieces), time.perf_counter() - started)
 
     def remove(self, stream: str) -> None:
         with self._lock:

@@ -7,12 +7,14 @@ Plain data, no Ray and no I/O: the stream loops (`pipeline.ray.loops`) update it
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from pipeline.config import StreamSpec, WatchSpec
-from pipeline.messages import ChunkStats
+from pipeline.messages import ChunkMeta, ChunkStats
+from pipeline.serve.requests import Conflict
 
 
 class Status(StrEnum):
@@ -59,6 +61,7 @@ class Watch:
     id: int
     spec: WatchSpec
     next_due: dict[str, float] = field(default_factory=dict)
+    origin: str = "subscriber"  # config | api | subscriber (an `OmniStream.watch()` iterator)
 
     def due(self, stream: str, end: float) -> bool:
         """Whether to evaluate now that `stream`'s context reaches media time `end`; if so, the next
@@ -98,6 +101,19 @@ class StreamState:
     reconnects: int = 0
     source_where: dict | None = None  # node id and pid of the source actor as it started (pipeline.ray.workers.where)
     source_final: dict | None = None  # the source's own counters (streams.SourceStats) when it was closed
+    # the last `keep_media` chunks in the context, as (meta, object ref): holding the refs keeps those chunks
+    # in Ray's object store for the dashboard's picture and alert clips (pipeline.ray.media), and no more
+    keep_media: int = 1
+    recent: deque = field(init=False)
+    picture: tuple | None = None  # ((pid, index, capture time), JPEG) of the newest chunk, once drawn
+    last_clip: tuple[int, str] | None = None  # (chunk index, file name) of the last alert clip
+
+    def __post_init__(self) -> None:
+        self.recent = deque(maxlen=max(1, self.keep_media))
+
+    def keep(self, meta: ChunkMeta, chunk_ref: Any) -> None:
+        """Hold a chunk that just joined the context (the oldest held goes)."""
+        self.recent.append((meta, chunk_ref))
 
     def to(self, state: Status | str, detail: str = "") -> bool:
         """Enter `state` (with its one-line `detail`) if `TRANSITIONS` allows it; whether it did."""
@@ -111,7 +127,7 @@ class StreamState:
         """Raise a one-line ValueError if the stream has failed or ended: `action` cannot apply to it."""
         if self.state in FINISHED:
             reason = f" ({self.detail})" if self.detail else ""
-            raise ValueError(f"cannot {action} stream {self.spec.name!r}: it has {self.state}{reason}; "
+            raise Conflict(f"cannot {action} stream {self.spec.name!r}: it has {self.state}{reason}; "
                              "remove it and add it again")
 
     def appended(self, stats: ChunkStats) -> ChunkStats:
@@ -128,6 +144,8 @@ class StreamState:
             "lost": self.lost, "reconnects": self.reconnects, "lag": None if last is None else last.lag,
             "media_time": None if last is None else last.media_time + last.duration,
             "cache_tokens": None if last is None else last.cache_tokens,
+            "kept": None if last is None else {"video_before": last.video_before, "video_after": last.video_after,
+                                               "audio_before": last.audio_before, "audio_after": last.audio_after},
             "source": self.source_final,  # None until the source is closed (the stream ended or failed)
         }
 

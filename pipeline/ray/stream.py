@@ -24,13 +24,14 @@ reading of Ray's failures in `pipeline.ray.calls`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
+import pipeline.ray.media as media
 from omnisift.tiny import resolve_model
 from pipeline.config import (
     PipelineConfig,
@@ -42,13 +43,16 @@ from pipeline.config import (
 from pipeline.messages import Answer, ChunkStats, GenerationSettings, Message, StreamChange, WatchEvent
 from pipeline.ray.calls import actor_gone, await_ref, cancel, creation_error, creation_reason, unwrap
 from pipeline.ray.events import EventHub
+from pipeline.ray.frontends import Frontends
 from pipeline.ray.loops import StreamLoops
 from pipeline.ray.models import model_files, stream_budget
 from pipeline.ray.state import ACTIVE_STATES, OVER_STATES, RestartTracker, Status, StreamState, Watch
-from pipeline.serve.requests import handle_request
+from pipeline.serve.requests import Conflict, NotFound
+
+log = logging.getLogger(__name__)
 
 
-class StreamNotFound(ValueError):
+class StreamNotFound(NotFound):
     """A request named a stream the pipeline does not run."""
 
 
@@ -68,7 +72,9 @@ class OmniStream:
         self._owns_ray = False
         self._started = False
         self.encoder = self.model = None
-        self.metrics = self.zmq = None
+        self.metrics = None
+        self.frontends = Frontends(config)
+        self._clip_tasks: set[asyncio.Task] = set()  # alert clips being fetched (pipeline.ray.media)
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> OmniStream:
@@ -85,14 +91,17 @@ class OmniStream:
         await self.close()
 
     async def start(self) -> None:
-        """Start Ray (or join `ray.address`), the encoder and model actors, every stream, ZeroMQ, metrics."""
+        """Start Ray (or join `ray.address`), the encoder and model actors, every stream, ZeroMQ, metrics,
+        the history, clips, webhooks and HTTP. A missing token or secret fails first, before Ray starts."""
+        self.frontends.check()
         await self._start_ray()
         self._started = True
         try:
             await self._start_actors()
-            self._start_frontends()
+            await self._start_frontends()
             for w in self.config.watch:
-                self._watches[next(self._ids)] = Watch(0, w)
+                wid = next(self._ids)
+                self._watches[wid] = Watch(wid, w, origin="config")
             for s in self.config.streams:
                 await self.add_stream(s.name, s.source, paused=s.paused)
         except BaseException:
@@ -139,22 +148,18 @@ class OmniStream:
             # a constructor raised: a model that cannot load, a bad compressor or option
             raise ValueError(f"the encoder/model actors did not start: {creation_reason(e)}") from None
 
-    def _start_frontends(self) -> None:
-        """Prometheus metrics, and ZeroMQ PUB/REP if configured."""
-        from pipeline.serve.metrics import PipelineMetrics
+    async def _start_frontends(self) -> None:
+        """Prometheus metrics, ZeroMQ PUB/REP, the history, clips, webhooks and HTTP, as configured
+        (`pipeline.ray.frontends`)."""
+        try:
+            await self.frontends.start(self, self._events)
+        finally:
+            self.metrics = self.frontends.metrics
+            self.endpoints.update(self.frontends.endpoints)
 
-        cfg = self.config
-        self.metrics = PipelineMetrics()
-        if cfg.metrics.port is not None:
-            port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
-            self.endpoints["metrics"] = f"http://{cfg.metrics.host}:{port}/metrics"
-        if cfg.zmq.pub or cfg.zmq.rep:
-            from pipeline.serve.zmq_api import ZmqFrontend
-
-            self.zmq = ZmqFrontend(cfg.zmq.pub, cfg.zmq.rep, functools.partial(handle_request, self), cfg.zmq.curve)
-            self.zmq.start()
-            self._events.publish = self.zmq.publish
-            self.endpoints.update(self.zmq.endpoints)
+    def ready(self) -> bool:
+        """Started, with the encoder and model actors up (the HTTP /readyz)."""
+        return self._started and self.encoder is not None and self.model is not None
 
     async def close(self) -> None:
         """Stop every stream, kill the actors, close ZeroMQ and metrics; shut Ray down if we started it."""
@@ -162,17 +167,15 @@ class OmniStream:
 
         for name in list(self.streams):
             await self._stop_stream(name, Status.CLOSED)
+        for t in list(self._clip_tasks):
+            t.cancel()
+        await asyncio.gather(*self._clip_tasks, return_exceptions=True)
         kill(self.encoder)
         kill(self.model)
         self.encoder = self.model = None
-        if self.zmq is not None:
-            self._events.publish = None
-            await self.zmq.aclose()
-            self.zmq = None
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
-        self._events.close()
+        self._events.close()  # subscribers (the HTTP live feeds among them) end before the server stops
+        await self.frontends.aclose(self._events)
+        self.metrics = None
         if self._owns_ray:
             import ray
 
@@ -187,10 +190,11 @@ class OmniStream:
         from pipeline.ray.actors import kill, start_source
 
         if name in self.streams:
-            raise ValueError(f"stream {name!r} already runs")
+            raise Conflict(f"stream {name!r} already runs")
         spec = StreamSpec(name=name, source=source_mapping(source), paused=paused)
         self.budget(name, spec.source)
-        st = StreamState(spec)
+        clips = self.config.clips
+        st = StreamState(spec, keep_media=clips.chunks_before + 1 if clips.dir is not None else 1)
         st.source = start_source(spec, self.config)
         try:
             st.source_where = await st.source.where.remote()  # the source opened (a missing file raises here)
@@ -204,7 +208,7 @@ class OmniStream:
         self._events.set_state(st, Status.PAUSED if paused else Status.RUNNING)
         st.tasks = StreamLoops(st, encoder=self.encoder, model=self.model, metrics=self.metrics,
                                events=self._events, watches=self._watches, restarts=self._tracker,
-                               restart_wait=self.config.backpressure.restart_wait).start()
+                               restart_wait=self.config.backpressure.restart_wait, on_alert=self._alerted).start()
 
     def budget(self, name: str, source: dict):
         """The stream's worst-case context (`pipeline.session.budget.ContextBudget`); a one-line
@@ -283,6 +287,97 @@ class OmniStream:
         self._events.emit(answer)
         return answer
 
+    async def ask_stream(self, question: str, stream: str | None = None, *, max_new_tokens: int | None = None,
+                         timeout: float | None = None, **generation) -> AsyncIterator[str | Answer]:  # noqa: ASYNC109
+        """`ask`, its text yielded in pieces as the model generates them, then the whole `Answer` (also
+        emitted as an event). The same checks and `timeout` (for the whole answer) as `ask`."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("question must be a non-empty string")
+        settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
+                                         else max_new_tokens, **generation)
+        st = self._stream(stream)
+        pieces = self.model.ask_stream.options(num_returns="streaming").remote(st.spec.name, question, settings)
+        started = time.perf_counter()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    item = await asyncio.wait_for(_next_piece(pieces), left)
+                except StopAsyncIteration:
+                    return
+                except (asyncio.CancelledError, TimeoutError):
+                    raise
+                except Exception as e:
+                    raise unwrap(e) from None
+                if isinstance(item, Answer):
+                    if self.metrics is not None:
+                        self.metrics.stage.labels(st.spec.name, "answer").observe(time.perf_counter() - started)
+                    self._events.emit(item)
+                yield item
+        finally:
+            cancel(pieces)
+
+    def add_watch(self, question: str, stream: str | None = None, *, every: float = 2.0,
+                  threshold: float = 0.5) -> int:
+        """Register a standing question (the HTTP API's); its evaluations come as events. Returns its id."""
+        if stream is not None:
+            self._stream(stream)
+        wid = next(self._ids)
+        spec = WatchSpec(question=question, stream=stream, every=every, threshold=threshold)
+        self._watches[wid] = Watch(wid, spec, origin="api")
+        return wid
+
+    def remove_watch(self, watch_id: int) -> None:
+        if self._watches.pop(watch_id, None) is None:
+            raise NotFound(f"no standing question {watch_id}")
+
+    def watches(self) -> list[dict]:
+        """The standing questions: id, question, stream, every, threshold, origin."""
+        return [{"id": w.id, **w.spec.model_dump(), "origin": w.origin} for w in self._watches.values()]
+
+    async def frame_jpeg(self, stream: str) -> tuple[int, bytes]:
+        """(chunk index, JPEG) of the stream's newest chunk in the context with what was kept drawn over it."""
+        return await media.frame_jpeg(self._stream(stream), self.model)
+
+    def _alerted(self, st: StreamState, event: WatchEvent) -> WatchEvent:
+        """An alert: name its clip and start writing it (from the chunks the stream holds); the event
+        carries the clip's name. Watches that alert on the same chunk share one clip."""
+        if self.frontends.clips is None or not st.recent:
+            return event
+        if st.last_clip is not None and st.last_clip[0] == event.index:
+            return replace(event, clip=st.last_clip[1])
+        name = media.clip_name(st.spec.name, event.index)
+        st.last_clip = (event.index, name)
+        self.frontends.clips.expect(name)
+        watch = self._watches.get(event.watch_id)
+        threshold = None if watch is None else watch.spec.threshold
+        refs = [ref for _, ref in st.recent]
+        self._clip_tasks.add(task := asyncio.create_task(self._write_clip(st, refs, event, name, threshold)))
+        task.add_done_callback(self._clip_tasks.discard)
+        return replace(event, clip=name)
+
+    async def _write_clip(self, st: StreamState, refs: list, event: WatchEvent, name: str,
+                          threshold: float | None) -> None:
+        from pipeline.serve.clips import ClipJob
+
+        try:
+            frames, audio, indices = await media.clip_media(refs)
+            side = media.sidecar(event, st, indices, threshold)
+            layout = await self.model.kept_layout.remote(st.spec.name) if self.model is not None else None
+            if layout is not None and layout.index == event.index:
+                side["kept_cells"] = None if layout.video is None else layout.video.astype(int).tolist()
+                side["kept_audio"] = None if layout.audio is None else layout.audio.astype(int).tolist()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.error("%s: alert clip %s: the chunks could not be fetched: %s", st.spec.name, name, e)
+            if self.frontends.clips is not None:
+                self.frontends.clips.forget(name)
+            return
+        if self.frontends.clips is not None:
+            self.frontends.clips.submit(ClipJob(name, frames, audio, side))
+
     async def watch(self, question: str, stream: str | None = None, *, every: float = 2.0,
                     threshold: float = 0.5, max_pending: int = 64) -> AsyncIterator[WatchEvent]:
         """A standing yes/no question, evaluated as the stream's chunks arrive (at most once per `every`
@@ -332,6 +427,12 @@ class OmniStream:
         """Counters of every stream now: state, chunks, drops, losses, reconnects, lag, cache; actor restarts."""
         return {"streams": {name: st.snapshot() for name, st in self.streams.items()},
                 "restarts": dict(self.restarts), "model_is_tiny": self.model_is_tiny}
+
+
+async def _next_piece(pieces) -> Any:
+    """The next item of a Ray streaming generator (StopAsyncIteration at its end)."""
+    ref = await pieces.__anext__()
+    return await ref
 
 
 def _wants(res) -> str:

@@ -11,6 +11,10 @@
     omnisift_reconnects_total{stream}            counter: source reconnects
     omnisift_kv_cache_tokens{stream}             gauge: tokens in the stream's KV cache
     omnisift_actor_restarts_total{actor}         counter: restarts seen (a new process answered)
+    omnisift_history_dropped_total               counter: history records lost to a full queue
+    omnisift_webhook_deliveries_total{target,result}  counter: delivered, retried (a try failed, more remain),
+                                                 failed (tries used up or a final status), dropped (queue full)
+    omnisift_clips_total{result}                 counter: alert clips written, failed (or skipped: queue full)
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ class PipelineMetrics:
         self.reconnects = Counter("omnisift_reconnects", "Source reconnects", ["stream"], registry=r)
         self.cache = Gauge("omnisift_kv_cache_tokens", "Tokens in the stream's KV cache", ["stream"], registry=r)
         self.restarts = Counter("omnisift_actor_restarts", "Actor restarts seen", ["actor"], registry=r)
+        self.history_dropped = Counter("omnisift_history_dropped", "History records lost to a full queue",
+                                       registry=r)
+        self.webhooks = Counter("omnisift_webhook_deliveries", "Webhook deliveries by outcome", ["target", "result"],
+                                registry=r)
+        self.clips = Counter("omnisift_clips", "Alert clips by outcome", ["result"], registry=r)
         self._seen: dict[str, tuple[int, int]] = {}
         self._server = None
 

@@ -7,18 +7,56 @@ that into `{"ok": false, "error": "one line"}`. The pipeline is whatever has the
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
-from pipeline.messages import Answer
+from pipeline.messages import Answer, Message
+
+
+class NotFound(ValueError):
+    """A request named a stream, standing question or file the pipeline does not have (HTTP 404)."""
+
+
+class Conflict(ValueError):
+    """A request asked for something the pipeline's state does not allow now (HTTP 409)."""
 
 
 class PipelineAPI(Protocol):
-    """What the network faces ask of a running pipeline."""
+    """What the network faces (ZeroMQ REP, HTTP) ask of a running pipeline (`pipeline.ray.OmniStream`).
+    Bad arguments raise ValueError (NotFound, Conflict) or `streams.errors.StreamError` in one line."""
 
     def snapshot(self) -> dict: ...
 
+    def ready(self) -> bool: ...
+
     async def ask(self, question: str, stream: str | None = None, *, max_new_tokens: int | None = None,
-                  timeout: float | None = None) -> Answer: ...  # noqa: ASYNC109 - OmniStream.ask's deadline
+                  timeout: float | None = None, **generation: Any) -> Answer: ...  # noqa: ASYNC109 - a deadline
+
+    def ask_stream(self, question: str, stream: str | None = None, *, max_new_tokens: int | None = None,
+                   timeout: float | None = None, **generation: Any) -> AsyncIterator[str | Answer]:
+        """The answer's text pieces as they are generated, then the whole `Answer`."""
+        ...
+
+    async def add_stream(self, name: str, source: Any, *, paused: bool = False) -> None: ...
+
+    async def pause_stream(self, name: str) -> None: ...
+
+    async def resume_stream(self, name: str) -> None: ...
+
+    async def remove_stream(self, name: str) -> None: ...
+
+    def add_watch(self, question: str, stream: str | None = None, *, every: float = 2.0,
+                  threshold: float = 0.5) -> int: ...
+
+    def remove_watch(self, watch_id: int) -> None: ...
+
+    def watches(self) -> list[dict]: ...
+
+    async def frame_jpeg(self, stream: str) -> tuple[int, bytes]:
+        """(chunk index, JPEG) of the stream's newest chunk in the context, kept patches drawn over it."""
+        ...
+
+    def events(self, *, max_pending: int = 256) -> AsyncIterator[Message]: ...
 
 QUESTION_FIELDS = frozenset({"question", "stream", "max_new_tokens", "timeout"})
 DEFAULT_TIMEOUT = 120.0  # seconds a remote question may take unless it says otherwise

@@ -1,16 +1,18 @@
 """ZeroMQ faces of a running pipeline.
 
 PUB (`zmq.pub`): two-frame messages `[topic, json]`, topic one of `answer`, `watch`, `alert`, `stats`,
-`stream`. Every JSON object has `type` (= topic) and `stream`; the rest by type:
+`stream`, `source`. Every JSON object has `type` (= topic) and `stream`; the rest by type:
 
     answer  {question, text, media_time, lag, latency, chunks_in_context}
     watch   {question, index, media_time, p_yes, alert, lag, watch_id}   (every evaluation)
-    alert   the same fields, only when p_yes >= the watch's threshold
+    alert   the same fields, only when p_yes >= the watch's threshold, and `clip` (its file name, when
+            alert clips are on: GET /api/clips/<clip> over HTTP)
     stats   {index, media_time, duration, capture_time, lag, preprocess, encode, compress, prefill,
              video_before, video_after, audio_before, audio_after, cache_tokens, chunks_in_context,
              dropped, reconnects, model_pid, encoder_pid, lost, duplicate}  (one per chunk; `duplicate`:
              the model already held this chunk and skipped the copy sent again)
     stream  {state, detail}   (added, paused, resumed, removed, ended, failed, restarted)
+    source  {kind, index, media_time, detail, time}   (kind "reconnect" or "gap", before chunk `index`)
 
 Times are seconds; media_time is on the stream's own clock; lag is wall-clock seconds behind capture.
 

@@ -50,12 +50,16 @@ def local_ray():
 
 
 def pipeline_config(model_path, streams, **extra) -> dict:
-    """A pipeline config for tests: tiny model, loopback ZeroMQ on free ports, metrics on a free port."""
+    """A pipeline config for tests: tiny model, loopback ZeroMQ, metrics and HTTP on free ports; no history
+    and no clips unless a test gives them a folder."""
     cfg = {
         "streams": streams,
         "model": {"path": str(model_path), "max_new_tokens": 4, "window_seconds": 60},
         "zmq": {"pub": "tcp://127.0.0.1:*", "rep": "tcp://127.0.0.1:*"},
         "metrics": {"port": 0},
+        "http": {"port": 0},
+        "history": {"path": None},
+        "clips": {"dir": None},
         "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}},
     }
     for key, value in extra.items():

@@ -45,6 +45,7 @@ def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_mo
         "ask_every": 2.0, "question": "What is on screen?",
         "watch": [{"question": "Is it loud?", "every": 2.0, "threshold": 0.0}],
         "zmq": {"pub": "tcp://127.0.0.1:*", "rep": "tcp://127.0.0.1:*"}, "metrics": {"port": 0},
+        "http": {"port": 0}, "history": {"path": str(tmp_path / "history.sqlite3")}, "clips": {"dir": str(tmp_path)},
         "ray": {"num_cpus": 2},
     }
     path = tmp_path / "pipeline.yaml"
@@ -59,6 +60,7 @@ def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_mo
     assert any(ln.startswith("[cam] A: ") and "lag" in ln for ln in lines), out.stdout
     assert lines[-1].startswith("[cam] running:") and " dropped, 0 lost, " in lines[-1], lines[-1]
     assert any(ln.startswith("rep: tcp://127.0.0.1:") for ln in lines)
+    assert any(ln.startswith("dashboard: http://127.0.0.1:") for ln in lines), out.stdout
     deadline = time.monotonic() + 15
     assert any(Path(ray_tmp).iterdir()), "the run did not use RAY_TMPDIR; the check below would see nothing"
     while set(_ray_processes(ray_tmp)) - set(before) and time.monotonic() < deadline:
@@ -104,16 +106,19 @@ def test_ask_without_a_running_pipeline_times_out_with_one_line(tmp_path):
     assert out.returncode == 2 and "error: no reply from" in out.stderr
 
 
-def test_demo_runs_the_ray_pipeline_on_the_tiny_model_and_stops():
-    """The README's main command: local Ray, a synthetic live stream, the tiny model with its banner."""
+def test_demo_runs_the_ray_pipeline_on_the_tiny_model_and_stops(tmp_path):
+    """The README's main command: local Ray, a synthetic live stream, the tiny model with its banner, the
+    dashboard's URL."""
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    out = _run(["demo", "--duration", "6", "--every", "2", "--model", "no-such-org/no-such-model"],
-               RAY_TMPDIR=ray_tmp)
+    out = _run(["demo", "--duration", "6", "--every", "2", "--model", "no-such-org/no-such-model", "--http-port", "0",
+                "--data", str(tmp_path)], RAY_TMPDIR=ray_tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "TINY RANDOM model" in out.stdout
     lines = out.stdout.splitlines()
     assert any(ln.startswith("[demo] chunk") and "kept video" in ln and "lag" in ln for ln in lines), out.stdout
     assert any(ln.startswith("[demo] A: ") for ln in lines), out.stdout
+    assert any(ln.startswith("dashboard: http://127.0.0.1:") for ln in lines), out.stdout
+    assert (tmp_path / "history.sqlite3").is_file()
 
 
 def test_demo_without_ray_runs_the_session_in_process():

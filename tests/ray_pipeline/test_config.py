@@ -48,6 +48,16 @@ def _ok(**kw):
         (_ok(zmq={"rep": "http://127.0.0.1:1"}), ["zmq.rep", "tcp://"]),
         (_ok(watch=[{"question": "x?", "stream": "nope"}]), ["watch", "'nope'"]),
         (_ok(resources={"model": {"num_gpus": -1}}), ["resources.model.num_gpus", "-1"]),
+        (_ok(http={"port": 70000}), ["http.port", "70000"]),
+        (_ok(http={"token": "abc"}), ["unknown field", "http.token"]),  # a token is never in a config file
+        (_ok(http={"token_env": "not a name"}), ["http.token_env", "'not a name'"]),
+        (_ok(history={"max_age_days": 0}), ["history.max_age_days", "0"]),
+        (_ok(clips={"chunks_before": 16}), ["clips.chunks_before", "16"]),
+        (_ok(webhooks={"targets": [{"name": "ops", "url": "ftp://x/y"}]}), ["webhooks.targets.0.url", "http://"]),
+        (_ok(webhooks={"targets": [{"name": "a", "url": "http://h/1"}, {"name": "a", "url": "http://h/2"}]}),
+         ["webhook target names must be unique", "'a'"]),
+        (_ok(webhooks={"targets": [{"name": "ops", "url": "http://h/1", "events": ["stats"]}]}),
+         ["webhooks.targets.0.events.0", "'stats'"]),
         ([1, 2], ["expected a mapping"]),
     ],
 )

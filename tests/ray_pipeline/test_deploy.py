@@ -59,6 +59,15 @@ def test_the_app_config_reads_what_the_publisher_pushes(compose):
     assert {cfg.zmq.pub.rsplit(":", 1)[1], cfg.zmq.rep.rsplit(":", 1)[1], str(cfg.metrics.port)} <= published
 
 
+def test_the_dashboard_is_published_on_loopback_and_needs_the_token(compose):
+    cfg = load_pipeline_config(ROOT / "configs" / "compose.yaml")
+    app = compose["services"]["app"]
+    assert f"127.0.0.1:{cfg.http.port}:{cfg.http.port}" in app["ports"]
+    assert not cfg.http.loopback and app["environment"][cfg.http.token_env] == "${OMNISIFT_HTTP_TOKEN:-}"
+    data = next(v.split(":")[1] for v in app["volumes"] if v.startswith("omnisift-data:"))
+    assert cfg.history.path.startswith(data + "/") and cfg.clips.dir.startswith(data + "/")
+
+
 def test_dockerfile_installs_the_lock_then_the_package_and_runs_the_pipeline():
     text = (ROOT / "Dockerfile").read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 
 import pytest
 import ray
 from ray import ActorID
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-from pipeline.config import StreamSpec
-from pipeline.messages import ChunkMeta, ChunkStats, StreamChange
+from pipeline.config import StreamSpec, WatchSpec
+from pipeline.messages import ChunkMeta, ChunkStats, SourceEvent, StreamChange, WatchEvent
 from pipeline.ray.events import EventHub
 from pipeline.ray.loops import StreamLoops
-from pipeline.ray.state import RestartTracker, StreamState
+from pipeline.ray.state import RestartTracker, StreamState, Watch
 from pipeline.serve.metrics import PipelineMetrics
 
 REFUSE_SECONDS = 2.0  # what a call to a restarting actor costs before Ray refuses it (measured: ~2 s)
@@ -144,7 +145,11 @@ class _Model(_Actor):
         super().__init__(clock, 2, **kw)
         self.context: list[int] = []
         self.reply_lost_on = reply_lost_on
+        self.yes_probability = _Method(self._yes)
         self.append = _Method(self._append)  # a coroutine is awaitable, like the ref Ray would return
+
+    def _yes(self, stream: str, question: str) -> _Ref:
+        return _Ref(0.75)
 
     async def _append(self, meta: ChunkMeta, encoded: _Ref) -> ChunkStats:
         index, encoder_pid = await encoded
@@ -178,19 +183,23 @@ def _stream() -> StreamState:
 
 
 async def _run(source: _Source, encoder: _Encoder, model: _Model, clock: _Clock, restart_wait: float = 30.0,
-               st: StreamState | None = None, states: list | None = None):
+               st: StreamState | None = None, states: list | None = None, watches: dict | None = None,
+               on_alert=None, others: list | None = None):
     """Both loops of one stream until both end: (stream state, stats records, metrics, restart counts).
-    `states` receives the stream's state changes, as the "stream" events tell them."""
+    `states` receives the stream's state changes, as the "stream" events tell them; `others` every other
+    event (watch, alert, source)."""
     st = st or _stream()
     st.source = source
     metrics, events, restarts = PipelineMetrics(), EventHub(), RestartTracker()
-    loops = StreamLoops(st, encoder=encoder, model=model, metrics=metrics, events=events, watches={},
-                        restarts=restarts, restart_wait=restart_wait, clock=clock)
-    with events.subscribe({"stats", "stream"}) as queue:
+    loops = StreamLoops(st, encoder=encoder, model=model, metrics=metrics, events=events, watches=watches or {},
+                        restarts=restarts, restart_wait=restart_wait, clock=clock, on_alert=on_alert)
+    with events.subscribe(None, max_pending=1000) as queue:
         await asyncio.wait_for(asyncio.gather(*loops.start()), 10)
         items = [queue.get_nowait() for _ in range(queue.qsize())]
     if states is not None:
         states.extend((m.state, m.detail) for m in items if isinstance(m, StreamChange))
+    if others is not None:
+        others.extend(m for m in items if not isinstance(m, (ChunkStats, StreamChange)))
     return st, [m for m in items if isinstance(m, ChunkStats)], metrics, restarts.counts
 
 
@@ -334,3 +343,47 @@ def test_pausing_or_resuming_a_finished_stream_is_refused_with_its_reason(state)
             st.require_live(action)
     st.state = "paused"
     st.require_live("resume")  # a live stream may
+
+
+class _ReportingSource(_Source):
+    """A source whose chunk 2 comes after a reconnect and chunk 3 after a gap in the media."""
+
+    def _next(self, timeout):
+        meta, chunk = super()._next(timeout)
+        m = meta.value
+        if m.kind == "chunk":
+            meta = _Ref(replace(m, reconnects=1 if m.index >= 2 else 0, gap_before=m.index == 3))
+        return meta, chunk
+
+
+async def test_a_reconnect_and_a_gap_the_source_reports_are_events_of_their_own():
+    clock, others = _Clock(), []
+    await _run(_ReportingSource(emitted=5, dropped=set()), _Encoder(clock), _Model(clock), clock, others=others)
+    told = [(e.kind, e.index, e.media_time) for e in others if isinstance(e, SourceEvent)]
+    assert told == [("reconnect", 2, 4.0), ("gap", 3, 6.0)]
+
+
+async def test_the_stream_keeps_the_refs_of_its_newest_chunks_in_the_context():
+    clock, st = _Clock(), StreamState(StreamSpec(name="cam", source={"type": "synthetic"}), keep_media=3)
+    st.queue = asyncio.Queue(1)
+    st.resumed.set()
+    await _run(_Source(emitted=7, dropped={5}), _Encoder(clock), _Model(clock), clock, st=st)
+    assert [(meta.index, ref.value) for meta, ref in st.recent] == [(3, 3), (4, 4), (6, 6)]
+
+
+async def test_an_alert_passes_through_on_alert_before_it_is_emitted_and_a_watch_evaluation_does_not():
+    clock, others, seen = _Clock(), [], []
+    watches = {1: Watch(1, WatchSpec(question="Open?", every=0.0, threshold=0.7)),
+               2: Watch(2, WatchSpec(question="Closed?", every=0.0, threshold=0.9))}
+
+    def on_alert(st, event):
+        seen.append((st.spec.name, event.index, event.watch_id))
+        return replace(event, clip=f"cam-{event.index}.mp4")
+
+    await _run(_Source(emitted=2, dropped=set()), _Encoder(clock), _Model(clock), clock, watches=watches,
+               on_alert=on_alert, others=others)
+    evaluations = [(e.watch_id, e.index, e.alert, e.clip) for e in others if isinstance(e, WatchEvent)]
+    # p(yes) is 0.75: at or above 0.7 alerts (and gets its clip), below 0.9 does not
+    assert evaluations == [(1, 0, True, "cam-0.mp4"), (2, 0, False, None), (1, 1, True, "cam-1.mp4"),
+                           (2, 1, False, None)]
+    assert seen == [("cam", 0, 1), ("cam", 1, 1)]

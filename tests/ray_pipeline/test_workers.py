@@ -217,3 +217,33 @@ def test_the_encoder_keeps_results_of_a_streams_last_few_chunks_until_the_stream
     assert enc.encode(chunks[1]) is not first[1]  # older: encoded again
     enc.remove("test")
     assert enc.encode(chunks[1]) is not first[1] and enc.encode(chunks[3]) is not first[3]
+
+
+def test_the_model_worker_keeps_what_was_kept_of_the_newest_chunk(av_file, loaded):
+    spec = {"path": "unused", "max_new_tokens": 3, "rho_video": 0.5, "rho_audio": 0.3}
+    enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
+    assert model.kept_layout("cam") is None
+    stats = [model.append(meta, enc.encode(chunk)) for meta, chunk in _first_chunks(av_file, 2)]
+    layout = model.kept_layout("cam")
+    last = stats[-1]
+    assert layout.stream == "cam" and layout.index == 1
+    steps, rows, cols = layout.video.shape
+    assert steps == 2 and 2 * rows * cols == last.video_before
+    # each frame keeps n_p - floor(0.5 n_p) cells (STVP), the chunk's audio 50 - floor(0.3 * 50) tokens
+    assert [int(f.sum()) for f in layout.video] == [rows * cols - math.floor(rows * cols * 0.5)] * 2
+    assert int(layout.video.sum()) == last.video_after
+    assert layout.audio.shape == (50,) and int(layout.audio.sum()) == 50 - math.floor(50 * 0.3) == last.audio_after
+
+
+def test_the_model_worker_streams_an_answer_as_pieces_then_the_answer_they_make(av_file, loaded):
+    from pipeline.messages import Answer, GenerationSettings
+
+    spec = {"path": "unused", "max_new_tokens": 6}
+    enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
+    for meta, chunk in _first_chunks(av_file, 2):
+        model.append(meta, enc.encode(chunk))
+    items = list(model.ask_stream("cam", "What is on screen?", GenerationSettings(max_new_tokens=6)))
+    answer = items[-1]
+    assert isinstance(answer, Answer) and all(isinstance(p, str) for p in items[:-1])
+    assert answer.text == "".join(items[:-1]) and answer.media_time == 4.0 and answer.chunks_in_context == 2
+    assert answer.text == model.ask("cam", "What is on screen?", max_new_tokens=6).text  # greedy: the same

@@ -1,0 +1,93 @@
+"""Request and response bodies of the HTTP API, as pydantic models.
+
+Every request model refuses unknown fields, takes no string for a number or a number for a boolean
+(strict), refuses NaN and infinities, and bounds every size; a failure is one line, status 422
+(`pipeline.serve.http.errors`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.messages import MAX_NEW_TOKENS_LIMIT
+
+STREAM_NAME = r"^[A-Za-z0-9_.-]+$"
+MAX_QUESTION = 4000  # characters of one question
+MAX_TIMEOUT = 600.0  # seconds one question may take
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class Generation(Request):
+    """Decoding settings of one question (`pipeline.messages.GenerationSettings`); unset: the config's."""
+
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+    do_sample: bool | None = None
+    temperature: float | None = Field(None, ge=0.0, le=100.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0, le=1_000_000)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings given, as keyword arguments of `OmniStream.ask` (`max_new_tokens` always)."""
+        given = self.model_dump(include=set(Generation.model_fields), exclude_none=True)
+        return given | {"max_new_tokens": self.max_new_tokens}
+
+
+class AskRequest(Generation):
+    question: str = Field(min_length=1, max_length=MAX_QUESTION)
+    timeout: float = Field(120.0, gt=0.0, le=MAX_TIMEOUT)
+    stream: bool = False  # true: server-sent events (`piece` ... then `answer`)
+
+
+class AddStreamRequest(Request):
+    name: str = Field(min_length=1, max_length=64, pattern=STREAM_NAME)
+    source: dict[str, Any]  # a source config mapping (`streams` configs: type file|rtsp|synthetic|...)
+    paused: bool = False
+
+
+class WatchRequest(Request):
+    question: str = Field(min_length=1, max_length=MAX_QUESTION)
+    stream: str | None = Field(None, min_length=1, max_length=64, pattern=STREAM_NAME)  # None: every stream
+    every: float = Field(2.0, ge=0.0, le=86400.0)  # seconds of media between evaluations
+    threshold: float = Field(0.5, ge=0.0, le=1.0)  # p(yes) at or above it alerts
+
+
+EventKind = Literal["answer", "alert", "stream", "source", "clip", "webhook", "stats"]
+
+
+class ErrorBody(BaseModel):
+    error: str  # one line
+
+
+class Watch(BaseModel):
+    id: int
+    question: str
+    stream: str | None
+    every: float
+    threshold: float
+    origin: str  # config | api | subscriber (a Python `watch()` iterator)
+
+
+class StreamInfo(BaseModel):
+    name: str
+    state: str
+    detail: str
+    chunks: int
+    dropped: int
+    lost: int
+    reconnects: int
+    lag: float | None
+    media_time: float | None
+    cache_tokens: int | None
+    kept: dict[str, int] | None  # of the newest chunk: video_before/after, audio_before/after
+
+
+class StreamList(BaseModel):
+    streams: list[StreamInfo]
+    model_is_tiny: bool
+    restarts: dict[str, int]
