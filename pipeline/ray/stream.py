@@ -308,7 +308,7 @@ class OmniStream:
                     return
                 except (asyncio.CancelledError, TimeoutError):
                     raise
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - the actor's own exception, without Ray's wrapper
                     raise unwrap(e) from None
                 if isinstance(item, Answer):
                     if self.metrics is not None:
@@ -370,7 +370,7 @@ class OmniStream:
                 side["kept_audio"] = None if layout.audio is None else layout.audio.astype(int).tolist()
         except asyncio.CancelledError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure loses this clip only, and is said
             log.error("%s: alert clip %s: the chunks could not be fetched: %s", st.spec.name, name, e)
             if self.frontends.clips is not None:
                 self.frontends.clips.forget(name)

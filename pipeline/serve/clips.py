@@ -157,7 +157,7 @@ class ClipWriter:
             tmp.replace(mp4)
             sidecar = {**job.sidecar, "clip": job.name, "seconds": seconds}
             mp4.with_suffix(".json").write_text(json.dumps(sidecar, indent=1, allow_nan=False, default=str))
-        except Exception as e:  # an encoder or disk error loses this clip only
+        except Exception as e:  # noqa: BLE001 - an encoder or disk error loses this clip only
             tmp.unlink(missing_ok=True)
             self.failed += 1
             log.error("clip %s not written: %s", job.name, e)

@@ -130,7 +130,7 @@ async def _chunks(cid: str, created: int, model: str, first: str | Answer,
         yield chunk({}, "stop", omnisift=_extra(item))
     except StopAsyncIteration:
         yield chunk({}, "stop")
-    except Exception as e:  # already 200: the failure is the last event
+    except Exception as e:  # noqa: BLE001 - already 200: the failure is the last event
         yield sse.frame(None, {"error": {"message": " ".join(str(e).split()) or type(e).__name__}})
     finally:
         await rest.aclose()

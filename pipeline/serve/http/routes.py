@@ -130,7 +130,7 @@ async def _answer_events(first: str | Answer, rest: AsyncIterator[str | Answer])
         yield sse.frame("answer", item.to_json())
     except StopAsyncIteration:
         return
-    except Exception as e:  # the stream is already 200: the failure is the last event
+    except Exception as e:  # noqa: BLE001 - the stream is already 200: the failure is the last event
         yield sse.frame("error", {"error": " ".join(str(e).split()) or type(e).__name__})
     finally:
         await rest.aclose()

@@ -72,7 +72,7 @@ class HttpServer:
             self.server.should_exit = True
             try:
                 await asyncio.wait_for(asyncio.shield(self.task), 5.0)
-            except (TimeoutError, Exception):
+            except Exception:  # noqa: BLE001 - it did not stop in time, or stopped with an error: force it
                 self.server.force_exit = True
                 self.task.cancel()
                 await asyncio.gather(self.task, return_exceptions=True)
