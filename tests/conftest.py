@@ -25,3 +25,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _, failure = load_check_env().check()
     if failure:
         pytest.exit(f"environment check failed: {failure}", returncode=3)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-screenshot", action="store_true",
+                     help="write the dashboard test's screenshot to docs/dashboard.png (the README's picture)")
