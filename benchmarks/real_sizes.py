@@ -90,12 +90,14 @@ def gpu_table(actors: dict[str, int], per_stream: int) -> dict:
 
 
 def peak_rss_of_load(path: Path, part: str, dtype: str) -> float:
-    """Peak host memory (GiB) of a fresh process that loads `part` of the model at `path`."""
-    code = ("import resource, sys; from omnisift.loading import load_model; "
-            f"m = load_model({str(path)!r}, device='cpu', dtype={dtype!r}, part={part!r}); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    """Peak host memory (GiB) of a fresh process that loads `part` of the model at `path`: its VmHWM, the
+    high-water mark of its own memory (getrusage's maxrss would carry the parent's over the fork)."""
+    load_part = "all" if part == "all-then-drop" else part
+    code = ("from omnisift.loading import load_model; "
+            f"m = load_model({str(path)!r}, device='cpu', dtype={dtype!r}, part={load_part!r}); ")
     if part == "all-then-drop":  # what the encoder did before: the whole thinker, then the language model dropped
-        code = code.replace("part='all-then-drop'", "part='all'")
+        code += "m.thinker.model.language_model = None; m.thinker.lm_head = None; "
+    code += ("print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=1800)
     return int(out.stdout.strip().splitlines()[-1]) * 1024 / GIB
 
@@ -105,12 +107,13 @@ def measure_parts(path: Path, layers: int) -> dict:
     from omnisift.loading import load_model
 
     meta = actor_parameters(part_parameters(thinker_config(layers)))
+    peaks = {dtype: {part: peak_rss_of_load(path, part, dtype) for part in ("towers", "language", "all-then-drop")}
+             for dtype in ("bf16", "fp32")}
     loaded = {}
     for actor, part in zip(ACTORS, ("towers", "language"), strict=True):
         model = load_model(path, device="cpu", dtype="bf16", part=part)
         loaded[actor] = sum(p.numel() for p in model.thinker.parameters())
         del model
-    peaks = {part: peak_rss_of_load(path, part, "bf16") for part in ("towers", "language", "all-then-drop")}
     return {"meta_count": meta, "loaded_count": loaded, "peak_rss_gib": peaks}
 
 
@@ -182,12 +185,15 @@ def report(r: dict) -> str:
     lines += ["", f"Streams that fit ({HEADROOM:.0%} of the GPU for weights and KV): " +
               ", ".join(f"{gb} GB: {n}" for gb, n in g["fits"].items())]
     m = r["measured"]
-    lines += ["", f"Measured at the real widths, {r['layers']} layer(s) per stack, real vocabulary, bf16 weights:", "",
-              "| actor | meta count | loaded | peak host GiB of its load |", "|---|---:|---:|---:|"]
+    peak = m["peak_rss_gib"]
+    lines += ["", f"Measured at the real widths, {r['layers']} layer(s) per stack, real vocabulary, checkpoint in bf16 "
+              "(peak host memory: VmHWM of a fresh process that loads the part, as bf16 and as fp32):", "",
+              "| actor | meta count | loaded | peak GiB, bf16 | peak GiB, fp32 |", "|---|---:|---:|---:|---:|"]
     for (actor, count), part in zip(m["meta_count"].items(), ("towers", "language"), strict=True):
-        lines.append(f"| {actor} | {count:,} | {m['loaded_count'][actor]:,} | {m['peak_rss_gib'][part]:.2f} |")
+        lines.append(f"| {actor} | {count:,} | {m['loaded_count'][actor]:,} | {peak['bf16'][part]:.2f} | "
+                     f"{peak['fp32'][part]:.2f} |")
     lines.append(f"| before: the whole thinker loaded, then the language model dropped | | | "
-                 f"{m['peak_rss_gib']['all-then-drop']:.2f} |")
+                 f"{peak['bf16']['all-then-drop']:.2f} | {peak['fp32']['all-then-drop']:.2f} |")
     for dtype, t in r["stage_times"].items():
         lines += ["", f"One 640x480 chunk (391 tokens a frame) through the live session, {dtype} on this CPU, "
                   f"{r['layers']} layer(s) per stack, median seconds:", "",
