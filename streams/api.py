@@ -33,42 +33,20 @@ def producer_factory(config: SourceConfig) -> ProducerFactory:
     if isinstance(config, RtspSourceConfig):
         from .decode import open_rtsp
 
-        def rtsp():
-            return open_rtsp(
-                config.resolved_url(),
-                transport=config.transport,
-                connect_timeout=config.connect_timeout,
-                read_timeout=config.read_timeout,
-                **caps,
-            )
-
-        return rtsp
+        return lambda: open_rtsp(config.resolved_url(), transport=config.transport,
+                                 connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, **caps)
     if isinstance(config, SyntheticSourceConfig):
         from .decode import open_synthetic, synthetic_graph
 
-        graph = synthetic_graph(
-            video=config.video,
-            audio=config.audio,
-            pattern=config.pattern,
-            width=config.width,
-            height=config.height,
-            fps=config.fps,
-            frequency=config.frequency,
-            duration=config.duration,
-        )
+        graph = synthetic_graph(video=config.video, audio=config.audio, pattern=config.pattern, width=config.width,
+                                height=config.height, fps=config.fps, frequency=config.frequency,
+                                duration=config.duration)
         return lambda: open_synthetic(graph, realtime=config.realtime, **caps)
     if isinstance(config, WebcamSourceConfig):
         from .device import open_webcam
 
-        return lambda: open_webcam(
-            config.device,
-            input_format=config.input_format,
-            width=config.width,
-            height=config.height,
-            fps=config.fps,
-            ffmpeg=config.ffmpeg,
-            **caps,
-        )
+        return lambda: open_webcam(config.device, input_format=config.input_format, width=config.width,
+                                   height=config.height, fps=config.fps, ffmpeg=config.ffmpeg, **caps)
     if isinstance(config, MicrophoneSourceConfig):
         from .device import open_microphone
 
@@ -76,15 +54,9 @@ def producer_factory(config: SourceConfig) -> ProducerFactory:
     if isinstance(config, ZmqSourceConfig):
         from .zmq_source import ZmqProducer
 
-        return lambda: ZmqProducer(
-            config.endpoint,
-            bind=config.bind,
-            video=config.video,
-            audio=config.audio,
-            max_message_bytes=config.max_message_bytes,
-            idle_timeout=config.idle_timeout,
-            **caps,
-        )
+        return lambda: ZmqProducer(config.endpoint, bind=config.bind, video=config.video, audio=config.audio,
+                                   max_message_bytes=config.max_message_bytes, idle_timeout=config.idle_timeout,
+                                   **caps)
     if isinstance(config, CombinedSourceConfig):
         v = producer_factory(config.video.model_copy(update=caps) if any(caps.values()) else config.video)
         a = producer_factory(config.audio)
