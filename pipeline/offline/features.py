@@ -62,7 +62,8 @@ def spread_chunks(n_chunks: int, max_frames: int | None) -> set[int] | None:
 
 
 def chunk_count(path: str | Path) -> int:
-    """Chunks in a media file: from the container's duration, else by decoding it once."""
+    """Chunks in a media file: from the container's duration, else by decoding it once. (Decoding may
+    add a tail chunk of a few ms of codec padding past the duration; a frames cap never selects it.)"""
     import av
 
     with av.open(str(path)) as container:
