@@ -66,3 +66,15 @@ def test_feature_cache_refuses_features_made_with_other_settings(tmp_path):
     FeatureCache(tmp_path, settings=encoding_settings(None, 602112, 768))  # the same settings: reused
     with pytest.raises(ValueError, match="feature cache built with .* use another cache_dir"):
         FeatureCache(tmp_path, settings=encoding_settings(None, 602112, None))
+
+
+def test_shipped_configs_validate_with_their_presets():
+    from pathlib import Path
+
+    from pipeline.offline.config import TrainConfig
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    assert load_config(configs / "train.yaml", TrainConfig).train.trainable == "selector"
+    assert load_config(configs / "eval.yaml", EvalConfig).model.max_frames is None
+    release = load_config(configs / "eval-release.yaml", EvalConfig)
+    assert (release.model.max_frames, release.model.max_pixels, release.do_sample) == (768, 768 * 28 * 28, False)
