@@ -258,13 +258,15 @@ def test_release_preset_on_ray_fsdp_matches_one_process(tmp_path, tiny_path, cli
 
 
 @pytest.mark.slow
-def test_release_preset_as_given_trains_on_ray_and_loads_in_infer(tmp_path, tiny_path, clips, capsys):
-    """`omnisift train` with the release preset's own precision (bf16) on two FSDP workers: the language model
-    and the selector move, the towers do not, and `omnisift infer` answers with the folder."""
+@pytest.mark.parametrize("trainable", ["full", "lora"])
+def test_release_preset_as_given_trains_on_ray_and_loads_in_infer(tmp_path, tiny_path, clips, capsys, trainable):
+    """`omnisift train` with the release preset's own precision (bf16) on two FSDP workers, full or LoRA: the
+    language model and the selector move, the towers do not, and `omnisift infer` answers with the folder."""
     import ray
 
     folder, paths = clips
-    config = _release_config(tmp_path, tiny_path, _dataset(folder, paths), 2, precision="bf16")
+    config = _release_config(tmp_path, tiny_path, _dataset(folder, paths), 2, precision="bf16", trainable=trainable,
+                             lora={"rank": 4, "alpha": 8})
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert main(["train", str(config), "--no-progress"]) == 0
@@ -275,7 +277,7 @@ def test_release_preset_as_given_trains_on_ray_and_loads_in_infer(tmp_path, tiny
     trained = load_model(model_dir, device="cpu", dtype="float32").thinker.state_dict()
     base = load_model(tiny_path, device="cpu", dtype="float32").thinker.state_dict()
     moved = {k for k, v in trained.items() if not torch.equal(v, base[k])}
-    assert "lm_head.weight" in moved and "compressor.v_proj.weight" in moved
-    assert any(k.startswith("model.language_model.layers.") for k in moved)
+    assert "compressor.v_proj.weight" in moved and "model.language_model.layers.1.mlp.down_proj.weight" in moved
+    assert ("lm_head.weight" in moved) == (trainable == "full")  # LoRA adapts the layers' projections only
     assert not any(k.startswith(TOWERS) for k in moved)
     assert main(["infer", str(paths[2]), "-q", "Which pitch?", "--model", str(model_dir), "--max-new-tokens", "2"]) == 0
