@@ -8,8 +8,10 @@ keep with `decide_sequence`, runs the frozen language model on the kept tokens a
 positions and takes the next-token loss on the answer; the straight-through mask carries the gradient
 to the selector either through the kept audio embeddings (`gate="embedding"`, DESIGN section 3) or
 through every attention layer's keys (`gate="attention"`, `omnisift.key_gate`), and the scores pass it
-to the selector's logits centred per chunk (`omnisift.sequence.straight_through_scores`). Only the
-selector learns.
+to the selector's logits centred per chunk (`omnisift.sequence.straight_through_scores`). The selector
+learns; with `TrainSettings.trainable` "full" or "lora" the language model learns with it (the release
+recipe; `trainable`), sharded across workers with FSDP (`sharding`), and checkpoints also hold a model
+folder in `save_pretrained` layout with the selector inside (`export`). The towers never train.
 
 `Trainer.step()` does one micro-batch (and an optimizer step every `grad_accum` micro-batches);
 `Trainer.run()` loops, shows a progress bar, writes checkpoints and the learning curve. Checkpoints
@@ -17,7 +19,8 @@ are a folder: `selector.safetensors` (official `thinker.compressor.` layout, loa
 `load_selector`), `optimizer.safetensors` (AdamW state, no pickle) and `trainer_state.json`.
 
 Modules: `layout` (examples and batches), `forward` (the compressed forward and its estimator),
-`trainer` (settings, schedule, checkpoints, the loop).
+`trainer` (settings, schedule, checkpoints, the loop), `trainable` (what trains; LoRA), `sharding` (FSDP),
+`export` (the model folder).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from omnisift.training.layout import (
     build_example,
     collate,
 )
+from omnisift.training.trainable import TRAINABLE, LoraSettings, TrainableCore, apply_lora, set_trainable
 from omnisift.training.trainer import (
     History,
     StepResult,
@@ -56,6 +60,11 @@ from omnisift.training.trainer import (
 
 __all__ = [
     "GATES",
+    "TRAINABLE",
+    "LoraSettings",
+    "TrainableCore",
+    "apply_lora",
+    "set_trainable",
     "Batch",
     "ClipFeatures",
     "Example",

@@ -15,10 +15,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from omnisift.checkpoint import load_selector, save_selector
+from omnisift.checkpoint import load_selector, save_selector, selector_from_state
 from omnisift.ratios import Ratios
-from omnisift.training.forward import compressed_forward
 from omnisift.training.layout import Batch, Example, collate
+from omnisift.training.sharding import full_state, is_sharded
+from omnisift.training.trainable import LoraSettings, TrainableCore, set_trainable
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
@@ -31,7 +32,7 @@ def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float = 0.
 
 @dataclass
 class TrainSettings:
-    """Hyper-parameters of the selector's training loop."""
+    """Hyper-parameters of the training loop (`trainable` says what trains: see `set_trainable`)."""
 
     steps: int = 1000  # optimizer steps
     batch_size: int = 4
@@ -47,6 +48,9 @@ class TrainSettings:
     save_every: int = 200
     log_every: int = 10
     seed: int = 0
+    trainable: str = "selector"  # selector | full | lora
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, float32 on the CPU; bf16: bf16 autocast anywhere
+    lora: LoraSettings = field(default_factory=LoraSettings)  # used when trainable == "lora"
 
 
 @dataclass
@@ -104,27 +108,33 @@ class History:
 
 def freeze_all_but_selector(thinker) -> list[nn.Parameter]:
     """Freeze the backbone and towers; return the selector's parameters (made trainable)."""
-    thinker.requires_grad_(False)
-    thinker.compressor.requires_grad_(True)
-    return list(thinker.compressor.parameters())
+    return set_trainable(thinker, "selector")
 
 
 class Trainer:
-    """Trains `thinker.compressor` on batches of laid-out examples; the backbone stays frozen.
+    """Trains `thinker.compressor` (and, with `settings.trainable` full or lora, the language model) on
+    batches of laid-out examples; the towers stay frozen.
 
     `selector` is the module called inside the forward (defaults to `thinker.compressor`; Ray Train
-    passes its DDP wrapper). `after_backward` runs before each optimizer step (e.g. a gradient
-    all-reduce); `is_main` controls who writes checkpoints, bars and plots.
+    passes its DDP wrapper). `core` is the `TrainableCore` to call (Ray Train passes it sharded with
+    FSDP). `after_backward` runs before each optimizer step (e.g. a gradient all-reduce); `is_main`
+    controls who writes checkpoints, bars and plots. `base_model` (the folder or hub id the thinker was
+    loaded from) makes every checkpoint of a language-model run also a model folder, `<checkpoint>/model`
+    (`omnisift.training.export`).
     """
 
     def __init__(self, thinker, settings: TrainSettings, *, selector: nn.Module | None = None,
-                 out_dir: str | Path | None = None, is_main: bool = True,
-                 after_backward: Callable[[], None] | None = None) -> None:
+                 core: TrainableCore | None = None, out_dir: str | Path | None = None, is_main: bool = True,
+                 after_backward: Callable[[], None] | None = None, base_model: str | Path | None = None) -> None:
         self.thinker = thinker
         self.settings = settings
-        self.params = freeze_all_but_selector(thinker)
-        thinker.eval()  # no dropout in the frozen backbone
+        self.params = set_trainable(thinker, settings.trainable)
+        thinker.eval()  # no dropout in the frozen towers
         thinker.compressor.train()
+        if settings.trainable != "selector":
+            thinker.model.language_model.train()
+        self.core = core if core is not None else TrainableCore(thinker)
+        self.base_model = base_model
         self.selector = selector if selector is not None else thinker.compressor
         self.ratios = Ratios(rho_video=settings.rho_video, rho_audio=settings.rho_audio)
         self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -140,9 +150,10 @@ class Trainer:
         self.device = thinker.lm_head.weight.device
 
     def autocast(self):
-        """bf16 autocast on CUDA; nothing on the CPU."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast with `precision` bf16, or auto on CUDA; nothing otherwise."""
+        p = self.settings.precision
+        if p == "bf16" or (p == "auto" and self.device.type == "cuda"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def step(self, batch: Batch) -> StepResult:
@@ -150,7 +161,7 @@ class Trainer:
         start = time.perf_counter()
         batch = batch.to(self.device)
         with self.autocast():
-            result = compressed_forward(self.thinker, batch, self.ratios, self.selector, self.settings.gate)
+            result = self.core(batch, self.ratios, self.settings.gate, self.selector)
         if result.loss is None:
             raise ValueError("a training batch has no answer tokens")
         (result.loss / self.settings.grad_accum).backward()
@@ -196,37 +207,80 @@ class Trainer:
                 if self.out_dir is not None and s.save_every and r.optimizer_step % s.save_every == 0:
                     self.save(self.out_dir / f"checkpoint-{r.optimizer_step}")
         bar.close()
-        if self.out_dir is not None and self.is_main:
-            self.save(self.out_dir / "final")
-            plot_curve(self.history, self.out_dir / "learning_curve.png")
+        if self.out_dir is not None:
+            self.save(self.out_dir / "final")  # every rank: gathering sharded weights is a collective
+            if self.is_main:
+                plot_curve(self.history, self.out_dir / "learning_curve.png")
         return self.history
 
     def save(self, folder: str | Path) -> Path:
-        """Selector (official layout), optimizer state and trainer state into `folder`."""
+        """Selector (official layout), trainer state and, unless sharded, optimizer state into `folder`;
+        for a language-model run also the trained tensors (`trainable.safetensors`, for `resume`) and,
+        with `base_model`, the model folder `folder/model`. Every rank calls it; the main one writes."""
         folder = Path(folder)
+        lm_run, sharded = self.settings.trainable != "selector", is_sharded(self.core)
+        state = full_state(self.core) if lm_run or sharded else None
         if not self.is_main:
             return folder
         folder.mkdir(parents=True, exist_ok=True)
-        save_selector(self.thinker.compressor, folder / "selector.safetensors")
-        optimizer_to_safetensors(self.optimizer, folder / "optimizer.safetensors")
+        if state is None:
+            save_selector(self.thinker.compressor, folder / "selector.safetensors")
+        else:
+            selector = {k.removeprefix("compressor."): v for k, v in state.items() if k.startswith("compressor.")}
+            save_selector(selector_from_state(selector), folder / "selector.safetensors")
+        if not sharded:  # a sharded optimizer state is per worker: those runs do not resume
+            optimizer_to_safetensors(self.optimizer, folder / "optimizer.safetensors")
+        if lm_run:
+            from safetensors.torch import save_file
+
+            from omnisift.training.trainable import is_trained
+
+            trained = {k: v.contiguous() for k, v in state.items() if is_trained(k, self.settings.trainable)}
+            save_file(trained, str(folder / "trainable.safetensors"), metadata={"format": "pt"})
+            if self.base_model is not None:
+                from omnisift.training.export import export_pretrained
+
+                export_pretrained(state, self.settings.trainable, self.base_model, folder / "model",
+                                  lora=self.settings.lora, local_files_only=True)
         state = {"optimizer_step": self.optimizer_step, "micro_step": self.micro_step,
                  "scheduler": self.scheduler.state_dict(), "settings": asdict(self.settings),
-                 "history": asdict(self.history)}
+                 "history": asdict(self.history), "resumable": not sharded}
         state["scheduler"].pop("lr_lambdas", None)
         (folder / "trainer_state.json").write_text(json.dumps(state, indent=1))
         return folder
 
     def resume(self, folder: str | Path) -> None:
-        """Continue from a checkpoint folder written by `save`."""
+        """Continue from a checkpoint folder written by `save` (not one of a sharded run)."""
         folder = Path(folder)
+        if not (folder / "optimizer.safetensors").exists():
+            raise ValueError(f"{folder}: no optimizer state (a checkpoint of a sharded run cannot be resumed)")
         loaded = load_selector(folder / "selector.safetensors")
         self.thinker.compressor.load_state_dict(loaded.state_dict())
+        if self.settings.trainable != "selector":
+            self._load_trained(folder / "trainable.safetensors")
         optimizer_from_safetensors(self.optimizer, folder / "optimizer.safetensors")
         state = json.loads((folder / "trainer_state.json").read_text())
         self.optimizer_step, self.micro_step = state["optimizer_step"], state["micro_step"]
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
         self.history = History([tuple(x) for x in state["history"]["train"]],
                                [tuple(x) for x in state["history"]["eval"]])
+
+
+    def _load_trained(self, path: Path) -> None:
+        """The trained tensors of a language-model checkpoint, checked to be exactly this run's."""
+        from safetensors.torch import load_file
+
+        from omnisift.training.trainable import is_trained
+
+        if not path.exists():
+            raise ValueError(f"{path.parent}: no trainable.safetensors (not a checkpoint of a "
+                             f"trainable: {self.settings.trainable} run)")
+        tensors = load_file(str(path))
+        expected = {k for k in self.core.state_dict() if is_trained(k, self.settings.trainable)}
+        if set(tensors) != expected:
+            diff = sorted(set(tensors) ^ expected)
+            raise ValueError(f"{path}: trained tensors do not match this run's ({len(diff)} differ, e.g. {diff[0]})")
+        self.core.load_state_dict(tensors, strict=False)
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

@@ -36,11 +36,13 @@ def run(args: argparse.Namespace) -> int:
     )
     samples, cache, line, failed = dataset_with_features(cfg.dataset, cfg.cache_dir, session.model,
                                                          min_pixels=m.min_pixels, max_pixels=m.max_pixels,
+                                                         max_frames=m.max_frames,
                                                          progress=args.progress)
     print(line, flush=True)
     result = evaluate_samples(session, samples, cache, cfg.methods, cfg.retention, cfg.out_dir,
                               generate=cfg.generate, score_options=cfg.score_options,
-                              max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, progress=args.progress,
+                              max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, seed=cfg.seed,
+                              progress=args.progress,
                               failed=failed)
     print(result.table_md)
     print(f"written: {result.out_dir / 'comparison.md'}, comparison.csv, predictions.jsonl, open_answers.jsonl")

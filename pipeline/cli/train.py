@@ -1,11 +1,12 @@
-"""`omnisift train CONFIG`: train the VGAS selector on a dataset (configs/train.yaml)."""
+"""`omnisift train CONFIG`: train the VGAS selector, or the language model with it (`preset: release`), on a
+dataset (configs/train.yaml)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "train the OmniSIFT selector (configs/train.yaml)"
+HELP = "train the OmniSIFT selector, or the language model with it (configs/train.yaml)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
         trainer = train_local(cfg, progress=args.progress)
         print(f"trained {trainer.optimizer_step} steps")
-    print(f"selector: {Path(cfg.out_dir) / 'final' / 'selector.safetensors'}; "
-          f"curve: {Path(cfg.out_dir) / 'learning_curve.png'}")
+    final = Path(cfg.out_dir) / "final"
+    print(f"selector: {final / 'selector.safetensors'}; curve: {Path(cfg.out_dir) / 'learning_curve.png'}")
+    if cfg.train.trainable != "selector":
+        print(f"model: {final / 'model'} (omnisift infer VIDEO -q QUESTION --model {final / 'model'})")
     return 0

@@ -1,6 +1,7 @@
 """Validated configs of the offline commands (`omnisift train`, `omnisift eval`), read from YAML.
 
-Errors name the field and the bad value (pydantic), in one line through the CLI.
+Errors name the field and the bad value (pydantic), in one line through the CLI. `preset:` fills defaults
+the YAML can override (`pipeline.offline.presets`: the selector-only recipe, the release's).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from omnisift.data import LAYOUTS
+from pipeline.offline.presets import EVAL_PRESETS, TRAIN_PRESETS, with_preset
 from streams.config import read_yaml
 
 Layout = Literal["auto", "jsonl", "worldsense", "videomme", "dailyomni", "omnivideobench", "video_salmonn"]
@@ -35,17 +37,31 @@ class ModelConfig(_Strict):
     dtype: str | None = None
     min_pixels: int | None = Field(default=None, ge=28 * 28)
     max_pixels: int | None = Field(default=None, ge=28 * 28)
+    max_frames: int | None = Field(default=None, ge=4)  # longer media: whole chunks spread evenly (features.py)
     system_prompt: str | None = None
     local_files_only: bool = False
 
 
+class LoraConfig(_Strict):
+    """LoRA of `trainable: lora` (this project's choice of values: the release has no LoRA variant)."""
+
+    rank: int = Field(default=16, ge=1)
+    alpha: float = Field(default=32.0, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 class OptimConfig(_Strict):
-    steps: int = Field(default=1000, ge=1)
-    batch_size: int = Field(default=1, ge=1)
-    grad_accum: int = Field(default=8, ge=1)
+    trainable: Literal["selector", "full", "lora"] = "selector"  # omnisift.training.set_trainable
+    steps: int | None = Field(default=1000, ge=1)  # optimizer steps; or:
+    epochs: float | None = Field(default=None, gt=0)  # passes over the data (steps = ceil(epochs * n / global))
+    batch_size: int = Field(default=1, ge=1)  # per worker and micro-batch
+    grad_accum: int | None = Field(default=8, ge=1)  # or:
+    global_batch_size: int | None = Field(default=None, ge=1)  # = batch_size * grad_accum * workers
     lr: float = Field(default=1e-4, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
-    warmup_steps: int = Field(default=50, ge=0)
+    warmup_steps: int | None = Field(default=50, ge=0)  # or:
+    warmup_ratio: float | None = Field(default=None, ge=0, le=1)  # warmup_steps = ceil(ratio * steps)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
     max_grad_norm: float = Field(default=1.0, ge=0)
     gate: Literal["embedding", "attention"] = "embedding"  # omnisift.training.compressed_forward
@@ -54,6 +70,16 @@ class OptimConfig(_Strict):
     save_every: int = Field(default=200, ge=0)
     log_every: int = Field(default=10, ge=1)
     seed: int = 0
+    max_length: int | None = Field(default=None, ge=1)  # longer examples (before compression) are skipped
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, float32 on the CPU
+    lora: LoraConfig = LoraConfig()
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> OptimConfig:
+        for a, b in (("steps", "epochs"), ("grad_accum", "global_batch_size"), ("warmup_steps", "warmup_ratio")):
+            if (getattr(self, a) is None) == (getattr(self, b) is None):
+                raise ValueError(f"give {a} or {b}, exactly one (got {getattr(self, a)!r} and {getattr(self, b)!r})")
+        return self
 
 
 class RayConfig(_Strict):
@@ -62,6 +88,7 @@ class RayConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    preset: Literal["selector_only", "release"] = "selector_only"  # pipeline.offline.presets
     model: ModelConfig = ModelConfig()
     dataset: DatasetConfig
     cache_dir: Path
@@ -70,8 +97,17 @@ class TrainConfig(_Strict):
     train: OptimConfig = OptimConfig()
     ray: RayConfig = RayConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data):
+        if isinstance(data, dict) and data.get("preset", "selector_only") in TRAIN_PRESETS:
+            data = {**data, "train": with_preset(dict(data.get("train") or {}),
+                                                 TRAIN_PRESETS[data.get("preset", "selector_only")])}
+        return data
+
 
 class EvalConfig(_Strict):
+    preset: Literal["none", "release"] = "none"  # pipeline.offline.presets
     model: ModelConfig = ModelConfig()
     dataset: DatasetConfig
     cache_dir: Path
@@ -81,7 +117,15 @@ class EvalConfig(_Strict):
     generate: bool = True
     score_options: bool = True
     max_new_tokens: int = Field(default=16, ge=1)
+    do_sample: bool = False  # false: greedy decoding
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data):
+        if isinstance(data, dict) and data.get("preset", "none") in EVAL_PRESETS:
+            data = with_preset(data, EVAL_PRESETS[data.get("preset", "none")])
+        return data
 
     @model_validator(mode="after")
     def _methods(self) -> EvalConfig:

@@ -57,9 +57,10 @@ class EvalResult:
 
 def evaluate_samples(session, samples: Sequence[Sample], cache: FeatureCache, methods: Sequence[str],
                      retention: float, out_dir: str | Path, *, generate: bool = True, score_options: bool = True,
-                     max_new_tokens: int = 16, seed: int = 0, progress: bool = False,
+                     max_new_tokens: int = 16, do_sample: bool = False, seed: int = 0, progress: bool = False,
                      failed: int = 0) -> EvalResult:
-    """Run every method on every (cached) sample; write predictions, open answers and the tables."""
+    """Run every method on every (cached) sample; write predictions, open answers and the tables.
+    Answers are generated greedily unless `do_sample` (then seeded by `seed`)."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -85,7 +86,8 @@ def evaluate_samples(session, samples: Sequence[Sample], cache: FeatureCache, me
                     prefill += time.perf_counter() - start
                     counts += compressed.counts
                 prompt = sample.prompt()
-                text = session.ask(prompt, max_new_tokens=max_new_tokens) if generate or not sample.options else None
+                text = (session.ask(prompt, max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed)
+                        if generate or not sample.options else None)
                 generated = parse_letter(text, sample.options) if (text is not None and sample.options) else None
                 scored = None
                 if sample.options and score_options:

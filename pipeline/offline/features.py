@@ -6,6 +6,15 @@ Each file is decoded by `streams` (the file source, as fast as it decodes) and c
 The per-chunk vision and audio tower outputs of a file are stored as `<key>/video` [G, n_p, D] and
 `<key>/audio` [A, D] in sharded safetensors files, with the chunk structure in `index.json`.
 
+A frames cap (`max_frames`, the video processor's in Qwen2.5-Omni) applies to whole chunks: media longer
+than `max_frames / 4` chunks keep `max_frames // 4` chunks spread evenly over it (the chunk indices
+`floor(i * n / k)`, the rule transformers' `sample_frames` applies to single frames), each with its own
+audio. Qwen's reference spreads single frames and keeps the whole audio track instead; the chunk is the
+unit of the streaming path, so it is the unit here.
+
+The encoding settings (pixel bounds, frames cap) are recorded in `index.json`; a cache built with other
+settings is refused, since its features would not be what the config asks for.
+
 Resumable: a shard is written (to a temporary name, then renamed) every `shard_size` files and
 `index.json` is replaced atomically after it, so an interruption loses at most the files of the
 shard being filled; a rerun skips every file the index holds. Files that cannot be decoded are
@@ -17,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +41,7 @@ from omnisift.training import ClipFeatures, Example, PromptTemplate, build_examp
 from operators import Encoder, Preprocessor
 from operators.chunk_encoder import ChunkEncoder
 from streams import read_chunks
+from streams.chunk import CHUNK_SECONDS, FRAMES_PER_CHUNK
 from streams.errors import StreamError
 
 log = logging.getLogger(__name__)
@@ -42,12 +53,37 @@ def media_key(path: str | Path) -> str:
     return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:20]
 
 
-def encode_file(path: str | Path, preprocessor: Preprocessor, encoder: Encoder) -> ClipFeatures:
-    """Decode a file chunk by chunk and run the towers on every chunk; raises StreamError/ValueError."""
+def spread_chunks(n_chunks: int, max_frames: int | None) -> set[int] | None:
+    """Indices of the chunks kept under a frames cap (None: all of them)."""
+    if max_frames is None or n_chunks * FRAMES_PER_CHUNK <= max_frames:
+        return None
+    k = max(1, max_frames // FRAMES_PER_CHUNK)
+    return {i * n_chunks // k for i in range(k)}
+
+
+def chunk_count(path: str | Path) -> int:
+    """Chunks in a media file: from the container's duration, else by decoding it once. (Decoding may
+    add a tail chunk of a few ms of codec padding past the duration; a frames cap never selects it.)"""
+    import av
+
+    with av.open(str(path)) as container:
+        seconds = None if container.duration is None else container.duration / av.time_base
+    if seconds:
+        return max(1, math.ceil(seconds / CHUNK_SECONDS - 1e-6))
+    return sum(1 for _ in read_chunks({"type": "file", "path": str(path), "realtime": False}))
+
+
+def encode_file(path: str | Path, preprocessor: Preprocessor, encoder: Encoder,
+                max_frames: int | None = None) -> ClipFeatures:
+    """Decode a file chunk by chunk and run the towers on every chunk (or, under `max_frames`, on the chunks
+    `spread_chunks` keeps); raises StreamError/ValueError."""
     filler = ChunkEncoder(preprocessor, encoder, lambda *_: None)  # only its gap filling is used
     videos, audios, steps, n_audio = [], [], [], []
     grid_hw = None
+    keep = None if max_frames is None else spread_chunks(chunk_count(path), max_frames)
     for chunk in read_chunks({"type": "file", "path": str(path), "realtime": False}, name=Path(path).stem):
+        if keep is not None and chunk.index not in keep:
+            continue
         frames, audio = filler.inputs(chunk)
         if frames is None:
             raise ValueError(f"{Path(path).name}: no video stream (a video file is needed)")
@@ -78,12 +114,19 @@ class CacheSummary:
 class FeatureCache:
     """Sharded safetensors of per-chunk tower outputs, keyed by media file."""
 
-    def __init__(self, folder: str | Path, shard_size: int = 32) -> None:
+    def __init__(self, folder: str | Path, shard_size: int = 32, settings: dict | None = None) -> None:
+        """`settings`: how the features are encoded (pixel bounds, frames cap); a cache recorded with other
+        settings raises ValueError (a cache from before settings were recorded is taken as it is)."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.shard_size = shard_size
         index = self.folder / INDEX
         data = json.loads(index.read_text()) if index.exists() else {}
+        recorded = data.get("settings")
+        if settings is not None and recorded is not None and recorded != settings:
+            raise ValueError(f"{self.folder}: feature cache built with {recorded}, not {settings}; "
+                             "use another cache_dir")
+        self.settings = recorded if settings is None else settings
         self.entries: dict[str, dict] = data.get("entries", {})
         self.failed: dict[str, str] = data.get("failed", {})
         self.n_shards: int = data.get("shards", 0)
@@ -146,7 +189,8 @@ class FeatureCache:
             self.n_shards += 1
             self._pending, self._pending_entries = {}, {}
         tmp = self.folder / (INDEX + ".tmp")
-        tmp.write_text(json.dumps({"entries": self.entries, "failed": self.failed, "shards": self.n_shards}))
+        tmp.write_text(json.dumps({"entries": self.entries, "failed": self.failed, "shards": self.n_shards,
+                                   "settings": self.settings}))
         os.replace(tmp, self.folder / INDEX)
 
     def get(self, media: str | Path) -> ClipFeatures:
@@ -160,11 +204,11 @@ class FeatureCache:
 
 
 def cache_features(samples: Iterable[Sample], cache: FeatureCache, preprocessor: Preprocessor, encoder: Encoder,
-                   *, progress: bool = False) -> tuple[list[Sample], CacheSummary]:
+                   *, progress: bool = False, max_frames: int | None = None) -> tuple[list[Sample], CacheSummary]:
     """Make sure every sample's media is cached; returns the samples whose media could be encoded."""
     samples = list(samples)
-    summary = cache.build([s.media for s in samples], lambda p: encode_file(p, preprocessor, encoder),
-                          progress=progress)
+    summary = cache.build([s.media for s in samples],
+                          lambda p: encode_file(p, preprocessor, encoder, max_frames), progress=progress)
     return [s for s in samples if s.media in cache], summary
 
 
@@ -176,15 +220,21 @@ def training_examples(samples: Iterable[Sample], cache: FeatureCache, template: 
             for s in samples]
 
 
+def encoding_settings(min_pixels: int | None, max_pixels: int | None, max_frames: int | None) -> dict:
+    """What a feature cache records about how its features were made."""
+    return {"min_pixels": min_pixels, "max_pixels": max_pixels, "max_frames": max_frames}
+
+
 def dataset_with_features(dataset_cfg, cache_dir: str | Path, model, *, min_pixels: int | None = None,
-                          max_pixels: int | None = None, progress: bool = True):
+                          max_pixels: int | None = None, max_frames: int | None = None, progress: bool = True):
     """Read a dataset config's samples and cache their features; returns (samples, cache, summary line)."""
     from omnisift.data import load_dataset
 
     samples, data_summary = load_dataset(dataset_cfg.path, dataset_cfg.layout, dataset_cfg.base,
                                          limit=dataset_cfg.limit)
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(cache_dir, settings=encoding_settings(min_pixels, max_pixels, max_frames))
     pre = Preprocessor(model.processor.video_processor, model.device, min_pixels, max_pixels)
-    samples, cache_summary = cache_features(samples, cache, pre, Encoder(model.thinker), progress=progress)
+    samples, cache_summary = cache_features(samples, cache, pre, Encoder(model.thinker), progress=progress,
+                                            max_frames=max_frames)
     line = f"dataset: {data_summary.line()}; {cache_summary.line()}"
     return samples, cache, line, len(cache_summary.failed) + data_summary.n_skipped

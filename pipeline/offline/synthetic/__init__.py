@@ -25,6 +25,8 @@ encoded by `operators`' towers into the feature cache, laid out by `omnisift.tra
    The selector is trained from `--inits` initialisations (the seed's own and fresh ones) on the
    backbone's fit clips; the one with the best accuracy at those ratios on the held-out *training*
    clips is kept (model selection on validation data). Only then are the test clips evaluated.
+   `--preset NAME` takes what trains (the selector, or the language model with it), the lr, the
+   warm-up fraction, the final lr and the precision from an `omnisift train` preset; the task keeps its size.
 
 Seeds run in parallel processes (`--jobs`).
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from omnisift.training import GATES
+from pipeline.offline.presets import TRAIN_PRESETS
 from pipeline.offline.synthetic import __doc__ as DOC
 from pipeline.offline.synthetic.backbone import tiny_model
 from pipeline.offline.synthetic.clips import make_dataset
@@ -42,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone-lr", type=float, default=1e-3)
     parser.add_argument("--proj-lr", type=float, default=1e-3)
     parser.add_argument("--selector-steps", type=int, default=200)
-    parser.add_argument("--selector-lr", type=float, default=1e-3)
+    parser.add_argument("--selector-lr", type=float, default=None,
+                        help="selector-stage lr (default: 1e-3, or the preset's)")
+    parser.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default=None,
+                        help="take what trains, lr, warm-up fraction, final lr and precision from this "
+                             "`omnisift train` preset (experiment.selector_settings)")
     parser.add_argument("--gate", choices=GATES, default="embedding",
                         help="how the straight-through mask reaches the selector "
                              "(omnisift.training.compressed_forward)")

@@ -4,8 +4,8 @@ held-out training clips, and only then evaluate on the test clips."""
 
 from __future__ import annotations
 
-import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,8 @@ import torch
 from omnisift.data import Sample
 from omnisift.ratios import Ratios
 from omnisift.training import PromptTemplate, RandomScorer, Trainer, TrainSettings, batch_stream, build_example
+from omnisift.training.trainable import TrainableCore, is_trained
+from pipeline.offline.presets import TRAIN_PRESETS
 from pipeline.offline.synthetic.backbone import (
     TaskExamples,
     audio_rows,
@@ -164,25 +166,48 @@ def train_selector(task: Task, settings: TrainSettings, args, seed: int, out_dir
     return [list(x) for x in trainer.history.train]
 
 
+def selector_settings(args, seed: int) -> TrainSettings:
+    """The selector stage's settings. Without `--preset`: this task's own (lr `--selector-lr` or 1e-3, 10
+    warm-up steps, cosine to 0.1). With one: what trains, the lr, the warm-up fraction, the final lr and
+    the precision come from the preset (`pipeline.offline.presets`); the steps, batch and ratios stay the
+    task's, which is far smaller than a preset's epoch at global batch 128."""
+    common = dict(steps=args.selector_steps, batch_size=args.batch_size, rho_video=RATIOS.rho_video,
+                  rho_audio=RATIOS.rho_audio, save_every=0, log_every=10, seed=seed, gate=args.gate)
+    if args.preset is None:
+        return TrainSettings(lr=args.selector_lr or 1e-3, warmup_steps=10, min_lr_ratio=0.1, **common)
+    preset = {**{"lr": 1e-4, "min_lr_ratio": 0.1, "trainable": "selector", "precision": "auto"},
+              **TRAIN_PRESETS[args.preset]}
+    warmup = math.ceil(preset["warmup_ratio"] * args.selector_steps) if "warmup_ratio" in preset else 50
+    return TrainSettings(lr=args.selector_lr or preset["lr"], warmup_steps=warmup,
+                         min_lr_ratio=preset["min_lr_ratio"], trainable=preset["trainable"],
+                         precision=preset["precision"], **common)
+
+
+def trained_state(thinker, mode: str) -> dict[str, torch.Tensor]:
+    """A copy of what `mode` trains (thinker state-dict keys): the selector, plus the language model."""
+    prefixes = {"language_model.": "model.language_model.", "lm_head.": "lm_head.", "compressor.": "compressor."}
+    state = TrainableCore(thinker).state_dict()
+    return {next(v + k[len(p):] for p, v in prefixes.items() if k.startswith(p)): t.detach().clone()
+            for k, t in state.items() if is_trained(k, mode)}
+
+
 def train_inits(task: Task, seed: int, work: Path, args) -> tuple[list[dict], list, list]:
-    """Every selector init trained with the same settings and data order, each scored on the held-out
-    training clips before and after: (per-init records, trained states, loss histories)."""
-    compressor = task.thinker.compressor
-    own_init = copy.deepcopy(compressor.state_dict())
-    settings = TrainSettings(steps=args.selector_steps, batch_size=args.batch_size, lr=args.selector_lr,
-                             warmup_steps=10, min_lr_ratio=0.1, rho_video=RATIOS.rho_video,
-                             rho_audio=RATIOS.rho_audio, save_every=0, log_every=10, seed=seed, gate=args.gate)
+    """Every selector init trained with the same settings and data order (the language model, when it
+    trains too, restarts from the backbone each time), each scored on the held-out training clips before
+    and after: (per-init records, trained states, loss histories)."""
+    settings = selector_settings(args, seed)
+    backbone = trained_state(task.thinker, settings.trainable)
     inits, states, histories = [], [], []
     for j in range(args.inits):
-        compressor.load_state_dict(own_init)
+        task.thinker.load_state_dict(backbone, strict=False)
         selector_init(task, seed, j)
         task.thinker.eval()
-        init_state = copy.deepcopy(compressor.state_dict())
+        init_state = trained_state(task.thinker, settings.trainable)
         val_before = task.score("val", RATIOS)
         histories.append(train_selector(task, settings, args, seed, work / f"selector-seed{seed}-init{j}"))
         inits.append({"init": j, "val_untrained": val_before, "val_trained": task.score("val", RATIOS),
                       "init_state": init_state})
-        states.append(copy.deepcopy(compressor.state_dict()))
+        states.append(trained_state(task.thinker, settings.trainable))
     return inits, states, histories
 
 
@@ -190,14 +215,14 @@ def choose_and_test(task: Task, inits: list[dict], states: list) -> tuple[int, d
     """Keep the init with the best held-out training accuracy (ties: the lower index); only then score the
     test clips. Every init is reported on them for transparency; only the chosen one is the result.
     Returns (chosen, trained, untrained, untrained mean over the inits), each on the test clips."""
-    compressor = task.thinker.compressor
+    thinker = task.thinker
     chosen = max(range(len(inits)), key=lambda j: (inits[j]["val_trained"]["accuracy"], -j))
     for j, info in enumerate(inits):
-        compressor.load_state_dict(info.pop("init_state"))
+        thinker.load_state_dict(info.pop("init_state"), strict=False)
         info["test_untrained"] = task.score("test", RATIOS)
-        compressor.load_state_dict(states[j])
+        thinker.load_state_dict(states[j], strict=False)
         info["test_trained"] = task.score("test", RATIOS)
-    compressor.load_state_dict(states[chosen])
+    thinker.load_state_dict(states[chosen], strict=False)
     trained = task.score("test", RATIOS)
     assert trained == inits[chosen]["test_trained"]
     untrained = inits[chosen]["test_untrained"]
