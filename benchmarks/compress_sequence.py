@@ -18,9 +18,6 @@ Both must keep exactly the same tokens; the run says so, or fails.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -31,6 +28,7 @@ import torch.nn.functional as F
 from omnisift.interleave import interleaved_input_ids, rope_positions_of, tiny_thinker
 from omnisift.selector import VisionGuidedAudioSelector
 from omnisift.sequence import compress_sequence
+from pipeline.offline.machine import machine
 
 
 def _top_sorted(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -105,19 +103,6 @@ def scorers() -> list[tuple[str, int, torch.nn.Module]]:
     ]
 
 
-def machine() -> dict:
-    """CPU model, cores, torch version and threads, date and load."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "load": round(os.getloadavg()[0], 2)}
-
-
 def interleaved_times(runs: dict[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
     """Wall times of each run, `reps` rounds, the runs alternating inside a round (same machine state)."""
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -188,7 +173,7 @@ def markdown(r: dict) -> str:
         f"grid: {r['tokens']:,} tokens from `get_rope_index` ({r['av']:,} audio + video), {r['chunks']} chunks; "
         f"rho_video = {a['rho_video']}, rho_audio = {a['rho_audio']}; fp32 random embeddings. Identical decisions "
         f"on every row. {m['cpu']}, {m['threads']} torch thread(s), torch {m['torch']}, {m['date']}, load "
-        f"{m['load']} at the end; medians of {a['reps']} alternating runs after a warm-up."),
+        f"{m['load_average_1min']} at the end; medians of {a['reps']} alternating runs after a warm-up."),
         "",
         "| scorer | D | release loop (s) | `compress_sequence` (s) | per chunk (ms), loop / batched | speed-up |",
         "|---|---:|---:|---:|---:|---:|",

@@ -216,35 +216,6 @@ class Chunker:
         self._gap_chunks.add(self._cstart)
         return out
 
-    # -- one clock for both modalities --------------------------------------------------------------------
-
-    def _expected(self, m: str) -> float:
-        """Stream time at which modality `m`'s next sample is expected."""
-        if m == "a":
-            return self._a_pos / AUDIO_RATE
-        last = self._v_last
-        return last.t + self._v_interval if last is not None else self._v_next / VIDEO_FPS
-
-    def _other(self, m: str) -> str | None:
-        other = "v" if m == "a" else "a"
-        return other if (self.video if other == "v" else self.audio) else None
-
-    def _other_rebased(self, m: str, t: float) -> bool:
-        """Whether the other modality already re-based for the jump that puts `t` away from where `m` expected it:
-        its clock (offset) differs from m's by more than SAME_JUMP and puts `t` within SAME_JUMP of m's place."""
-        other = self._other(m)
-        if other is None or abs(self._offset[other] - self._offset[m]) <= SAME_JUMP:
-            return False
-        return abs(t + self._offset[other] - self._expected(m)) <= SAME_JUMP
-
-    def _other_reaches(self, m: str, ts: float) -> bool:
-        """Whether the other modality, on about the same clock, already reached stream time `ts` (it filled the
-        jump `m` now meets, so `m` fills it too rather than re-basing away from it)."""
-        other = self._other(m)
-        if other is None or abs(self._offset[other] - self._offset[m]) > SAME_JUMP:
-            return False
-        return abs(self._expected(other) - ts) <= self.max_skew
-
     # -- placing samples ----------------------------------------------------------------------------------
 
     def _place(self, e: Event) -> None:
@@ -322,18 +293,13 @@ class Chunker:
         other = "v" if m == "a" else "a"
         return other if (self.video if other == "v" else self.audio) else None
 
-    def _adopt_other_clock(self, m: str, t: float) -> bool:
-        """A jump the other modality already re-based for: take its offset if that puts `t` where `m` expected it,
-        so both keep one clock even when a jump sits near a threshold that only one of them crossed."""
+    def _other_rebased(self, m: str, t: float) -> bool:
+        """Whether the other modality already re-based for the jump that puts `t` away from where `m` expected it:
+        its clock (offset) differs from m's by more than SAME_JUMP and puts `t` within SAME_JUMP of m's place."""
         other = self._other(m)
-        if other is None or self._offset[other] == self._offset[m]:
+        if other is None or abs(self._offset[other] - self._offset[m]) <= SAME_JUMP:
             return False
-        if abs(t + self._offset[other] - self._expected(m)) > SAME_JUMP:
-            return False
-        self._offset[m] = self._offset[other]
-        self.stats.rebases += 1
-        self._gap_chunks.add(self._chunk_of(round(self._expected(m) * AUDIO_RATE)))
-        return True
+        return abs(t + self._offset[other] - self._expected(m)) <= SAME_JUMP
 
     def _other_reaches(self, m: str, ts: float) -> bool:
         """Whether the other modality, on the same clock, already reached stream time `ts` (it filled the jump
