@@ -6,6 +6,7 @@
     omnisift ask QUESTION [--stream NAME] [--endpoint tcp://127.0.0.1:5561]
 
 Bad input (a missing, undecodable or video-less file, a bad ratio or config) prints one line and exits 2.
+May import anything in the project; nothing imports it.
 """
 
 from __future__ import annotations
