@@ -276,7 +276,8 @@ class StreamLoops:
             self.router.failover(self.name, actor, failed)
         except NoReplicaLeft as none:
             raise _ActorDead(f"{reason}; {none}") from None
-        self._follow()
+        if not self._follow():  # the dead actor is none of the stream's replicas: nowhere to move
+            raise _ActorDead(reason)
 
     def _follow(self) -> bool:
         """Take the actors the router names for this stream now (another stream may have found the stream's

@@ -41,6 +41,10 @@ class Replicas:
         """Every actor handle, encoders first."""
         return self.handles["encoder"] + self.handles["model"]
 
+    def alive(self) -> bool:
+        """Whether a replica of each kind is alive (not known dead for good)."""
+        return all(any(r.alive for r in self.shards[kind].replicas) for kind in KINDS)
+
     def placed(self, kind: str, nodes: Sequence[str | None]) -> None:
         """The node each replica of `kind` started on (from the actors' `where()`)."""
         for replica, node in zip(self.shards[kind].replicas, nodes, strict=True):
@@ -72,9 +76,12 @@ class Replicas:
         """`stream`'s `kind` actor is dead for good (`failed`: the dead actor's id, if Ray named it): that
         replica's streams move to the others. Raises NoReplicaLeft when none is alive."""
         ids = [actor_id(h) for h in self.handles[kind]]
-        dead = ids.index(failed) if failed in ids else self.shards[kind].replica_of(stream)
-        if dead is None:
-            return
+        if failed is None:
+            dead = self.shards[kind].replica_of(stream)
+        elif failed in ids:
+            dead = ids.index(failed)
+        else:
+            return  # not one of ours (e.g. the source actor that made the chunk): nothing moves
         try:
             moved = self.shards[kind].fail(dead)
         finally:

@@ -12,9 +12,12 @@ questions. Between them an `asyncio.Queue(max_in_flight)`: when the model is slo
 pump stops pulling, the source's own bounded queue fills, and its drop policy (`drop_oldest` for live
 streams) discards the oldest chunks and counts them; the count travels in every chunk's stats. A chunk
 whose encoder or model actor is restarting is sent again until it is back (`backpressure.restart_wait`);
-chunks that still never reach the context are counted too (`lost`). An actor dead for good fails the
-stream: its state is "failed" with a one-line `detail` naming the actor, in `snapshot()` and in the
-"stream" event. `lag` is in every answer, watch event and stats record.
+chunks that still never reach the context are counted too (`lost`). `model.replicas` model actors and
+`model.encoder_replicas` encoder actors share the streams out (`pipeline.ray.replicas`: least load, sticky,
+shown in `snapshot()`); one dead for good hands its streams to the others (a fresh context on a new model
+replica, flagged and counted). With no replica of a kind left, the stream fails: its state is "failed"
+with a one-line `detail` naming the actor, in `snapshot()` and in the "stream" event. `lag` is in every
+answer, watch event and stats record.
 
 The rest lives beside this module: per-stream state and watches in `pipeline.ray.state`, the
 fan-out of events in `pipeline.ray.events`, ZeroMQ requests in `pipeline.serve.requests`, and the
@@ -146,7 +149,9 @@ class OmniStream:
         self._model_files = await asyncio.to_thread(model_files, spec)
         for s in cfg.streams:  # every configured stream fits the model's context, or nothing starts
             self.budget(s.name, s.source)
-        gpus = ray.cluster_resources().get("GPU", 0.0) if "auto" in (spec.replicas, spec.encoder_replicas) else 0.0
+        gpus = 0.0
+        if "auto" in (spec.replicas, spec.encoder_replicas):
+            gpus = (await asyncio.to_thread(ray.cluster_resources)).get("GPU", 0.0)
         models = resolve_replicas(spec.replicas, gpus)
         encoders = resolve_replicas(spec.encoder_replicas, gpus, default=models)
         self.replicas = Replicas([start_encoder(cfg, spec, spread=encoders > 1) for _ in range(encoders)],
@@ -180,8 +185,8 @@ class OmniStream:
                 self.replicas.publish()
 
     def ready(self) -> bool:
-        """Started, with the encoder and model actors up (the HTTP /readyz)."""
-        return self._started and self.replicas is not None
+        """Started, with an encoder and a model replica alive (the HTTP /readyz)."""
+        return self._started and self.replicas is not None and self.replicas.alive()
 
     async def close(self) -> None:
         """Stop every stream, kill the actors, close ZeroMQ and metrics; shut Ray down if we started it."""

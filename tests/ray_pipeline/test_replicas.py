@@ -129,3 +129,25 @@ async def test_a_replica_killed_for_good_hands_its_streams_to_the_other_and_noth
             assert mine[k].index == mine[k - 1].index + 1 or s["dropped"] > 0  # the chunk that found it dead too
             assert mine[k].model_pid == mine[-1].model_pid != mine[0].model_pid
     assert answer.stream == victims[0] and answer.chunks_in_context >= 1  # its new context answers
+
+
+async def test_with_no_replica_left_the_stream_fails_with_the_reason_and_new_streams_are_refused(local_ray,
+                                                                                                 tiny_model_path):
+    from pipeline.serve.requests import Conflict
+
+    cfg = pipeline_config(tiny_model_path, [], zmq={"pub": None, "rep": None}, metrics={"port": None})
+    async with OmniStream.from_config(cfg) as p:
+        await p.add_stream("only", synthetic(duration=30.0))
+        await _until(lambda: p.streams["only"].chunks >= 1, 120)
+        ray.kill(p.model, no_restart=True)
+        await _until(lambda: p.streams["only"].state == "failed", 60)
+        snap = p.snapshot()["streams"]["only"]
+        assert not p.ready()  # the HTTP /readyz says so too
+        with pytest.raises(Conflict, match=r"^cannot add stream 'late': no model replica left \(1 started, all "
+                                           r"dead for good\)$"):
+            await p.add_stream("late", synthetic(duration=4.0))
+        assert "late" not in p.streams
+    assert snap["detail"] == ("the model actor is dead for good (ActorDiedError); no model replica left "
+                              "(1 started, all dead for good)")
+    assert snap["lost"] >= 1 and snap["moves"] == {"encoder": 0, "model": 0}
+    assert p.snapshot()["streams"] == {}
