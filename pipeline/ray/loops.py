@@ -86,7 +86,6 @@ class StreamLoops:
         self.replica = {"encoder": 0, "model": 0}  # the replica ids this stream's calls go to
         self._fresh = False  # the stream moved to another model replica: its next chunk starts a fresh context
         self.encoder, self.model, self.metrics = encoder, model, metrics
-        self._follow()
         self.events = events
         self.watches = watches  # shared with OmniStream: questions added later are seen
         self.restarts = restarts
@@ -95,6 +94,7 @@ class StreamLoops:
         self.on_alert = on_alert  # an alert, before it is emitted: OmniStream names its clip and writes it
         self.source_policy = FailurePolicy.for_source(GIVE_UP_SECONDS, clock)
         self._stop = asyncio.Event()  # set when the stream fails for good: the pump pulls no more chunks
+        self._follow()  # the router's replicas for the stream, if there is a router
 
     def start(self) -> list[asyncio.Task]:
         """Start both loops; the tasks end at end of stream or failure, or when cancelled."""
