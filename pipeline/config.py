@@ -11,7 +11,7 @@ the config does not import torch), with one line naming the bad option and the c
     streams:
       - {name: door, source: source-rtsp.yaml}
     model: {path: Qwen/Qwen2.5-Omni-7B, compressor: omnisift, retention: 0.25, window_seconds: 300,
-            compressor_options: {carry_previous_frame: true}}
+            compressor_options: {carry_previous_frame: true}, replicas: auto, encoder_replicas: 2}
     backpressure: {max_in_flight: 2, drop_policy: drop_oldest, queue_size: 4, restart_wait: 30}
     resources: {encoder: {num_gpus: 0.5}, model: {num_gpus: 0.5}}
     zmq: {pub: tcp://127.0.0.1:5560, rep: tcp://127.0.0.1:5561}
@@ -46,6 +46,7 @@ from streams.config import load_source_config, read_yaml
 from streams.errors import ConfigError
 
 DropPolicy = Literal["drop_oldest", "block"]
+MAX_REPLICAS = 256
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -107,6 +108,17 @@ class ModelSpec(_Strict):
     local_files_only: bool = False
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS_LIMIT, strict=True)  # answer length
     min_append_seconds: float = Field(0.0, ge=0.0)  # pad each append to at least this (capacity tests)
+    # model actors, each holding the contexts of a share of the streams (`pipeline.ray.sharding`); "auto": one
+    # per GPU the Ray cluster has, at least 1. Each takes `resources.model`; more than one spread over nodes
+    replicas: int | str = 1
+    encoder_replicas: int | str | None = None  # encoder actors; None: as many as model replicas
+
+    @field_validator("replicas", "encoder_replicas", mode="before")
+    @classmethod
+    def _replicas(cls, v: Any) -> Any:
+        if v is None or v == "auto" or (type(v) is int and 1 <= v <= MAX_REPLICAS):
+            return v
+        raise ValueError(f"expected an integer in [1, {MAX_REPLICAS}] or 'auto'")
 
     @model_validator(mode="after")
     def _ratios(self) -> ModelSpec:

@@ -122,6 +122,11 @@ class ChunkStats(TokenCounts):
     # the chunk was already in the context (a call that failed on the way back had applied it) and was not
     # appended again: prefill is 0, the other fields describe the chunk and the context as they are
     duplicate: bool = False
+    # set by the driver: the model replica (its id, `model.replicas`) whose context the chunk is in, and
+    # whether that context started afresh with this chunk because the stream moved there from a replica
+    # dead for good (what came before is not in it: a gap in the context, counted in `snapshot()` as moves)
+    replica: int = 0
+    fresh_context: bool = False
 
     def to_json(self) -> dict:
         return {"type": "stats", **asdict(self)}

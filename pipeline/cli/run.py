@@ -44,6 +44,10 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
             print(f"[{s.name}] context budget: at most {b.worst_case or b.window_tokens} of the model's "
                   f"{b.max_context} tokens ({b.kept_per_chunk} kept per chunk, {b.tokens_per_frame} per frame)",
                   flush=True)
+            placed = stream.snapshot()["streams"].get(s.name, {}).get("replica")
+            if placed is not None:
+                print(f"[{s.name}] on model replica {placed['model']} (node {(placed['node'] or '?')[:12]}), "
+                      f"encoder replica {placed['encoder']}", flush=True)
         printer = asyncio.create_task(_print_events(stream, config, print_stats))
         remaining = None if duration is None else max(0.0, duration - (time.monotonic() - started))
         try:
@@ -55,8 +59,9 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
             await asyncio.gather(printer, return_exceptions=True)
         snap = stream.snapshot()
     for name, s in snap["streams"].items():
+        moved = sum(s["moves"].values())
         print(f"[{name}] {s['state']}: {s['chunks']} chunks, {s['dropped']} dropped, {s['lost']} lost, "
-              f"{s['reconnects']} reconnects", flush=True)
+              f"{s['reconnects']} reconnects" + (f", moved {moved}x off dead replicas" if moved else ""), flush=True)
     return 0
 
 
@@ -77,9 +82,10 @@ async def _print_loop(stream, config, print_stats, next_question, asking) -> Non
     async for ev in stream.events():
         if isinstance(ev, ChunkStats):
             if print_stats:
+                fresh = "  FRESH CONTEXT (moved off a dead replica)" if ev.fresh_context else ""
                 print(f"[{ev.stream}] chunk {ev.index:4d} @ {ev.media_time:7.1f}s  kept video {ev.video_after}/"
                       f"{ev.video_before} audio {ev.audio_after}/{ev.audio_before}  cache {ev.cache_tokens}  "
-                      f"lag {ev.lag:.2f}s  dropped {ev.dropped}", flush=True)
+                      f"lag {ev.lag:.2f}s  dropped {ev.dropped}  replica {ev.replica}{fresh}", flush=True)
             end = ev.media_time + ev.duration
             due = next_question.setdefault(ev.stream, config.ask_every or float("inf"))
             if end >= due and not any(not t.done() for t in asking):

@@ -38,16 +38,22 @@ def start_source(spec: StreamSpec, config: PipelineConfig):
     return cls.remote(spec.name, spec.source, queue_size=bp.queue_size, drop_policy=bp.drop_policy)
 
 
-def start_encoder(config: PipelineConfig, model_spec: ModelSpec):
+def _placement(spread: bool) -> dict[str, Any]:
+    """Replicas of one kind go to different nodes where they can ("SPREAD"; best effort, so a one-node
+    cluster still takes them all); a single actor goes where Ray's default policy puts it."""
+    return {"scheduling_strategy": "SPREAD"} if spread else {}
+
+
+def start_encoder(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool = False):
     res = config.resources.encoder
-    cls = ray.remote(**actor_options(res, max_concurrency=1))(EncoderWorker)
+    cls = ray.remote(**actor_options(res, max_concurrency=1, **_placement(spread)))(EncoderWorker)
     # every chunk a stream can send again (see EncoderWorker): in the queue, held by the pump, the one sent
     return cls.remote(model_spec, num_cpus=res.num_cpus, remember=config.backpressure.max_in_flight + 2)
 
 
-def start_model(config: PipelineConfig, model_spec: ModelSpec):
+def start_model(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool = False):
     res = config.resources.model
-    cls = ray.remote(**actor_options(res, max_concurrency=8))(ModelWorker)
+    cls = ray.remote(**actor_options(res, max_concurrency=8, **_placement(spread)))(ModelWorker)
     return cls.remote(model_spec, num_cpus=res.num_cpus)
 
 

@@ -12,9 +12,14 @@ delivered by then, or on which an actor raised, is counted as `lost`, in the str
 stats record and in `omnisift_chunks_lost_total`, and the stream goes on. A model actor that restarted has
 lost every stream's context: the stream goes on in a fresh one. One that was only unreachable may have run
 the call that failed; the chunk sent again is then skipped by the model (its stats say `duplicate`) and
-counted once. An encoder or model actor dead for good (its restarts used up) fails the stream: its state
-becomes "failed", naming the actor, the pump stops pulling from the source, and the chunk that found the
-actor dead and those already past the source are counted lost. A stream that ends or fails closes its
+counted once. An encoder or model actor dead for good (its restarts used up, or killed without restart)
+hands its streams to the other replicas of its kind (`router`, `pipeline.ray.replicas`): the chunk that
+found it dead is sent again to the stream's new replica (re-encoded there if the encoder died), nothing is
+lost, and on a new model replica the stream goes on in a fresh context (the chunk's stats say
+`fresh_context`, the state event says where it moved, `StreamState.moves` counts it). When no replica of
+that kind is left (or there is no router) the stream fails: its state becomes "failed", naming the actor,
+the pump stops pulling from the source, and the chunk that found the actor dead and those already past the
+source are counted lost. A stream that ends or fails closes its
 source and ends the source actor at once; it stays listed, and its context answers, until removed. So
 for every stream, chunks produced by
 the source = chunks in the context + dropped + lost + chunks still in flight (none once it is over).
@@ -26,6 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from pipeline.messages import ChunkKind, ChunkMeta, ChunkStats, SourceEvent, WatchEvent
@@ -39,6 +45,7 @@ from pipeline.ray.calls import (
 )
 from pipeline.ray.events import EventHub
 from pipeline.ray.policy import FailurePolicy, Verdict
+from pipeline.ray.sharding import NoReplicaLeft
 from pipeline.ray.state import RestartTracker, Status, StreamState, Watch
 
 log = logging.getLogger(__name__)
@@ -66,14 +73,18 @@ class _ActorDead(Exception):
 
 
 class StreamLoops:
-    """The pump and the appender of one stream, over the pipeline's encoder and model actors."""
+    """The pump and the appender of one stream, over its encoder and model actors: `encoder` and `model`,
+    or with a `router` (`pipeline.ray.replicas.Replicas`) the replicas it names for the stream."""
 
-    def __init__(self, st: StreamState, *, encoder: Any, model: Any, metrics: Any, events: EventHub,
+    def __init__(self, st: StreamState, *, encoder: Any = None, model: Any = None, metrics: Any, events: EventHub,
                  watches: dict[int, Watch], restarts: RestartTracker, restart_wait: float = 30.0,
                  clock: Callable[[], float] = time.monotonic,
-                 on_alert: Callable[[StreamState, WatchEvent], WatchEvent] | None = None) -> None:
+                 on_alert: Callable[[StreamState, WatchEvent], WatchEvent] | None = None, router: Any = None) -> None:
         self.st = st
         self.name = st.spec.name
+        self.router = router
+        self.replica = {"encoder": 0, "model": 0}  # the replica ids this stream's calls go to
+        self._fresh = False  # the stream moved to another model replica: its next chunk starts a fresh context
         self.encoder, self.model, self.metrics = encoder, model, metrics
         self.events = events
         self.watches = watches  # shared with OmniStream: questions added later are seen
@@ -83,6 +94,7 @@ class StreamLoops:
         self.on_alert = on_alert  # an alert, before it is emitted: OmniStream names its clip and writes it
         self.source_policy = FailurePolicy.for_source(GIVE_UP_SECONDS, clock)
         self._stop = asyncio.Event()  # set when the stream fails for good: the pump pulls no more chunks
+        self._follow()  # the router's replicas for the stream, if there is a router
 
     def start(self) -> list[asyncio.Task]:
         """Start both loops; the tasks end at end of stream or failure, or when cancelled."""
@@ -113,6 +125,7 @@ class StreamLoops:
             if self._stop.is_set():  # the stream failed while the source was asked: this chunk is past it
                 self._lost(meta)
                 break
+            self._follow()
             encoded_ref = self.encoder.encode.remote(chunk_ref)  # the frames go source -> encoder directly
             # the chunk's ref goes along too, to encode it again if the encoder restarts with it
             await st.queue.put((meta, chunk_ref, encoded_ref))  # waits while max_in_flight chunks are in flight
@@ -202,7 +215,10 @@ class StreamLoops:
                             "the copy sent again was skipped", self.name, meta.index)
             self._seen_pid("model", stats.model_pid)
             self._seen_pid("encoder", stats.encoder_pid)
-            stats = st.appended(stats)
+            stats = st.appended(replace(stats, replica=self.replica["model"], fresh_context=self._fresh))
+            self._fresh = False
+            if self.router is not None:
+                self.router.appended(self.name, stats.cache_tokens)
             if self.metrics is not None:
                 self.metrics.chunk(stats)
             self.events.emit(stats)
@@ -210,7 +226,7 @@ class StreamLoops:
 
     async def _deliver(self, meta: ChunkMeta, chunk_ref: Any, encoded_ref: Any) -> ChunkStats | None:
         """Append one chunk to the model: its stats, or None if it cannot be. Raises _ActorDead if the
-        encoder or model actor is dead for good.
+        encoder or model actor is dead for good and no other replica of it is left (`_move`).
 
         The append fails when the model actor dies or restarts under it, or the encoder actor did with
         the chunk (the append's argument is then that failure, naming the encoder), or either raised.
@@ -223,17 +239,22 @@ class StreamLoops:
         """
         policy = FailurePolicy.for_chunk(self.restart_wait, self.clock)
         while True:
+            encoder = self.encoder
+            if self._follow() and self.encoder is not encoder:  # moved to another encoder meanwhile
+                encoded_ref = self.encoder.encode.remote(chunk_ref)
             try:
                 return await self.model.append.remote(meta, encoded_ref)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001
-                model_failed = failed_actor(e) == actor_id(self.model)
+                failed = failed_actor(e)
+                model_failed = failed == actor_id(self.model)
                 actor = "model" if model_failed else "encoder"
                 verdict = policy.judge(actor, gone=actor_gone(e), restarting=actor_restarting(e))
                 if verdict is Verdict.FAIL:
-                    raise _ActorDead(f"the {actor} actor is dead for good ({type(e).__name__})") from None
-                if verdict is Verdict.LOSE:
+                    self._move(actor, failed, e)  # raises _ActorDead when no replica is left
+                    policy = FailurePolicy.for_chunk(self.restart_wait, self.clock)
+                elif verdict is Verdict.LOSE:
                     if policy.why == "raised":
                         self._failed(e)
                     else:
@@ -244,6 +265,49 @@ class StreamLoops:
             await asyncio.sleep(RETRY_SECONDS)
             if not model_failed:  # the encoded chunk is that failure: encode it again
                 encoded_ref = self.encoder.encode.remote(chunk_ref)
+
+    def _move(self, actor: str, failed: str | None, e: BaseException) -> None:
+        """The stream's `actor` is dead for good: move to another replica of that kind (the router moves
+        every stream of the dead one). Raises _ActorDead when there is no router or no replica left."""
+        reason = f"the {actor} actor is dead for good ({type(e).__name__})"
+        if self.router is None:
+            raise _ActorDead(reason)
+        try:
+            self.router.failover(self.name, actor, failed)
+        except NoReplicaLeft as none:
+            raise _ActorDead(f"{reason}; {none}") from None
+        if not self._follow():  # the dead actor is none of the stream's replicas: nowhere to move
+            raise _ActorDead(reason)
+
+    def _follow(self) -> bool:
+        """Take the actors the router names for this stream now (another stream may have found the stream's
+        replica dead and moved it); count and announce a move. Whether anything changed."""
+        if self.router is None:
+            return False
+        changed = False
+        for kind in ("encoder", "model"):
+            handle, replica = self.router.handle(kind, self.name), self.router.replica_of(kind, self.name)
+            if handle is getattr(self, kind):
+                continue
+            old = getattr(self, kind)
+            setattr(self, kind, handle)
+            if old is not None:  # None: the first call, from the constructor
+                self._moved(kind, self.replica[kind], replica)
+            self.replica[kind] = replica
+            changed = True
+        return changed
+
+    def _moved(self, kind: str, old: int, new: int) -> None:
+        self.st.moves[kind] += 1
+        fresh = ""
+        if kind == "model":
+            self._fresh = True
+            fresh = " on a fresh context"
+        detail = f"{kind} replica {old} is dead for good: moved to replica {new}{fresh}"
+        log.warning("%s: %s", self.name, detail)
+        self.events.set_state(self.st, self.st.state, detail)
+        if self.metrics is not None:
+            self.metrics.moves.labels(self.name, kind).inc()
 
     def _lost(self, meta: ChunkMeta) -> None:
         """Count a chunk that left the source but will never reach the context (see `_deliver`)."""
@@ -279,7 +343,7 @@ class StreamLoops:
         log.error("%s: %s", self.name, one_line(unwrap(e)))
 
     def _seen_pid(self, actor: str, pid: int) -> None:
-        if self.restarts.seen(actor, self.name, pid):
+        if self.restarts.seen(actor, self.name, pid, self.replica.get(actor, 0)):
             if self.metrics is not None:
                 self.metrics.restarts.labels(actor).inc()
             self.events.set_state(self.st, self.st.state, f"{actor} actor restarted")

@@ -107,6 +107,9 @@ class StreamState:
     recent: deque = field(init=False)
     picture: tuple | None = None  # ((pid, index, capture time), JPEG) of the newest chunk, once drawn
     last_clip: tuple[int, str] | None = None  # (chunk index, file name) of the last alert clip
+    # moves off a replica dead for good, per kind (`pipeline.ray.replicas`): each model move started the
+    # stream on a fresh context (a gap in the context; the chunk that found the replica dead is not lost)
+    moves: dict[str, int] = field(default_factory=lambda: {"encoder": 0, "model": 0})
 
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=max(1, self.keep_media))
@@ -147,6 +150,7 @@ class StreamState:
             "kept": None if last is None else {"video_before": last.video_before, "video_after": last.video_after,
                                                "audio_before": last.audio_before, "audio_after": last.audio_after},
             "source": self.source_final,  # None until the source is closed (the stream ended or failed)
+            "moves": dict(self.moves),
         }
 
 
@@ -158,9 +162,10 @@ class RestartTracker:
         self.counts: dict[str, int] = {"source": 0, "encoder": 0, "model": 0}
         self._pids: dict[str, int] = {}
 
-    def seen(self, actor: str, stream: str, pid: int) -> bool:
-        """Record that `actor` (of `stream`, for a source) answered from `pid`; True if it restarted."""
-        key = actor if actor != "source" else f"source:{stream}"
+    def seen(self, actor: str, stream: str, pid: int, replica: int = 0) -> bool:
+        """Record that `actor` (of `stream`, for a source; replica `replica` of an encoder or model) answered
+        from `pid`; True if it restarted."""
+        key = f"{actor}:{replica}" if actor != "source" else f"source:{stream}"
         old = self._pids.get(key)
         self._pids[key] = pid
         if old is not None and old != pid and pid:

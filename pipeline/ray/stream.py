@@ -12,9 +12,12 @@ questions. Between them an `asyncio.Queue(max_in_flight)`: when the model is slo
 pump stops pulling, the source's own bounded queue fills, and its drop policy (`drop_oldest` for live
 streams) discards the oldest chunks and counts them; the count travels in every chunk's stats. A chunk
 whose encoder or model actor is restarting is sent again until it is back (`backpressure.restart_wait`);
-chunks that still never reach the context are counted too (`lost`). An actor dead for good fails the
-stream: its state is "failed" with a one-line `detail` naming the actor, in `snapshot()` and in the
-"stream" event. `lag` is in every answer, watch event and stats record.
+chunks that still never reach the context are counted too (`lost`). `model.replicas` model actors and
+`model.encoder_replicas` encoder actors share the streams out (`pipeline.ray.replicas`: least load, sticky,
+shown in `snapshot()`); one dead for good hands its streams to the others (a fresh context on a new model
+replica, flagged and counted). With no replica of a kind left, the stream fails: its state is "failed"
+with a one-line `detail` naming the actor, in `snapshot()` and in the "stream" event. `lag` is in every
+answer, watch event and stats record.
 
 The rest lives beside this module: per-stream state and watches in `pipeline.ray.state`, the
 fan-out of events in `pipeline.ray.events`, ZeroMQ requests in `pipeline.serve.requests`, and the
@@ -46,6 +49,8 @@ from pipeline.ray.events import EventHub
 from pipeline.ray.frontends import Frontends
 from pipeline.ray.loops import StreamLoops
 from pipeline.ray.models import model_files, stream_budget
+from pipeline.ray.replicas import Replicas
+from pipeline.ray.sharding import NoReplicaLeft, resolve_replicas
 from pipeline.ray.state import ACTIVE_STATES, OVER_STATES, RestartTracker, Status, StreamState, Watch
 from pipeline.serve.requests import Conflict, NotFound
 
@@ -71,10 +76,10 @@ class OmniStream:
         self._events = EventHub()
         self._owns_ray = False
         self._started = False
-        self.encoder = self.model = None
         self.metrics = None
         self.frontends = Frontends(config)
         self._clip_tasks: set[asyncio.Task] = set()  # alert clips being fetched (pipeline.ray.media)
+        self.replicas: Replicas | None = None  # the encoder and model actors, and which serves each stream
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> OmniStream:
@@ -120,9 +125,21 @@ class OmniStream:
             )
             self._owns_ray = True
 
+    @property
+    def encoder(self):
+        """The first encoder replica's actor (the only one unless `model.encoder_replicas` > 1)."""
+        return None if self.replicas is None else self.replicas.handles["encoder"][0]
+
+    @property
+    def model(self):
+        """The first model replica's actor (the only one unless `model.replicas` > 1)."""
+        return None if self.replicas is None else self.replicas.handles["model"][0]
+
     async def _start_actors(self) -> None:
-        """The encoder and model actors, running: their constructors load the model now, so a model
+        """The encoder and model replicas, running: their constructors load the model now, so a model
         that cannot load fails here with its own message, and one no node can place times out."""
+        import ray
+
         from pipeline.ray.actors import start_encoder, start_model
 
         cfg = self.config
@@ -132,11 +149,16 @@ class OmniStream:
         self._model_files = await asyncio.to_thread(model_files, spec)
         for s in cfg.streams:  # every configured stream fits the model's context, or nothing starts
             self.budget(s.name, s.source)
-        self.encoder = start_encoder(cfg, spec)
-        self.model = start_model(cfg, spec)
+        gpus = 0.0
+        if "auto" in (spec.replicas, spec.encoder_replicas):
+            gpus = (await asyncio.to_thread(ray.cluster_resources)).get("GPU", 0.0)
+        models = resolve_replicas(spec.replicas, gpus)
+        encoders = resolve_replicas(spec.encoder_replicas, gpus, default=models)
+        self.replicas = Replicas([start_encoder(cfg, spec, spread=encoders > 1) for _ in range(encoders)],
+                                 [start_model(cfg, spec, spread=models > 1) for _ in range(models)])
         try:
-            await asyncio.wait_for(asyncio.gather(self.encoder.where.remote(), self.model.where.remote()),
-                                   cfg.ray.actor_start_timeout)
+            where = await asyncio.wait_for(asyncio.gather(*(a.where.remote() for a in self.replicas.all())),
+                                           cfg.ray.actor_start_timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"encoder/model actors not running after {cfg.ray.actor_start_timeout:g}s: does a node have "
@@ -147,6 +169,8 @@ class OmniStream:
                 raise
             # a constructor raised: a model that cannot load, a bad compressor or option
             raise ValueError(f"the encoder/model actors did not start: {creation_reason(e)}") from None
+        self.replicas.placed("encoder", [w["node_id"] for w in where[:encoders]])
+        self.replicas.placed("model", [w["node_id"] for w in where[encoders:]])
 
     async def _start_frontends(self) -> None:
         """Prometheus metrics, ZeroMQ PUB/REP, the history, clips, webhooks and HTTP, as configured
@@ -156,10 +180,13 @@ class OmniStream:
         finally:
             self.metrics = self.frontends.metrics
             self.endpoints.update(self.frontends.endpoints)
+            if self.replicas is not None:
+                self.replicas.metrics = self.metrics
+                self.replicas.publish()
 
     def ready(self) -> bool:
-        """Started, with the encoder and model actors up (the HTTP /readyz)."""
-        return self._started and self.encoder is not None and self.model is not None
+        """Started, with an encoder and a model replica alive (the HTTP /readyz)."""
+        return self._started and self.replicas is not None and self.replicas.alive()
 
     async def close(self) -> None:
         """Stop every stream, kill the actors, close ZeroMQ and metrics; shut Ray down if we started it."""
@@ -170,9 +197,9 @@ class OmniStream:
         for t in list(self._clip_tasks):
             t.cancel()
         await asyncio.gather(*self._clip_tasks, return_exceptions=True)
-        kill(self.encoder)
-        kill(self.model)
-        self.encoder = self.model = None
+        for actor in self.replicas.all() if self.replicas is not None else ():
+            kill(actor)
+        self.replicas = None
         self._events.close()  # subscribers (the HTTP live feeds among them) end before the server stops
         await self.frontends.aclose(self._events)
         self.metrics = None
@@ -205,10 +232,16 @@ class OmniStream:
         self.streams[name] = st
         if not paused:
             st.resumed.set()
+        try:
+            self.replicas.assign(name)
+        except NoReplicaLeft as e:
+            del self.streams[name]
+            kill(st.source)
+            raise Conflict(f"cannot add stream {name!r}: {e}") from None
         self._events.set_state(st, Status.PAUSED if paused else Status.RUNNING)
-        st.tasks = StreamLoops(st, encoder=self.encoder, model=self.model, metrics=self.metrics,
-                               events=self._events, watches=self._watches, restarts=self._tracker,
-                               restart_wait=self.config.backpressure.restart_wait, on_alert=self._alerted).start()
+        st.tasks = StreamLoops(st, metrics=self.metrics, events=self._events, watches=self._watches,
+                               restarts=self._tracker, restart_wait=self.config.backpressure.restart_wait,
+                               on_alert=self._alerted, router=self.replicas).start()
 
     def budget(self, name: str, source: dict):
         """The stream's worst-case context (`pipeline.session.budget.ContextBudget`); a one-line
@@ -244,12 +277,15 @@ class OmniStream:
             t.cancel()
         await asyncio.gather(*st.tasks, return_exceptions=True)
         await close_source(st.source)
-        for actor in (self.encoder, self.model):
-            if actor is not None:
-                actor.remove.remote(name)
+        for actor in self.replicas.remove(name) if self.replicas is not None else ():
+            actor.remove.remote(name)
         if self.metrics is not None:
             self.metrics.remove(name)
         self._events.set_state(st, state)
+
+    def _model_of(self, st: StreamState):
+        """The model replica holding the stream's context."""
+        return self.replicas.handle("model", st.spec.name)
 
     def _stream(self, name: str | None) -> StreamState:
         if name is None:
@@ -273,7 +309,7 @@ class OmniStream:
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
                                          else max_new_tokens, **generation)
         st = self._stream(stream)
-        ref = self.model.ask.remote(st.spec.name, question, settings)
+        ref = self._model_of(st).ask.remote(st.spec.name, question, settings)
         started = time.perf_counter()
         try:
             answer = await asyncio.wait_for(await_ref(ref), timeout)
@@ -296,7 +332,8 @@ class OmniStream:
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
                                          else max_new_tokens, **generation)
         st = self._stream(stream)
-        pieces = self.model.ask_stream.options(num_returns="streaming").remote(st.spec.name, question, settings)
+        pieces = self._model_of(st).ask_stream.options(num_returns="streaming").remote(st.spec.name, question,
+                                                                                       settings)
         started = time.perf_counter()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -338,7 +375,8 @@ class OmniStream:
 
     async def frame_jpeg(self, stream: str) -> tuple[int, bytes]:
         """(chunk index, JPEG) of the stream's newest chunk in the context with what was kept drawn over it."""
-        return await media.frame_jpeg(self._stream(stream), self.model)
+        st = self._stream(stream)
+        return await media.frame_jpeg(st, self._model_of(st))
 
     def _alerted(self, st: StreamState, event: WatchEvent) -> WatchEvent:
         """An alert: name its clip and start writing it (from the chunks the stream holds); the event
@@ -364,7 +402,8 @@ class OmniStream:
         try:
             frames, audio, indices = await media.clip_media(refs)
             side = media.sidecar(event, st, indices, threshold)
-            layout = await self.model.kept_layout.remote(st.spec.name) if self.model is not None else None
+            model = self._model_of(st) if self.replicas is not None else None
+            layout = await model.kept_layout.remote(st.spec.name) if model is not None else None
             if layout is not None and layout.index == event.index:
                 side["kept_cells"] = None if layout.video is None else layout.video.astype(int).tolist()
                 side["kept_audio"] = None if layout.audio is None else layout.audio.astype(int).tolist()
@@ -424,9 +463,14 @@ class OmniStream:
         return ended == watched or watched is None and not self._running()
 
     def snapshot(self) -> dict:
-        """Counters of every stream now: state, chunks, drops, losses, reconnects, lag, cache; actor restarts."""
-        return {"streams": {name: st.snapshot() for name, st in self.streams.items()},
-                "restarts": dict(self.restarts), "model_is_tiny": self.model_is_tiny}
+        """Counters of every stream now: state, chunks, drops, losses, reconnects, lag, cache, where it runs
+        (`replica`: model and encoder replica ids and the model replica's node) and its moves off replicas
+        dead for good; actor restarts; per replica of each kind: node, alive, streams, load, context tokens."""
+        reps = self.replicas
+        streams = {name: {**st.snapshot(), "replica": None if reps is None else reps.placement(name)}
+                   for name, st in self.streams.items()}
+        return {"streams": streams, "restarts": dict(self.restarts), "model_is_tiny": self.model_is_tiny,
+                "replicas": {} if reps is None else reps.view()}
 
 
 async def _next_piece(pieces) -> Any:

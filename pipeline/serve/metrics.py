@@ -15,6 +15,13 @@
     omnisift_webhook_deliveries_total{target,result}  counter: delivered, retried (a try failed, more remain),
                                                  failed (tries used up or a final status), dropped (queue full)
     omnisift_clips_total{result}                 counter: alert clips written, failed (or skipped: queue full)
+    omnisift_stream_replica{stream,kind}         gauge: the encoder / model replica (its id) serving the stream
+    omnisift_replica_streams{kind,replica,node}  gauge: streams a replica serves (node: where it started)
+    omnisift_replica_context_tokens{replica}     gauge: context tokens a model replica holds, all its streams
+    omnisift_replica_load{kind,replica}          gauge: a replica's load score (pipeline.ray.sharding)
+    omnisift_replica_alive{kind,replica}         gauge: 1 while alive, 0 once dead for good
+    omnisift_stream_moves_total{stream,kind}     counter: moves of a stream off a replica dead for good (a model
+                                                 move starts a fresh context)
 """
 
 from __future__ import annotations
@@ -50,6 +57,18 @@ class PipelineMetrics:
         self.webhooks = Counter("omnisift_webhook_deliveries", "Webhook deliveries by outcome", ["target", "result"],
                                 registry=r)
         self.clips = Counter("omnisift_clips", "Alert clips by outcome", ["result"], registry=r)
+        self.stream_replica = Gauge("omnisift_stream_replica", "The replica (its id) serving the stream",
+                                    ["stream", "kind"], registry=r)
+        self.replica_streams = Gauge("omnisift_replica_streams", "Streams a replica serves",
+                                     ["kind", "replica", "node"], registry=r)
+        self.replica_tokens = Gauge("omnisift_replica_context_tokens", "Context tokens a model replica holds",
+                                    ["replica"], registry=r)
+        self.replica_load = Gauge("omnisift_replica_load", "A replica's load score (chunks/s + tokens/4096)",
+                                  ["kind", "replica"], registry=r)
+        self.replica_alive = Gauge("omnisift_replica_alive", "1 while the replica is alive, 0 once dead for good",
+                                   ["kind", "replica"], registry=r)
+        self.moves = Counter("omnisift_stream_moves", "Moves of a stream off a replica dead for good",
+                             ["stream", "kind"], registry=r)
         self._seen: dict[str, tuple[int, int]] = {}
         self._server = None
 
@@ -76,6 +95,27 @@ class PipelineMetrics:
     def chunk_lost(self, stream: str) -> None:
         """One chunk of `stream` that left its source will never reach the context."""
         self.lost.labels(stream).inc()
+
+    def replicas(self, kind: str, view: list[dict], assignment: dict[str, int]) -> None:
+        """The replicas of `kind` as `pipeline.ray.sharding.Sharding.view()` gives them, and which serves
+        each stream."""
+        for r in view:
+            rid = str(r["id"])
+            self.replica_streams.labels(kind, rid, r["node"] or "").set(len(r["streams"]))
+            self.replica_load.labels(kind, rid).set(r["load"])
+            self.replica_alive.labels(kind, rid).set(1 if r["alive"] else 0)
+            if kind == "model":
+                self.replica_tokens.labels(rid).set(r["context_tokens"])
+        for stream, replica in assignment.items():
+            self.stream_replica.labels(stream, kind).set(replica)
+
+    def unplace(self, stream: str) -> None:
+        """A removed stream is served by no replica."""
+        for kind in ("encoder", "model"):
+            try:
+                self.stream_replica.remove(stream, kind)
+            except KeyError:
+                pass
 
     def remove(self, stream: str) -> None:
         self._seen.pop(stream, None)

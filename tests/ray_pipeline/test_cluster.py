@@ -54,3 +54,21 @@ async def test_resources_no_node_has_fail_clearly_instead_of_hanging(two_nodes, 
     with pytest.raises(TimeoutError, match=r"model \{tpu_node: 1\}"):
         await asyncio.wait_for(stream.start(), 60)
     assert stream.model is None and stream.encoder is None  # start() cleaned up after itself
+
+
+async def test_replicas_are_spread_over_the_two_nodes(two_nodes, tiny_model_path, av_file):
+    # each node could hold all four actors (0.25 CPU each of its 1): only the SPREAD placement separates them
+    resources = {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.25}, "model": {"num_cpus": 0.25}}
+    cfg = pipeline_config(tiny_model_path, [{"name": "clip", "source": {"type": "file", "path": str(av_file)}}],
+                          model={"replicas": 2}, resources=resources, zmq={"pub": None, "rep": None},
+                          metrics={"port": None})
+    async with OmniStream.from_config(cfg) as p:
+        nodes = {kind: [(await a.where.remote())["node_id"] for a in p.replicas.handles[kind]]
+                 for kind in ("encoder", "model")}
+        snap = p.snapshot()
+        await next_matching(p.stats("clip"), lambda s: s.index == 3, 90)
+    both = {two_nodes["head"], two_nodes["worker"]}
+    assert set(nodes["model"]) == both and set(nodes["encoder"]) == both  # one replica of each kind per node
+    assert [r["node"] for r in snap["replicas"]["model"]] == nodes["model"]  # as where() says
+    placed = snap["streams"]["clip"]["replica"]
+    assert placed["node"] == nodes["model"][placed["model"]]

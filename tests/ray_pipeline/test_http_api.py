@@ -110,6 +110,9 @@ async def test_streams_lists_the_live_stream_with_its_state_and_figures(live, cl
     snap = live.snapshot()["streams"]["cam"]
     assert cam["state"] == "running" and cam["chunks"] >= 1 and body["model_is_tiny"] is False
     assert cam["chunks"] <= snap["chunks"] and cam["lag"] >= 0
+    # one replica of each kind: the stream runs on replica 0 of both, on the node the model actor is on
+    assert cam["replica"] == {"model": 0, "encoder": 0, "node": snap["replica"]["node"]} and snap["replica"]["node"]
+    assert cam["moves"] == {"encoder": 0, "model": 0}
     kept = cam["kept"]
     # release ratios: each frame keeps n_p - floor(0.7 n_p) tokens, the chunk's audio 50 - floor(0.3 * 50)
     n_p = kept["video_before"] // 2

@@ -18,6 +18,7 @@ from pipeline.config import StreamSpec, WatchSpec
 from pipeline.messages import ChunkMeta, ChunkStats, SourceEvent, StreamChange, WatchEvent
 from pipeline.ray.events import EventHub
 from pipeline.ray.loops import StreamLoops
+from pipeline.ray.replicas import Replicas
 from pipeline.ray.state import RestartTracker, StreamState, Watch
 from pipeline.serve.metrics import PipelineMetrics
 
@@ -182,17 +183,20 @@ def _stream() -> StreamState:
     return st
 
 
-async def _run(source: _Source, encoder: _Encoder, model: _Model, clock: _Clock, restart_wait: float = 30.0,
-               st: StreamState | None = None, states: list | None = None, watches: dict | None = None,
-               on_alert=None, others: list | None = None):
+async def _run(source: _Source, encoder: _Encoder | None, model: _Model | None, clock: _Clock,
+               restart_wait: float = 30.0, st: StreamState | None = None, states: list | None = None,
+               watches: dict | None = None, on_alert=None, others: list | None = None, router=None):
     """Both loops of one stream until both end: (stream state, stats records, metrics, restart counts).
     `states` receives the stream's state changes, as the "stream" events tell them; `others` every other
-    event (watch, alert, source)."""
+    event (watch, alert, source). With a `router` (`Replicas`), `encoder` and `model` are None."""
     st = st or _stream()
     st.source = source
     metrics, events, restarts = PipelineMetrics(), EventHub(), RestartTracker()
+    if router is not None:
+        router.metrics = metrics
     loops = StreamLoops(st, encoder=encoder, model=model, metrics=metrics, events=events, watches=watches or {},
-                        restarts=restarts, restart_wait=restart_wait, clock=clock, on_alert=on_alert)
+                        restarts=restarts, restart_wait=restart_wait, clock=clock, on_alert=on_alert,
+                        router=router)
     with events.subscribe(None, max_pending=1000) as queue:
         await asyncio.wait_for(asyncio.gather(*loops.start()), 10)
         items = [queue.get_nowait() for _ in range(queue.qsize())]
@@ -387,3 +391,61 @@ async def test_an_alert_passes_through_on_alert_before_it_is_emitted_and_a_watch
     assert evaluations == [(1, 0, True, "cam-0.mp4"), (2, 0, False, None), (1, 1, True, "cam-1.mp4"),
                            (2, 1, False, None)]
     assert seen == [("cam", 0, 1), ("cam", 1, 1)]
+
+
+def _replicas(encoders: list[_Encoder], models: list[_Model], clock: _Clock) -> Replicas:
+    router = Replicas(encoders, models, clock=clock)
+    assert router.assign("cam") == {"encoder": 0, "model": 0}
+    return router
+
+
+async def test_a_model_replica_dead_for_good_hands_the_stream_to_another_on_a_fresh_context():
+    clock, states = _Clock(), []
+    source = _Source(emitted=7, dropped={5})
+    first, second = _Model(clock, dead_from=3), _Model(clock)
+    second.pid = 20
+    router = _replicas([_Encoder(clock)], [first, second], clock)
+    st = _stream()
+    st.to("running")  # as OmniStream.add_stream leaves it
+    st, stats, metrics, restarts = await _run(source, None, None, clock, st=st, states=states, router=router)
+
+    assert first.context == [0, 1, 2] and second.context == [3, 4, 6]  # chunk 3, which found it dead, too
+    assert [(s.index, s.replica, s.fresh_context) for s in stats] == [
+        (0, 0, False), (1, 0, False), (2, 0, False), (3, 1, True), (4, 1, False), (6, 1, False)]
+    assert [s.chunks_in_context for s in stats] == [1, 2, 3, 1, 2, 3]  # the new context starts empty
+    assert (st.state, st.chunks, st.dropped, st.lost) == ("ended", 6, 1, 0)
+    assert source.emitted == st.chunks + st.dropped + st.lost  # nothing lost
+    assert st.snapshot()["moves"] == {"encoder": 0, "model": 1}
+    assert ("running", "model replica 0 is dead for good: moved to replica 1 on a fresh context") in states
+    assert restarts["model"] == 0  # another replica's process is not a restart
+    assert metrics.registry.get_sample_value("omnisift_stream_moves_total", {"stream": "cam", "kind": "model"}) == 1
+    assert metrics.registry.get_sample_value("omnisift_stream_replica", {"stream": "cam", "kind": "model"}) == 1
+    assert metrics.registry.get_sample_value("omnisift_replica_alive", {"kind": "model", "replica": "0"}) == 0
+    assert router.view()["model"][1]["streams"] == ["cam"]
+
+
+async def test_an_encoder_replica_dead_for_good_hands_the_stream_to_another_and_the_context_goes_on():
+    clock = _Clock()
+    source = _Source(emitted=6, dropped=set())
+    first, second, model = _Encoder(clock, dead_from=3), _Encoder(clock), _Model(clock)
+    second.pid = 30
+    router = _replicas([first, second], [model], clock)
+    st, stats, _, restarts = await _run(source, None, None, clock, router=router)
+
+    assert model.context == [0, 1, 2, 3, 4, 5]  # one context throughout
+    assert [s.encoder_pid for s in stats] == [3, 3, 3, 30, 30, 30]  # chunk 3 encoded again on the other
+    assert not any(s.fresh_context for s in stats) and (st.state, st.lost) == ("ended", 0)
+    assert st.snapshot()["moves"] == {"encoder": 1, "model": 0} and restarts["encoder"] == 0
+
+
+async def test_a_stream_whose_last_model_replica_dies_fails_with_the_reason():
+    clock, states = _Clock(), []
+    source = _Source(emitted=40, dropped=set())
+    models = [_Model(clock, dead_from=3), _Model(clock, dead_from=3)]
+    router = _replicas([_Encoder(clock)], models, clock)
+    st, stats, _, _ = await _run(source, None, None, clock, states=states, router=router)
+
+    reason = "the model actor is dead for good (ActorDiedError); no model replica left (2 started, all dead for good)"
+    assert (st.state, st.detail) == ("failed", reason) and states[-1] == ("failed", reason)
+    assert [s.index for s in stats] == [0, 1, 2] and st.snapshot()["moves"]["model"] == 1
+    assert source.delivered == st.chunks + st.lost  # counted: the chunk that found it dead and those past the source

@@ -85,6 +85,8 @@ class StreamInfo(BaseModel):
     media_time: float | None
     cache_tokens: int | None
     kept: dict[str, int] | None  # of the newest chunk: video_before/after, audio_before/after
+    replica: dict[str, int | str | None] | None = None  # where it runs: model and encoder replica ids, node
+    moves: dict[str, int] | None = None  # moves off replicas dead for good, per kind (model: a fresh context)
 
 
 class StreamList(BaseModel):
