@@ -90,8 +90,8 @@ class WatchSpec(_Strict):
 class EncoderBatchSpec(_Strict):
     """How the encoder actor gathers the chunks of several streams into one forward of each tower
     (`pipeline.ray.batching.MicroBatcher`): at most `max_batch` chunks (one per stream), waiting at most
-    `max_wait_ms` for a batch to fill; a stream alone never waits. `max_batch: 1` encodes one chunk at a
-    time, one call at a time."""
+    `max_wait_ms` for a batch to fill (not at all when only one stream uses the encoder). `max_batch: 1`
+    encodes one chunk at a time, one call at a time."""
 
     max_batch: int = Field(8, ge=1, le=64, strict=True)
     max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)

@@ -84,6 +84,21 @@ def test_a_chunk_whose_compression_fails_gives_its_exception_and_the_others_thei
     assert_same(ok, encoders(tiny, ["square"])["square"].process(good))
 
 
+def test_a_chunk_that_breaks_the_batched_tower_forward_fails_alone(tiny):
+    enc = encoders(tiny, ["square", "wide"])
+    make_inputs = enc["wide"].preprocessor.process
+
+    def truncated(*args):  # patches cut short of the 1176 values the vision tower takes
+        pre = make_inputs(*args)
+        pre.pixel_values = pre.pixel_values[:, :1000]
+        return pre
+    enc["wide"].preprocessor.process = truncated
+    good, other = stream_chunks("square", 1, 0)[0], stream_chunks("wide", 1, 1)[0]
+    ok, failed = encode_many([(enc["square"], good), (enc["wide"], other)])
+    assert isinstance(failed, RuntimeError)
+    assert_same(ok, encoders(tiny, ["square"])["square"].process(good))
+
+
 def test_a_stream_twice_in_one_batch_is_refused(tiny):
     enc = encoders(tiny, ["square"])["square"]
     first, second = stream_chunks("square", 2, 0)
