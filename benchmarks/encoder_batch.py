@@ -5,13 +5,13 @@ per round (`operators.encode_many`), side by side in one run, at the real Qwen2.
     python -m benchmarks.encoder_batch --width 640 --height 480
 
 The model is random at the real widths (towers 1280 wide, output 3584) with `--layers` layers per stack,
-float32 on the CPU. Each stream has its own frames and tone and its own `ChunkEncoder` (preprocess, towers,
-OmniSIFT at 25% retention with its carried state). A round gives every stream its next chunk; the two
-ways run the same rounds alternately (one round one way, then the same round the other way, on fresh
-encoders of their own), so both see the same machine load. Reported: chunks per second of the whole
-per-chunk path, and the seconds in the towers alone per chunk. On a CPU the towers' matrix products are
-already large enough to use the cores at batch 1, so little is to be gained; a GPU runs a 300-token
-forward far below its capacity, which is where the batch pays.
+float32 on the CPU unless `--device cuda --dtype bfloat16`. Each stream has its own frames and tone and
+its own `ChunkEncoder` (preprocess, towers, OmniSIFT at 25% retention with its carried state). A round
+gives every stream its next chunk; the two ways run the same rounds alternately (one round one way, then
+the same round the other way, on encoders of their own), so both see the same machine load. Reported:
+chunks per second of the whole per-chunk path, and the seconds in the towers alone per chunk. On a CPU
+the towers' matrix products already use the cores at batch 1, so little is to be gained; a GPU runs a
+few-hundred-token forward far below its capacity, which is where the batch pays.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def measure(model, n_streams: int, rounds: int, width: int, height: int) -> dict
 
 def report(rows: list[dict], info: dict) -> str:
     m = info["machine"]
-    lines = [f"Encoder at the real 7B widths, {info['layers']} layer(s) per tower, float32, "
+    lines = [f"Encoder at the real 7B widths, {info['layers']} layer(s) per tower, {info['dtype']} on "
+             f"{info['device']}, "
              f"{info['width']}x{info['height']} frames ({info['tokens_per_frame']} tokens a frame), "
              f"{info['rounds']} timed rounds; {m['cpu']}, {m['logical_cores']} logical cores, torch threads "
              f"{m['threads']}, load {m['load_average_1min']} ({m['date']})", "",
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--layers", type=int, default=1, help="layers per stack of the random model")
     parser.add_argument("--work", type=Path, default=Path("/tmp/omnisift-encoder-batch"))
+    parser.add_argument("--device", default="cpu", help="cuda on a GPU")
+    parser.add_argument("--dtype", default="float32", help="bfloat16 on a GPU")
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     path = args.work / f"real-width-{args.layers}l"
     if not (path / "config.json").exists():
         make_real_width_omni(path, layers=args.layers, max_shard_size="1GB")
-    model = load_model(path, device="cpu", dtype="float32", part="towers")
+    model = load_model(path, device=args.device, dtype=args.dtype, part="towers")
     from operators import Compression
 
     probe = Compression.of("omnisift", retention=0.25).chunk_encoder(model)
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens_per_frame = probe.last_grid_hw[0] * probe.last_grid_hw[1]
     rows = [measure(model, n, args.rounds, args.width, args.height) for n in args.streams]
     info = {"machine": machine(), "layers": args.layers, "width": args.width, "height": args.height,
-            "rounds": args.rounds, "tokens_per_frame": tokens_per_frame}
+            "rounds": args.rounds, "tokens_per_frame": tokens_per_frame, "device": args.device, "dtype": args.dtype}
     print(report(rows, info))
 
 
