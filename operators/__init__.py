@@ -5,7 +5,7 @@
 May import `omnisift` and `streams` (the chunk type); never Ray or `pipeline`."""
 
 from operators import baselines  # noqa: F401 - registers the baseline compressors
-from operators.chunk_encoder import ChunkEncoder
+from operators.chunk_encoder import ChunkEncoder, encode_many
 from operators.chunks import CompressedChunk, EncodedChunk, PreprocessedChunk
 from operators.compress import (
     COMPRESSORS,
@@ -20,5 +20,5 @@ from operators.preprocess import Preprocessor
 __all__ = [
     "COMPRESSORS", "ChunkEncoder", "CompressedChunk", "Compression", "Compressor", "EncodedChunk", "Encoder",
     "PreprocessedChunk",
-    "Preprocessor", "make_compressor", "register_compressor",
+    "Preprocessor", "encode_many", "make_compressor", "register_compressor",
 ]

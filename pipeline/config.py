@@ -11,7 +11,8 @@ the config does not import torch), with one line naming the bad option and the c
     streams:
       - {name: door, source: source-rtsp.yaml}
     model: {path: Qwen/Qwen2.5-Omni-7B, compressor: omnisift, retention: 0.25, window_seconds: 300,
-            compressor_options: {carry_previous_frame: true}, replicas: auto, encoder_replicas: 2}
+            compressor_options: {carry_previous_frame: true}, replicas: auto, encoder_replicas: 2,
+            encoder_batch: {max_batch: 8, max_wait_ms: 5}}
     backpressure: {max_in_flight: 2, drop_policy: drop_oldest, queue_size: 4, restart_wait: 30}
     resources: {encoder: {num_gpus: 0.5}, model: {num_gpus: 0.5}}
     zmq: {pub: tcp://127.0.0.1:5560, rep: tcp://127.0.0.1:5561}
@@ -88,6 +89,16 @@ class WatchSpec(_Strict):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class EncoderBatchSpec(_Strict):
+    """How the encoder actor gathers the chunks of several streams into one forward of each tower
+    (`pipeline.ray.batching.MicroBatcher`): at most `max_batch` chunks (one per stream), waiting at most
+    `max_wait_ms` for a batch to fill (not at all when only one stream uses the encoder). `max_batch: 1`
+    encodes one chunk at a time, one call at a time."""
+
+    max_batch: int = Field(8, ge=1, le=64, strict=True)
+    max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
+
+
 class ModelSpec(_Strict):
     path: str = "Qwen/Qwen2.5-Omni-7B"  # hub id or local folder
     fallback_tiny: bool = False  # weights missing -> the tiny random model, with a banner (demo only)
@@ -119,6 +130,7 @@ class ModelSpec(_Strict):
         if v is None or v == "auto" or (type(v) is int and 1 <= v <= MAX_REPLICAS):
             return v
         raise ValueError(f"expected an integer in [1, {MAX_REPLICAS}] or 'auto'")
+    encoder_batch: EncoderBatchSpec = EncoderBatchSpec()  # chunks of several streams in one tower forward
 
     @model_validator(mode="after")
     def _ratios(self) -> ModelSpec:

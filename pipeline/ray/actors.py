@@ -3,7 +3,9 @@ here with options from the config.
 
 The source actor blocks in `next_chunk` (a thread of its own); encoder and model actors are threaded
 (`max_concurrency`) so `where()`, questions and `cache_tokens()` answer while a chunk is being processed.
-The encoder runs one call at a time (`max_concurrency=1`), which keeps each stream's chunks in order.
+The encoder runs one call at a time (`max_concurrency=1`), which keeps each stream's chunks in order, unless
+`model.encoder_batch.max_batch` > 1: then twice that many calls wait together in its batcher, which keeps
+each stream's chunks in order among those waiting (`EncoderWorker`).
 Actors are owned by the driver: when it exits, they go with it. `max_restarts` from the config restarts a
 dead actor by running its constructor again; the driver's stream loops retry and carry on.
 """
@@ -46,7 +48,9 @@ def _placement(spread: bool) -> dict[str, Any]:
 
 def start_encoder(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool = False):
     res = config.resources.encoder
-    cls = ray.remote(**actor_options(res, max_concurrency=1, **_placement(spread)))(EncoderWorker)
+    max_batch = model_spec.encoder_batch.max_batch
+    threads = 1 if max_batch == 1 else 2 * max_batch  # a batch running and the next one gathering
+    cls = ray.remote(**actor_options(res, max_concurrency=threads, **_placement(spread)))(EncoderWorker)
     # every chunk a stream can send again (see EncoderWorker): in the queue, held by the pump, the one sent
     return cls.remote(model_spec, num_cpus=res.num_cpus, remember=config.backpressure.max_in_flight + 2)
 

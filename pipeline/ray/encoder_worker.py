@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config import ModelSpec
 from pipeline.messages import KeptLayout
+from pipeline.ray.batching import BatchStats, MicroBatcher
 from pipeline.ray.models import compression, load_omni, model_spec
 from pipeline.ray.process import set_threads, where
 from streams import AVChunk
@@ -40,13 +41,25 @@ def chunk_key(chunk: AVChunk) -> tuple[int, float, float]:
 class EncoderWorker:
     """Preprocess + encode + compress, one `ChunkEncoder` per stream; only compressed tokens leave.
 
+    Concurrent `encode` calls (the actor is threaded when `model.encoder_batch.max_batch` > 1) are
+    gathered by a `MicroBatcher` into batches of at most `max_batch` chunks, one per stream, that go
+    through one forward of each tower (`operators.encode_many`) and are then compressed each with its
+    stream's own state. A stream's chunks run one batch after another, the earliest capture first; one
+    that reaches the actor after a later chunk of its stream was encoded (Ray does not order a threaded
+    actor's calls; the pump sends them in order, so this is rare) is compressed as after a gap
+    (`Compressor.carrying`), never wrongly. `max_batch: 1` is one chunk at a time, one call at a time.
+    `stats()` counts the batches and their sizes.
+
     `encode` is idempotent. The driver sends a chunk again when a call failed without Ray knowing
     whether it ran; on an encoder that was only unreachable it had, and encoding it again would advance
     the compressor's state (the carried previous frame, a random generator, a frame window) a second
     time. So each stream's last `remember` results are kept and a chunk seen again gets its stored
     result. A chunk is sent again while the newer ones sent after it wait: at most `max_in_flight` in
     the queue and one more held by the pump, so `remember` = max_in_flight + 2 keeps every chunk that can
-    come again (`pipeline.ray.actors.start_encoder` passes that; the default fits max_in_flight 2).
+    come again (`pipeline.ray.actors.start_encoder` passes that; the default fits max_in_flight 2). The
+    store is read and written only by the batch that runs (one at a time), so a chunk sent again while
+    its first call is still waiting is encoded once: the two never share a batch (one per stream) and
+    the later batch finds the stored result.
     """
 
     def __init__(self, spec: ModelSpec | Mapping[str, Any], *, model=None, num_cpus: float | None = None,
@@ -58,32 +71,65 @@ class EncoderWorker:
         self.encoders: dict[str, Any] = {}
         self.remember = remember
         self.recent: dict[str, OrderedDict[tuple, EncodedChunkResult]] = {}  # per stream, oldest first
+        batch = self.spec.encoder_batch
+        self.batcher = MicroBatcher(self._encode_batch, max_batch=batch.max_batch,
+                                    max_wait=batch.max_wait_ms / 1000, order=lambda c: (c.capture_time, c.index))
 
     def encode(self, chunk: AVChunk) -> EncodedChunkResult:
         """The chunk compressed; a chunk among the stream's last `remember` gets its stored result."""
-        recent = self.recent.setdefault(chunk.stream, OrderedDict())
-        key = chunk_key(chunk)
-        if key not in recent:
-            recent[key] = self._encode(chunk)
-            while len(recent) > self.remember:
-                recent.popitem(last=False)
-        return recent[key]
+        return self.batcher.submit(chunk, chunk.stream)
 
-    def _encode(self, chunk: AVChunk) -> EncodedChunkResult:
-        enc = self.encoders.get(chunk.stream)
+    def _encode_batch(self, chunks: list[AVChunk]) -> list[EncodedChunkResult | Exception]:
+        """One batch (at most one chunk per stream): stored results for chunks seen before, the others
+        through `encode_many` and stored; a chunk's exception in its place."""
+        from operators import encode_many
+
+        results: list[EncodedChunkResult | Exception | None] = [None] * len(chunks)
+        todo = []
+        for i, chunk in enumerate(chunks):
+            stored = self.recent.get(chunk.stream, {}).get(chunk_key(chunk))
+            if stored is not None:
+                results[i] = stored
+            else:
+                todo.append(i)
+        encs = [self._encoder(chunks[i].stream) for i in todo]
+        outputs = encode_many(list(zip(encs, [chunks[i] for i in todo], strict=True)))
+        for i, enc, out in zip(todo, encs, outputs, strict=True):
+            try:
+                results[i] = out if isinstance(out, Exception) else self._store(chunks[i], enc, out)
+            except Exception as e:  # noqa: BLE001 - this chunk's failure, returned to its caller
+                results[i] = e
+        return results
+
+    def _encoder(self, stream: str):
+        enc = self.encoders.get(stream)
         if enc is None:
-            enc = self.encoders[chunk.stream] = self.compression.chunk_encoder(
+            enc = self.encoders[stream] = self.compression.chunk_encoder(
                 self.model, self.spec.min_pixels, self.spec.max_pixels)
-        compressed = enc.process(chunk)
+        return enc
+
+    def _store(self, chunk: AVChunk, enc: Any, compressed: Any) -> EncodedChunkResult:
+        """The result of a chunk `enc` (its stream's ChunkEncoder) just compressed, tensors moved to the
+        CPU, kept among its stream's last `remember`."""
         compressed.tokens = compressed.tokens.detach().cpu()
         compressed.positions = compressed.positions.cpu()
         compressed.is_video = compressed.is_video.cpu()
         layout = kept_layout(chunk.stream, compressed, enc.last_grid_hw)
-        return EncodedChunkResult(chunk.stream, chunk.index, compressed, enc.last_times, os.getpid(), layout)
+        result = EncodedChunkResult(chunk.stream, chunk.index, compressed, enc.last_times, os.getpid(), layout)
+        recent = self.recent.setdefault(chunk.stream, OrderedDict())
+        recent[chunk_key(chunk)] = result
+        while len(recent) > self.remember:
+            recent.popitem(last=False)
+        return result
+
+    def stats(self) -> BatchStats:
+        """The batches encoded so far: how many, how many chunks, the largest, those of two or more."""
+        return self.batcher.stats()
 
     def remove(self, stream: str) -> None:
         self.encoders.pop(stream, None)
         self.recent.pop(stream, None)
+        self.batcher.forget(stream)
 
     def where(self) -> dict:
         return where()

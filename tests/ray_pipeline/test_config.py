@@ -41,6 +41,8 @@ def _ok(**kw):
         ({"streams": [{"name": "bad name!", "source": {"type": "synthetic"}}]}, ["streams.0.name", "'bad name!'"]),
         (_ok(model={"retention": 0.25, "rho_video": 0.5}), ["retention", "rho_video"]),
         (_ok(model={"retention": 1.5}), ["model.retention", "1.5"]),
+        (_ok(model={"encoder_batch": {"max_batch": 0}}), ["model.encoder_batch.max_batch", "0"]),
+        (_ok(model={"encoder_batch": {"max_wait_ms": -1}}), ["model.encoder_batch.max_wait_ms", "-1"]),
         (_ok(backpressure={"drop_policy": "drop_newest"}), ["backpressure.drop_policy", "'drop_newest'"]),
         (_ok(backpressure={"max_in_flight": 0}), ["backpressure.max_in_flight", "0"]),
         (_ok(backpressure={"restart_wait": -1}), ["backpressure.restart_wait", "-1"]),
