@@ -59,7 +59,7 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
             await asyncio.gather(printer, return_exceptions=True)
         snap = stream.snapshot()
     for name, s in snap["streams"].items():
-        moved = sum(s["moves"].values())
+        moved = sum((s["moves"] or {}).values())
         print(f"[{name}] {s['state']}: {s['chunks']} chunks, {s['dropped']} dropped, {s['lost']} lost, "
               f"{s['reconnects']} reconnects" + (f", moved {moved}x off dead replicas" if moved else ""), flush=True)
     return 0

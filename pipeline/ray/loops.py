@@ -16,7 +16,7 @@ counted once. An encoder or model actor dead for good (its restarts used up, or 
 hands its streams to the other replicas of its kind (`router`, `pipeline.ray.replicas`): the chunk that
 found it dead is sent again to the stream's new replica (re-encoded there if the encoder died), nothing is
 lost, and on a new model replica the stream goes on in a fresh context (the chunk's stats say
-`fresh_context`, the state event says where it moved, `StreamState.moves` counts it). When no replica of
+`fresh_context`; the router counts the move and announces it). When no replica of
 that kind is left (or there is no router) the stream fails: its state becomes "failed", naming the actor,
 the pump stops pulling from the source, and the chunk that found the actor dead and those already past the
 source are counted lost. A stream that ends or fails closes its
@@ -298,16 +298,10 @@ class StreamLoops:
         return changed
 
     def _moved(self, kind: str, old: int, new: int) -> None:
-        self.st.moves[kind] += 1
-        fresh = ""
+        """The stream's calls go to another replica now (the router counted and announced the move)."""
         if kind == "model":
-            self._fresh = True
-            fresh = " on a fresh context"
-        detail = f"{kind} replica {old} is dead for good: moved to replica {new}{fresh}"
-        log.warning("%s: %s", self.name, detail)
-        self.events.set_state(self.st, self.st.state, detail)
-        if self.metrics is not None:
-            self.metrics.moves.labels(self.name, kind).inc()
+            self._fresh = True  # the next chunk starts the stream's context on the new replica
+        log.info("%s: %s replica %d -> %d", self.name, kind, old, new)
 
     def _lost(self, meta: ChunkMeta) -> None:
         """Count a chunk that left the source but will never reach the context (see `_deliver`)."""

@@ -32,10 +32,13 @@ class Replicas:
     """The handles of every encoder and model replica, and a `Sharding` of the streams per kind."""
 
     def __init__(self, encoders: Sequence[Any], models: Sequence[Any], *,
+                 on_move: Callable[[str, str, int, int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.handles = {"encoder": list(encoders), "model": list(models)}
         self.shards = {kind: Sharding(kind, len(self.handles[kind]), clock=clock) for kind in KINDS}
         self.metrics = None  # `pipeline.serve.metrics.PipelineMetrics`, once the pipeline has it
+        self.on_move = on_move  # (stream, kind, old replica, new replica), for each stream moved
+        self.moves: dict[str, dict[str, int]] = {}  # per stream, per kind: moves off replicas dead for good
 
     def all(self) -> list[Any]:
         """Every actor handle, encoders first."""
@@ -53,6 +56,7 @@ class Replicas:
     def assign(self, stream: str) -> dict[str, int]:
         """Give a new stream its encoder and model replicas (the least-loaded alive ones); {kind: replica}."""
         ids = {kind: self.shards[kind].assign(stream) for kind in KINDS}
+        self.moves.setdefault(stream, dict.fromkeys(KINDS, 0))
         self.publish()
         return ids
 
@@ -89,6 +93,12 @@ class Replicas:
         if moved:
             log.error("%s replica %d is dead for good: %s", kind, dead,
                       ", ".join(f"{s} -> replica {r}" for s, r in sorted(moved.items())))
+        for name, new in sorted(moved.items()):  # counted here, once, for every stream (an ended one too)
+            self.moves.setdefault(name, dict.fromkeys(KINDS, 0))[kind] += 1
+            if self.metrics is not None:
+                self.metrics.moves.labels(name, kind).inc()
+            if self.on_move is not None:
+                self.on_move(name, kind, dead, new)
         if self.shards[kind].replica_of(stream) == dead:  # told again after it was moved: not alive still
             raise NoReplicaLeft(f"no {kind} replica left ({len(ids)} started, all dead for good)")
 
@@ -100,10 +110,15 @@ class Replicas:
             if replica is not None:
                 held.append(self.handles[kind][replica])
             self.shards[kind].remove(stream)
+        self.moves.pop(stream, None)
         if self.metrics is not None:
             self.metrics.unplace(stream)
         self.publish()
         return held
+
+    def moves_of(self, stream: str) -> dict[str, int]:
+        """The stream's moves off replicas dead for good, per kind (each model move: a fresh context)."""
+        return dict(self.moves.get(stream, dict.fromkeys(KINDS, 0)))
 
     def placement(self, stream: str) -> dict | None:
         """Where a stream runs: {model, encoder: replica id, node: the model replica's node}."""

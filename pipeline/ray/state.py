@@ -107,9 +107,6 @@ class StreamState:
     recent: deque = field(init=False)
     picture: tuple | None = None  # ((pid, index, capture time), JPEG) of the newest chunk, once drawn
     last_clip: tuple[int, str] | None = None  # (chunk index, file name) of the last alert clip
-    # moves off a replica dead for good, per kind (`pipeline.ray.replicas`): each model move started the
-    # stream on a fresh context (a gap in the context; the chunk that found the replica dead is not lost)
-    moves: dict[str, int] = field(default_factory=lambda: {"encoder": 0, "model": 0})
 
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=max(1, self.keep_media))
@@ -150,7 +147,6 @@ class StreamState:
             "kept": None if last is None else {"video_before": last.video_before, "video_after": last.video_after,
                                                "audio_before": last.audio_before, "audio_after": last.audio_after},
             "source": self.source_final,  # None until the source is closed (the stream ended or failed)
-            "moves": dict(self.moves),
         }
 
 

@@ -155,7 +155,8 @@ class OmniStream:
         models = resolve_replicas(spec.replicas, gpus)
         encoders = resolve_replicas(spec.encoder_replicas, gpus, default=models)
         self.replicas = Replicas([start_encoder(cfg, spec, spread=encoders > 1) for _ in range(encoders)],
-                                 [start_model(cfg, spec, spread=models > 1) for _ in range(models)])
+                                 [start_model(cfg, spec, spread=models > 1) for _ in range(models)],
+                                 on_move=self._moved)
         try:
             where = await asyncio.wait_for(asyncio.gather(*(a.where.remote() for a in self.replicas.all())),
                                            cfg.ray.actor_start_timeout)
@@ -282,6 +283,17 @@ class OmniStream:
         if self.metrics is not None:
             self.metrics.remove(name)
         self._events.set_state(st, state)
+
+    def _moved(self, name: str, kind: str, old: int, new: int) -> None:
+        """A stream moved off a replica dead for good: its state event says so (a failed stream keeps
+        its reason)."""
+        st = self.streams.get(name)
+        if st is None or st.state == Status.FAILED:
+            return
+        fresh = " on a fresh context" if kind == "model" else ""
+        detail = f"{kind} replica {old} is dead for good: moved to replica {new}{fresh}"
+        log.warning("%s: %s", name, detail)
+        self._events.set_state(st, st.state, detail)
 
     def _model_of(self, st: StreamState):
         """The model replica holding the stream's context."""
@@ -467,7 +479,8 @@ class OmniStream:
         (`replica`: model and encoder replica ids and the model replica's node) and its moves off replicas
         dead for good; actor restarts; per replica of each kind: node, alive, streams, load, context tokens."""
         reps = self.replicas
-        streams = {name: {**st.snapshot(), "replica": None if reps is None else reps.placement(name)}
+        streams = {name: {**st.snapshot(), "replica": None if reps is None else reps.placement(name),
+                          "moves": None if reps is None else reps.moves_of(name)}
                    for name, st in self.streams.items()}
         return {"streams": streams, "restarts": dict(self.restarts), "model_is_tiny": self.model_is_tiny,
                 "replicas": {} if reps is None else reps.view()}

@@ -82,6 +82,7 @@ async def test_four_streams_on_two_replicas_split_two_and_two_and_stay_on_their_
         assert re.search(rf'omnisift_stream_replica\{{kind="model",stream="{n}"\}} {placed[n]["model"]}\.0', metrics)
 
 
+@pytest.mark.timeout(480)
 async def test_a_replica_killed_for_good_hands_its_streams_to_the_other_and_nothing_is_lost(local_ray,
                                                                                           tiny_model_path):
     cfg = pipeline_config(tiny_model_path, [], model={"replicas": 2}, zmq={"pub": None, "rep": None},
@@ -91,7 +92,8 @@ async def test_a_replica_killed_for_good_hands_its_streams_to_the_other_and_noth
         collector = asyncio.create_task(_collect(p, records))
         await asyncio.sleep(0)
         for n in NAMES:
-            await p.add_stream(n, synthetic(duration=16.0))  # 8 chunks each, in real time
+            await p.add_stream(n, synthetic(duration=40.0))  # 20 chunks each, in real time: still running
+            # when the last one added has 2 chunks, even when adding the four takes a loaded machine long
         before = {n: p.snapshot()["streams"][n]["replica"]["model"] for n in NAMES}
         victims = sorted(n for n in NAMES if before[n] == 0)
         survivors = sorted(n for n in NAMES if before[n] == 1)

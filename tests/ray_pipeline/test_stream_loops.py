@@ -394,20 +394,21 @@ async def test_an_alert_passes_through_on_alert_before_it_is_emitted_and_a_watch
 
 
 def _replicas(encoders: list[_Encoder], models: list[_Model], clock: _Clock) -> Replicas:
-    router = Replicas(encoders, models, clock=clock)
+    """A router over the fake replicas; `router.told` records each move it announces."""
+    told: list = []
+    router = Replicas(encoders, models, clock=clock, on_move=lambda *move: told.append(move))
+    router.told = told
     assert router.assign("cam") == {"encoder": 0, "model": 0}
     return router
 
 
 async def test_a_model_replica_dead_for_good_hands_the_stream_to_another_on_a_fresh_context():
-    clock, states = _Clock(), []
+    clock = _Clock()
     source = _Source(emitted=7, dropped={5})
     first, second = _Model(clock, dead_from=3), _Model(clock)
     second.pid = 20
     router = _replicas([_Encoder(clock)], [first, second], clock)
-    st = _stream()
-    st.to("running")  # as OmniStream.add_stream leaves it
-    st, stats, metrics, restarts = await _run(source, None, None, clock, st=st, states=states, router=router)
+    st, stats, metrics, restarts = await _run(source, None, None, clock, router=router)
 
     assert first.context == [0, 1, 2] and second.context == [3, 4, 6]  # chunk 3, which found it dead, too
     assert [(s.index, s.replica, s.fresh_context) for s in stats] == [
@@ -415,8 +416,7 @@ async def test_a_model_replica_dead_for_good_hands_the_stream_to_another_on_a_fr
     assert [s.chunks_in_context for s in stats] == [1, 2, 3, 1, 2, 3]  # the new context starts empty
     assert (st.state, st.chunks, st.dropped, st.lost) == ("ended", 6, 1, 0)
     assert source.emitted == st.chunks + st.dropped + st.lost  # nothing lost
-    assert st.snapshot()["moves"] == {"encoder": 0, "model": 1}
-    assert ("running", "model replica 0 is dead for good: moved to replica 1 on a fresh context") in states
+    assert router.moves_of("cam") == {"encoder": 0, "model": 1} and router.told == [("cam", "model", 0, 1)]
     assert restarts["model"] == 0  # another replica's process is not a restart
     assert metrics.registry.get_sample_value("omnisift_stream_moves_total", {"stream": "cam", "kind": "model"}) == 1
     assert metrics.registry.get_sample_value("omnisift_stream_replica", {"stream": "cam", "kind": "model"}) == 1
@@ -435,7 +435,8 @@ async def test_an_encoder_replica_dead_for_good_hands_the_stream_to_another_and_
     assert model.context == [0, 1, 2, 3, 4, 5]  # one context throughout
     assert [s.encoder_pid for s in stats] == [3, 3, 3, 30, 30, 30]  # chunk 3 encoded again on the other
     assert not any(s.fresh_context for s in stats) and (st.state, st.lost) == ("ended", 0)
-    assert st.snapshot()["moves"] == {"encoder": 1, "model": 0} and restarts["encoder"] == 0
+    assert router.moves_of("cam") == {"encoder": 1, "model": 0} and restarts["encoder"] == 0
+    assert router.told == [("cam", "encoder", 0, 1)]
 
 
 async def test_a_stream_whose_last_model_replica_dies_fails_with_the_reason():
@@ -447,5 +448,5 @@ async def test_a_stream_whose_last_model_replica_dies_fails_with_the_reason():
 
     reason = "the model actor is dead for good (ActorDiedError); no model replica left (2 started, all dead for good)"
     assert (st.state, st.detail) == ("failed", reason) and states[-1] == ("failed", reason)
-    assert [s.index for s in stats] == [0, 1, 2] and st.snapshot()["moves"]["model"] == 1
+    assert [s.index for s in stats] == [0, 1, 2] and router.moves_of("cam")["model"] == 1
     assert source.delivered == st.chunks + st.lost  # counted: the chunk that found it dead and those past the source
