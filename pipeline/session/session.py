@@ -21,9 +21,10 @@ from operators import Compression, Encoder, Preprocessor
 from operators.chunk_encoder import StageTimes
 from operators.chunks import CompressedChunk
 from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, GenerationSettings
+from pipeline.session.answer import AnswerDecoder, sync_every_for
 from pipeline.session.budget import DEFAULT_MAX_QUESTION_TOKENS, context_budget
 from pipeline.session.context import LiveContext
-from pipeline.session.decoding import next_token, stop_ids
+from pipeline.session.decoding import IncrementalText, device_generator, stop_ids
 from pipeline.session.prompt import Mode, PromptLayout
 from streams.chunk import CHUNK_SECONDS, AVChunk
 
@@ -225,33 +226,35 @@ class OmniSession:
     def ask_stream(self, question: str, max_new_tokens: int | None = None,
                    settings: GenerationSettings | None = None, **generation) -> Iterator[str]:
         """Yield the answer's text pieces as they are generated; the context is restored afterwards.
-        Give `settings`, or the keyword options they are made from."""
+        Give `settings`, or the keyword options they are made from. With `settings.timeout`, generation
+        stops when it passes and AnswerTimeout (a TimeoutError) is raised after the pieces so far."""
         settings = settings or GenerationSettings.of(max_new_tokens, **generation)
-        with self._lock:  # held while this generator runs: chunks wait for the answer
-            yield from self._generate(question, settings)
+        deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+        with self._lock:  # held while this generator runs: this stream's chunks wait for the answer
+            answer = self.start_answer(question, settings, deadline=deadline)
+            try:
+                while not answer.done:
+                    answer.step()
+                    yield from answer.pieces()
+            finally:
+                answer.close()
+            answer.raise_if_late()
 
-    def _generate(self, question: str, settings: GenerationSettings) -> Iterator[str]:
+    def start_answer(self, question: str, settings: GenerationSettings, *, deadline: float | None = None,
+                     sync_every: int | None = None) -> AnswerDecoder:
+        """Append `question` to the live context and return the decoder of its answer (one token per step).
+        The caller owns the context until `close()`: nothing else may append to it meanwhile (`ask_stream`
+        holds the lock; the model actor's scheduler runs one job of a stream at a time). `deadline` is on
+        `time.monotonic()`."""
         self._ensure_started()
         mark = self.context.fork()
-        tokenizer = self.model.processor.tokenizer
-        stop = stop_ids(tokenizer, self.model.thinker)
-        generator = None if settings.seed is None else torch.Generator().manual_seed(settings.seed)
         try:
             logits, position = self._question_logits(question)
-            generated: list[int] = []
-            shown = ""
-            for _ in range(settings.max_new_tokens):
-                token = next_token(logits[-1], settings, generator)
-                if token in stop:
-                    break
-                generated.append(token)
-                text = tokenizer.decode(generated, skip_special_tokens=True)
-                if not text.endswith("\ufffd") and len(text) > len(shown):
-                    yield text[len(shown):]
-                    shown = text
-                position += 1
-                logits = self.context.forward_embeds(
-                    self.context.embed(torch.tensor([token])), torch.tensor([[position]] * 3), logits=1)
-        finally:
+        except BaseException:
             self.context.rollback(mark)
-
+            raise
+        tokenizer, device = self.model.processor.tokenizer, self.context.device
+        return AnswerDecoder(
+            self.context, settings, IncrementalText(tokenizer), stop_ids(tokenizer, self.model.thinker), mark,
+            position, logits[-1], device_generator(settings.seed, device),
+            sync_every=sync_every or sync_every_for(device), deadline=deadline)
