@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,7 @@ from operators.chunk_encoder import StageTimes
 from operators.chunks import CompressedChunk
 from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, GenerationSettings
 from pipeline.session.answer import AnswerDecoder, sync_every_for
+from pipeline.session.batch import prefill_batch
 from pipeline.session.budget import DEFAULT_MAX_QUESTION_TOKENS, context_budget
 from pipeline.session.context import LiveContext
 from pipeline.session.decoding import IncrementalText, device_generator, stop_ids
@@ -158,12 +160,15 @@ class OmniSession:
         """Prefill a chunk compressed elsewhere (an encoder actor) into the live context; the seconds the
         prefill took (returned, not stored, so a caller never reads another thread's append)."""
         with self._lock:
-            if self.context is None:
-                has_v, has_a = compressed.video_before > 0, compressed.audio_before > 0
-                self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
+            self._ensure_started_for(compressed)
             start = time.perf_counter()
             self.context.append(compressed)
             return time.perf_counter() - start
+
+    def _ensure_started_for(self, compressed: CompressedChunk) -> None:
+        if self.context is None:
+            has_v, has_a = compressed.video_before > 0, compressed.audio_before > 0
+            self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
 
     def reset(self) -> None:
         """Forget the stream: empty context, fresh compressor state."""
@@ -258,3 +263,18 @@ class OmniSession:
             self.context, settings, IncrementalText(tokenizer), stop_ids(tokenizer, self.model.thinker), mark,
             position, logits[-1], device_generator(settings.seed, device),
             sync_every=sync_every or sync_every_for(device), deadline=deadline)
+
+
+def append_compressed_batch(sessions: Sequence[OmniSession], chunks: Sequence[CompressedChunk]) -> float:
+    """Prefill chunks[i] into sessions[i] (distinct sessions over one model) in one batched forward
+    (`pipeline.session.batch`), each at the positions it would take alone; the seconds it took."""
+    if len({id(s) for s in sessions}) != len(sessions):
+        raise ValueError("a batched prefill takes at most one chunk per session")
+    with ExitStack() as locks:
+        for session in sorted(sessions, key=id):  # one order for every caller: no lock-order deadlock
+            locks.enter_context(session._lock)
+        for session, chunk in zip(sessions, chunks, strict=True):
+            session._ensure_started_for(chunk)
+        start = time.perf_counter()
+        prefill_batch([s.context for s in sessions], chunks)
+        return time.perf_counter() - start
