@@ -154,7 +154,7 @@ class ModelScheduler:
 
     # ---- the model thread --------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
+    def run(self, stop: threading.Event, idle_wait: float = 1.0) -> None:
         """Step until `stop` is set, sleeping on the queue when there is nothing to do."""
         while not stop.is_set():
             if self.step().idle:
