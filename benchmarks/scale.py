@@ -104,7 +104,7 @@ def run_streams(n_streams: int, n_chunks: int, width: int, append: Callable, ask
             append(meta, enc)
             done = time.monotonic()
             lags.append(done - due)
-            if s == 0 and k == 1:
+            if s == 0 and k == min(1, n_chunks - 1):
                 threading.Thread(target=ask_once, daemon=True).start()
         finish[s] = time.monotonic()
 
@@ -144,9 +144,12 @@ def make_model(folder: Path, width: int, layers: int) -> Path:
     return write_omni(folder, config, build_processor(tokenizer, 3136, 640 * 480))
 
 
+DEVICE = {"device": "cpu", "dtype": "float32"}  # --device / --dtype
+
+
 def spec(path: Path) -> dict:
     return {"path": str(path), "retention": 0.25, "max_pixels": 640 * 480, "window_seconds": None,
-            "max_new_tokens": QUESTION_TOKENS, "dtype": "float32", "device": "cpu"}
+            "max_new_tokens": QUESTION_TOKENS, **DEVICE}
 
 
 def local_worker(path: Path, batch: bool, threads: int) -> ModelWorker:
@@ -186,36 +189,45 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the one worker (replicas: half each)")
     ap.add_argument("--no-replicas", action="store_true")
+    ap.add_argument("--model", type=Path, help="a model folder (e.g. Qwen2.5-Omni-7B) instead of a random one")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    folder = Path(tempfile.mkdtemp(prefix="scale-bench-")) / "omni"
-    path, width = make_model(folder, args.width, args.layers), args.width
-    rows: list[RunResult] = []
-    for batch in (False, True):
-        worker = local_worker(path, batch, args.threads)
-        run_local(worker, 1, 2, width)  # warm-up
-        for n in args.streams:
-            figures = run_local(worker, n, args.chunks, width)
-            rows.append(RunResult("1 worker, batching " + ("on" if batch else "off"), n, **figures))
-            print(rows[-1], flush=True)
-        worker.close()
-        del worker
+    DEVICE.update(device=args.device, dtype=args.dtype)
+    if args.model is not None:
+        from transformers import AutoConfig
+
+        path = args.model
+        args.width = AutoConfig.from_pretrained(path).thinker_config.text_config.hidden_size
+    else:
+        path = make_model(Path(tempfile.mkdtemp(prefix="scale-bench-")) / "omni", args.width, args.layers)
+    width = args.width
+    workers = {"1 worker, batching off": local_worker(path, False, args.threads),
+               "1 worker, batching on": local_worker(path, True, args.threads)}
+    runners = {name: (lambda n, c, w=w: run_local(w, n, c, width)) for name, w in workers.items()}
     if not args.no_replicas:
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:
-            per = max(1, args.threads // 2)
-            cls = ray.remote(num_cpus=1, max_concurrency=8)(ModelWorker)
-            actors = [cls.remote(spec(path), num_cpus=per) for _ in range(2)]
-            ray.get([a.where.remote() for a in actors])
-            run_replicas(actors, 2, 2, width)  # warm-up
-            for n in args.streams:
-                figures = run_replicas(actors, n, args.chunks, width)
-                rows.append(RunResult("2 replicas, batching on", n, **figures))
+        gpus = {"num_gpus": 1} if args.device.startswith("cuda") else {}  # one GPU per replica
+        cls = ray.remote(num_cpus=1, max_concurrency=8, **gpus)(ModelWorker)
+        actors = [cls.remote(spec(path), num_cpus=max(1, args.threads // 2)) for _ in range(2)]
+        ray.get([a.where.remote() for a in actors])
+        runners["2 replicas, batching on"] = lambda n, c: run_replicas(actors, n, c, width)
+    rows: list[RunResult] = []
+    try:
+        for run in runners.values():
+            run(2, 1)  # warm-up
+        for n in args.streams:  # configurations side by side at each stream count (the machine's load drifts)
+            for name, run in runners.items():
+                rows.append(RunResult(name, n, **run(n, args.chunks)))
                 print(rows[-1], flush=True)
-        finally:
+    finally:
+        for w in workers.values():
+            w.close()
+        if not args.no_replicas:
             ray.shutdown()
     print_table(rows, args)
     if args.out:
@@ -225,8 +237,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_table(rows: list[RunResult], args) -> None:
     model = "real 7B widths" if args.width == 3584 else f"mid-size (hidden {args.width})"
-    print(f"\n{model}, {args.layers} layer(s), fp32 CPU, {args.threads} torch threads, {args.chunks} chunks "
-          f"per stream (174 + 35 kept tokens each), a {QUESTION_TOKENS}-token question on stream 0\n")
+    print(f"\n{model}, {args.layers} layer(s), {args.dtype} on {args.device}, {args.threads} torch threads, "
+          f"{args.chunks} chunks per stream (174 + 35 kept tokens each), a {QUESTION_TOKENS}-token question "
+          "on stream 0\n")
     print("| configuration | streams | model chunks/s | RTF median / worst | lag p50 / p95 (s) | question (s) |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
