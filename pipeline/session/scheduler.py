@@ -25,6 +25,7 @@ Either way the model is free for the next job at once (the test counts the decod
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -41,6 +42,7 @@ from pipeline.session.batch import forward_batch
 from pipeline.session.session import OmniSession, append_compressed_batch
 
 _END = object()  # the last item of an answer's pieces
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -157,7 +159,13 @@ class ModelScheduler:
     def run(self, stop: threading.Event, idle_wait: float = 1.0) -> None:
         """Step until `stop` is set, sleeping on the queue when there is nothing to do."""
         while not stop.is_set():
-            if self.step().idle:
+            try:
+                idle = self.step().idle
+            except Exception:  # a bug here must not end the model thread (every asker would wait forever)
+                log.exception("model scheduler step failed")
+                stop.wait(0.5)
+                continue
+            if idle:
                 with self._wake:
                     if not any(self._queues.values()):
                         self._wake.wait(idle_wait)
