@@ -181,6 +181,54 @@ def run_replicas(actors: list, n: int, chunks: int, width: int) -> dict:
     return figures
 
 
+def forward_ratios(path: Path, batches: list[int], width: int, repeats: int = 5) -> list[dict]:
+    """The model work alone, without threads or pacing: B streams' chunks prefilled one forward each vs in
+    one batched forward, and one decode token of B answers one forward each vs batched; sequential and
+    batched alternate, `repeats` times, medians (the shared machine's load drifts between runs)."""
+    from pipeline.ray.models import load_omni
+    from pipeline.session import OmniSession
+    from pipeline.session.batch import forward_batch
+    from pipeline.session.session import append_compressed_batch
+
+    model = load_omni(spec(path), part="language")
+    rows = []
+    for b in batches:
+        sessions = [OmniSession.from_model(model, retention=0.25, max_pixels=640 * 480) for _ in range(b)]
+        for s, session in enumerate(sessions):  # contexts of different lengths: 1 to 3 chunks
+            for k in range(1 + s % 3):
+                session.append_compressed(synthetic_chunk(k, width, seed=100 * s + k))
+        seq, bat, dseq, dbat = [], [], [], []
+        for r in range(repeats):
+            chunks = [synthetic_chunk(3 + r, width, seed=7 * s + r) for s in range(b)]
+            marks = [s.context.fork() for s in sessions]
+            start = time.perf_counter()
+            for session, chunk in zip(sessions, chunks, strict=True):
+                session.context.forward_embeds(chunk.tokens, session.context.place(chunk))
+            seq.append(time.perf_counter() - start)
+            for session, mark in zip(sessions, marks, strict=True):
+                session.context.rollback(mark)
+            bat.append(append_compressed_batch(sessions, chunks))
+            contexts = [s.context for s in sessions]
+            token = [c.embed(torch.tensor([5])) for c in contexts]
+            pos = [torch.full((3, 1), 10_000) for _ in contexts]
+            start = time.perf_counter()
+            for c, e, p in zip(contexts, token, pos, strict=True):
+                c.forward_embeds(e, p, logits=1)
+            dseq.append(time.perf_counter() - start)
+            for c in contexts:
+                c.rollback(len(c) - 1)
+            start = time.perf_counter()
+            forward_batch(contexts, token, pos, logits=True)
+            dbat.append(time.perf_counter() - start)
+            for c in contexts:
+                c.rollback(len(c) - 1)
+        med = statistics.median
+        rows.append({"streams": b, "prefill_seq_ms": 1000 * med(seq), "prefill_batched_ms": 1000 * med(bat),
+                     "decode_seq_ms": 1000 * med(dseq), "decode_batched_ms": 1000 * med(dbat)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -189,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the one worker (replicas: half each)")
     ap.add_argument("--no-replicas", action="store_true")
+    ap.add_argument("--forward-only", action="store_true", help="only the forward-level comparison")
+    ap.add_argument("--repeats", type=int, default=5, help="of the forward-level comparison")
     ap.add_argument("--model", type=Path, help="a model folder (e.g. Qwen2.5-Omni-7B) instead of a random one")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
@@ -204,6 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         path = make_model(Path(tempfile.mkdtemp(prefix="scale-bench-")) / "omni", args.width, args.layers)
     width = args.width
+    torch.set_num_threads(args.threads)
+    forwards = forward_ratios(path, args.streams, width, args.repeats)
+    print_forwards(forwards)
+    if args.forward_only:
+        return
     workers = {"1 worker, batching off": local_worker(path, False, args.threads),
                "1 worker, batching on": local_worker(path, True, args.threads)}
     runners = {name: (lambda n, c, w=w: run_local(w, n, c, width)) for name, w in workers.items()}
@@ -232,7 +287,17 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows, args)
     if args.out:
         args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
-                                        "rows": [vars(r) for r in rows]}, indent=2))
+                                        "rows": [vars(r) for r in rows], "forwards": forwards}, indent=2))
+
+
+def print_forwards(rows: list[dict]) -> None:
+    print("\n| streams | prefill: one forward each (ms) | batched (ms) | ratio | decode token: each (ms) | "
+          "batched (ms) | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['streams']} | {r['prefill_seq_ms']:.0f} | {r['prefill_batched_ms']:.0f} | "
+              f"{r['prefill_seq_ms'] / r['prefill_batched_ms']:.2f}x | {r['decode_seq_ms']:.1f} | "
+              f"{r['decode_batched_ms']:.1f} | {r['decode_seq_ms'] / r['decode_batched_ms']:.2f}x |")
 
 
 def print_table(rows: list[RunResult], args) -> None:
