@@ -33,6 +33,9 @@ class GenerationSettings:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    # seconds the model may spend on the answer, counted from when the model actor receives the question;
+    # past it generation stops in the model (the asker gets a TimeoutError). None: no limit
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         _check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
@@ -43,6 +46,10 @@ class GenerationSettings:
         _check_int("top_k", self.top_k, 0, None)
         if self.seed is not None:
             _check_int("seed", self.seed, 0, None)
+        if self.timeout is not None:
+            _check_float("timeout", self.timeout, 0.0, None)
+            if self.timeout == 0:
+                raise ValueError(f"timeout must be a number > 0, got {self.timeout!r}")
 
     @classmethod
     def of(cls, max_new_tokens: int | None = None, **generation) -> GenerationSettings:

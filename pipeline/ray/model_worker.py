@@ -1,6 +1,12 @@
 """`ModelWorker`: one `OmniSession` per stream over one loaded model, in the model actor: appends
 compressed chunks, answers questions, gives the yes-probability of standing questions.
 
+Every forward runs on one model thread, through `pipeline.session.scheduler.ModelScheduler`: the actor's
+threads submit jobs and wait. Chunks of several streams waiting together are prefilled in one batched
+forward (`batch_prefill`), and an answer advances one token per scheduler step, so a long answer on one
+stream delays other streams' chunks by a decode step, not by the whole answer. A question's `timeout`
+(in its `GenerationSettings`) stops its generation in the model when it passes.
+
 Per-stream state is created on first use, so a restarted actor (its constructor run again) simply
 starts the stream's context afresh: the stream goes on.
 """
@@ -12,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.config import ModelSpec
@@ -50,18 +56,36 @@ class UnknownStreamError(ValueError):
 
 
 class ModelWorker:
-    """One `OmniSession` per stream over one loaded model. Thread-safe: appends and questions of one
-    stream take turns (the session's lock); different streams run side by side."""
+    """One `OmniSession` per stream over one loaded model. Thread-safe: callers' threads submit to the
+    scheduler, whose one thread runs the model (`batch_prefill=False`: one forward per chunk and per answer
+    token, the path before batching, kept for comparison)."""
 
     YES, NO = "Yes", "No"
 
-    def __init__(self, spec: ModelSpec | Mapping[str, Any], *, model=None, num_cpus: float | None = None) -> None:
+    def __init__(self, spec: ModelSpec | Mapping[str, Any], *, model=None, num_cpus: float | None = None,
+                 batch_prefill: bool = True) -> None:
+        from pipeline.session.scheduler import ModelScheduler
+
         self.spec = model_spec(spec)
         self.compression = compression(self.spec)
         set_threads(num_cpus)
         self.model = model if model is not None else load_omni(self.spec, part="language")
         self.contexts: dict[str, _StreamContext] = {}
         self._lock = threading.Lock()
+        self.scheduler = ModelScheduler(batch_prefill=batch_prefill)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.scheduler.run, args=(self._stop,), name="model", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the model thread (jobs still queued are not run)."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def scheduler_stats(self) -> dict[str, int]:
+        """What the model thread has run: steps, prefill and decode forwards, chunks, answer tokens, answers
+        finished, timed out, cancelled; and the jobs waiting now."""
+        return {**asdict(self.scheduler.counters), "pending": self.scheduler.pending()}
 
     def _new_session(self):
         from pipeline.session import OmniSession
@@ -89,12 +113,12 @@ class ModelWorker:
         with ctx.lock:
             duplicate = ctx.holds(meta)
             prefill = 0.0
-            if not duplicate:
-                prefill = ctx.session.append_compressed(c)
+            if duplicate:
+                cache, in_context = len(ctx.session.context), len(ctx.session.context.chunks)
+            else:
+                prefill, cache, in_context = self.scheduler.append(meta.stream, ctx.session, c).future.result()
                 ctx.applied(meta)
                 ctx.layout = encoded.layout
-            cache = len(ctx.session.context)
-            in_context = len(ctx.session.context.chunks)
         pad = self.spec.min_append_seconds - (time.perf_counter() - started)
         if pad > 0 and not duplicate:
             time.sleep(pad)
@@ -114,13 +138,16 @@ class ModelWorker:
         started = time.perf_counter()
         if generation.get("max_new_tokens") is None:
             generation["max_new_tokens"] = self.spec.max_new_tokens
-        text = ctx.session.ask(question, settings=settings or GenerationSettings.of(**generation))
+        job = self.scheduler.ask(stream, ctx.session, question, settings or GenerationSettings.of(**generation))
+        text = job.future.result()
         return self._answer(ctx, stream, question, text, time.perf_counter() - started)
 
     def yes_probability(self, stream: str, question: str) -> float:
         """p("Yes") / (p("Yes") + p("No")) as the answer to `question` on the live context."""
         session = self._context(stream).session
-        yes, no = session.score(question, self.YES), session.score(question, self.NO)
+        job = self.scheduler.call(stream, session, lambda: (session.score(question, self.YES),
+                                                            session.score(question, self.NO)))
+        yes, no = job.future.result()
         return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, no - yes))))
 
     def _answer(self, ctx: _StreamContext, stream: str, question: str, text: str, latency: float) -> Answer:
@@ -142,11 +169,12 @@ class ModelWorker:
         """The answer's text pieces as they are generated (a Ray streaming generator), then the `Answer`."""
         ctx = self._context(stream)
         started = time.perf_counter()
-        pieces = []
-        for piece in ctx.session.ask_stream(question, settings=settings):
-            pieces.append(piece)
-            yield piece
-        yield self._answer(ctx, stream, question, "".join(pieces), time.perf_counter() - started)
+        job = self.scheduler.ask(stream, ctx.session, question, settings)
+        try:
+            yield from job.pieces()
+        finally:
+            job.cancel()  # the consumer went away (or the answer ended: then this does nothing)
+        yield self._answer(ctx, stream, question, job.future.result(), time.perf_counter() - started)
 
     def remove(self, stream: str) -> None:
         with self._lock:

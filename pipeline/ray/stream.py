@@ -315,11 +315,13 @@ class OmniStream:
                   timeout: float | None = None, **generation) -> Answer:  # noqa: ASYNC109 - a per-question deadline is part of the API
         """Answer from the stream's live context as it is now. `max_new_tokens` and the other
         `GenerationSettings` default to the config's. Raises StreamNotFound, ValueError for an empty
-        question or a bad setting, TimeoutError after `timeout` seconds; cancelling the await cancels it."""
+        question or a bad setting, TimeoutError after `timeout` seconds; cancelling the await cancels it. The
+        model stops generating at `timeout` too (it is in the question's `GenerationSettings`), so a timed-out
+        question does not keep the model busy."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string")
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
-                                         else max_new_tokens, **generation)
+                                         else max_new_tokens, timeout=timeout, **generation)
         st = self._stream(stream)
         ref = self._model_of(st).ask.remote(st.spec.name, question, settings)
         started = time.perf_counter()
@@ -342,7 +344,7 @@ class OmniStream:
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string")
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
-                                         else max_new_tokens, **generation)
+                                         else max_new_tokens, timeout=timeout, **generation)
         st = self._stream(stream)
         pieces = self._model_of(st).ask_stream.options(num_returns="streaming").remote(st.spec.name, question,
                                                                                        settings)

@@ -94,11 +94,21 @@ class LiveContext:
 
     def append(self, chunk: CompressedChunk) -> None:
         """Prefill one compressed chunk at its absolute positions; slide the window if it is full."""
+        positions = self.place(chunk)
+        self.forward_embeds(chunk.tokens, positions)
+        self.commit(chunk, positions)
+
+    def place(self, chunk: CompressedChunk) -> torch.Tensor:
+        """The absolute positions [3, K] the chunk's tokens take in this context (the first chunk sets the
+        origin). `append` is `place`, a forward of the tokens at those positions, then `commit`; a batched
+        prefill (`pipeline.session.batch`) runs the forward of several contexts at once in between."""
         if self.origin is None:
             self.origin = chunk.index
+        return chunk.positions + (self.av_start - POSITIONS_PER_CHUNK * self.origin)
+
+    def commit(self, chunk: CompressedChunk, positions: torch.Tensor) -> None:
+        """Record a chunk whose tokens the cache now holds at `positions`; slide the window if it is full."""
         shift = self.av_start - POSITIONS_PER_CHUNK * self.origin
-        positions = chunk.positions + shift
-        self.forward_embeds(chunk.tokens, positions)
         self.chunks.append(_Cached(chunk, positions))
         self.segment_end = chunk.last_block_end + shift
         if self.window_chunks is not None and chunk.index - self.origin >= self.window_chunks + self.stride_chunks - 1:

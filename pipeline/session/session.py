@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -21,9 +22,11 @@ from operators import Compression, Encoder, Preprocessor
 from operators.chunk_encoder import StageTimes
 from operators.chunks import CompressedChunk
 from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, GenerationSettings
+from pipeline.session.answer import AnswerDecoder, sync_every_for
+from pipeline.session.batch import prefill_batch
 from pipeline.session.budget import DEFAULT_MAX_QUESTION_TOKENS, context_budget
 from pipeline.session.context import LiveContext
-from pipeline.session.decoding import next_token, stop_ids
+from pipeline.session.decoding import IncrementalText, device_generator, stop_ids
 from pipeline.session.prompt import Mode, PromptLayout
 from streams.chunk import CHUNK_SECONDS, AVChunk
 
@@ -157,12 +160,15 @@ class OmniSession:
         """Prefill a chunk compressed elsewhere (an encoder actor) into the live context; the seconds the
         prefill took (returned, not stored, so a caller never reads another thread's append)."""
         with self._lock:
-            if self.context is None:
-                has_v, has_a = compressed.video_before > 0, compressed.audio_before > 0
-                self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
+            self._ensure_started_for(compressed)
             start = time.perf_counter()
             self.context.append(compressed)
             return time.perf_counter() - start
+
+    def _ensure_started_for(self, compressed: CompressedChunk) -> None:
+        if self.context is None:
+            has_v, has_a = compressed.video_before > 0, compressed.audio_before > 0
+            self._start(Mode.AUDIO_VIDEO if has_v and has_a else Mode.VIDEO if has_v else Mode.AUDIO)
 
     def reset(self) -> None:
         """Forget the stream: empty context, fresh compressor state."""
@@ -225,33 +231,50 @@ class OmniSession:
     def ask_stream(self, question: str, max_new_tokens: int | None = None,
                    settings: GenerationSettings | None = None, **generation) -> Iterator[str]:
         """Yield the answer's text pieces as they are generated; the context is restored afterwards.
-        Give `settings`, or the keyword options they are made from."""
+        Give `settings`, or the keyword options they are made from. With `settings.timeout`, generation
+        stops when it passes and AnswerTimeout (a TimeoutError) is raised after the pieces so far."""
         settings = settings or GenerationSettings.of(max_new_tokens, **generation)
-        with self._lock:  # held while this generator runs: chunks wait for the answer
-            yield from self._generate(question, settings)
+        deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+        with self._lock:  # held while this generator runs: this stream's chunks wait for the answer
+            answer = self.start_answer(question, settings, deadline=deadline)
+            try:
+                while not answer.done:
+                    answer.step()
+                    yield from answer.pieces()
+            finally:
+                answer.close()
+            answer.raise_if_late()
 
-    def _generate(self, question: str, settings: GenerationSettings) -> Iterator[str]:
+    def start_answer(self, question: str, settings: GenerationSettings, *, deadline: float | None = None,
+                     sync_every: int | None = None) -> AnswerDecoder:
+        """Append `question` to the live context and return the decoder of its answer (one token per step).
+        The caller owns the context until `close()`: nothing else may append to it meanwhile (`ask_stream`
+        holds the lock; the model actor's scheduler runs one job of a stream at a time). `deadline` is on
+        `time.monotonic()`."""
         self._ensure_started()
         mark = self.context.fork()
-        tokenizer = self.model.processor.tokenizer
-        stop = stop_ids(tokenizer, self.model.thinker)
-        generator = None if settings.seed is None else torch.Generator().manual_seed(settings.seed)
         try:
             logits, position = self._question_logits(question)
-            generated: list[int] = []
-            shown = ""
-            for _ in range(settings.max_new_tokens):
-                token = next_token(logits[-1], settings, generator)
-                if token in stop:
-                    break
-                generated.append(token)
-                text = tokenizer.decode(generated, skip_special_tokens=True)
-                if not text.endswith("\ufffd") and len(text) > len(shown):
-                    yield text[len(shown):]
-                    shown = text
-                position += 1
-                logits = self.context.forward_embeds(
-                    self.context.embed(torch.tensor([token])), torch.tensor([[position]] * 3), logits=1)
-        finally:
+        except BaseException:
             self.context.rollback(mark)
+            raise
+        tokenizer, device = self.model.processor.tokenizer, self.context.device
+        return AnswerDecoder(
+            self.context, settings, IncrementalText(tokenizer), stop_ids(tokenizer, self.model.thinker), mark,
+            position, logits[-1], device_generator(settings.seed, device),
+            sync_every=sync_every or sync_every_for(device), deadline=deadline)
 
+
+def append_compressed_batch(sessions: Sequence[OmniSession], chunks: Sequence[CompressedChunk]) -> float:
+    """Prefill chunks[i] into sessions[i] (distinct sessions over one model) in one batched forward
+    (`pipeline.session.batch`), each at the positions it would take alone; the seconds it took."""
+    if len({id(s) for s in sessions}) != len(sessions):
+        raise ValueError("a batched prefill takes at most one chunk per session")
+    with ExitStack() as locks:
+        for session in sorted(sessions, key=id):  # one order for every caller: no lock-order deadlock
+            locks.enter_context(session._lock)
+        for session, chunk in zip(sessions, chunks, strict=True):
+            session._ensure_started_for(chunk)
+        start = time.perf_counter()
+        prefill_batch([s.context for s in sessions], chunks)
+        return time.perf_counter() - start
