@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import json
 import os
@@ -64,9 +65,10 @@ class Growth:
 
 def flatness(samples: list[dict], warmup_media_s: float) -> list[Growth]:
     """Per process, the growth from the first sample whose `media_s` is at or after `warmup_media_s` to
-    the last sample. Each sample holds `media_s` and `rss_mb` {process: MB}. Raises ValueError if fewer
-    than two samples lie after the warm-up (no growth can be read from one)."""
-    after = [s for s in samples if s["media_s"] >= warmup_media_s]
+    the last sample. Each sample holds `media_s` and `rss_mb` {process: MB}; samples taken after
+    `malloc_trim` (`trimmed`) are not part of the curve. Raises ValueError if fewer than two samples lie
+    after the warm-up (no growth can be read from one)."""
+    after = [s for s in running(samples) if s["media_s"] >= warmup_media_s]
     if len(after) < 2:
         raise ValueError(f"need two samples after the warm-up ({warmup_media_s:g} s of media), have {len(after)}")
     first, last = after[0], after[-1]
@@ -78,19 +80,28 @@ def flatness(samples: list[dict], warmup_media_s: float) -> list[Growth]:
     return out
 
 
+def running(samples: list[dict]) -> list[dict]:
+    """The samples of the run as it went (not the ones taken after `malloc_trim` at the end)."""
+    return [s for s in samples if not s.get("trimmed")]
+
+
 def is_flat(growths: list[Growth], tolerance_percent: float = 1.0) -> bool:
     """Whether every process grew by at most `tolerance_percent` of its warm RSS (shrinking is flat)."""
     return all(g.percent <= tolerance_percent for g in growths)
 
 
 def table(samples: list[dict], warmup_media_s: float) -> str:
-    """The markdown flatness table, then positions, cache and counters of the run."""
+    """The markdown flatness table (with each process's RSS after `malloc_trim` at the end, if sampled),
+    then positions, cache and counters of the run."""
     growths = flatness(samples, warmup_media_s)
+    trimmed = next((s["rss_mb"] for s in samples if s.get("trimmed")), None)
+    samples = running(samples)
     last = samples[-1]
-    lines = [f"| process | RSS at warm-up end ({warmup_media_s / 3600:g} h of media) MB | RSS at end "
-             f"({last['media_s'] / 3600:.2f} h) MB | growth % | MB per media hour |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {g.process} | {g.warm_mb:.1f} | {g.end_mb:.1f} | {g.percent:+.2f} | {g.mb_per_media_hour:+.2f} |"
-              for g in growths]
+    lines = [f"| process | RSS at warm-up end ({warmup_media_s / 3600:.2f} h of media) MB | RSS at end "
+             f"({last['media_s'] / 3600:.2f} h) MB | growth % | MB per media hour | at end after malloc_trim MB |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {g.process} | {g.warm_mb:.1f} | {g.end_mb:.1f} | {g.percent:+.2f} | {g.mb_per_media_hour:+.2f} | "
+              f"{'-' if trimmed is None else format(trimmed[g.process], '.1f')} |" for g in growths]
     lines += ["", f"flat within 1%: {'yes' if is_flat(growths) else 'NO'}; "
               f"largest position {max(s['max_position'] for s in samples)}, "
               f"largest KV cache {max(s['cache_tokens'] for s in samples)} tokens; "
@@ -102,9 +113,13 @@ def table(samples: list[dict], warmup_media_s: float) -> str:
 # ---- inside the actors (run through Ray's `__ray_call__`, so no worker class needs a method for it) ----
 
 
-def _probe(worker) -> dict:
+def _probe(worker, trim: bool = False) -> dict:
     """pid, RSS and gc-tracked objects of the process `worker` lives in; for the model worker also the
-    KV-cache length and the largest position of every stream's context."""
+    KV-cache length and the largest position of every stream's context. With `trim`, glibc's
+    `malloc_trim(0)` runs first: what RSS is left is memory in use, what went was freed heap the allocator
+    kept (which tells allocator retention from a leak)."""
+    if trim:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     out = {"pid": os.getpid(), "rss_mb": rss_mb(os.getpid()), "objects": len(gc.get_objects())}
     contexts = getattr(worker, "contexts", None)
     if contexts is not None:
@@ -114,12 +129,11 @@ def _probe(worker) -> dict:
     return out
 
 
-async def _probe_all(p) -> dict[str, dict]:
+async def _probe_all(p, trim: bool = False) -> dict[str, dict]:
     st = p.streams["s0"]
     refs = {"source": st.source, "encoder": p.encoder, "model": p.model}
-    got = await asyncio.gather(*(a.__ray_call__.remote(_probe) for a in refs.values()))
-    me = {"pid": os.getpid(), "rss_mb": rss_mb(os.getpid()), "objects": len(gc.get_objects())}
-    return {"driver": me, **dict(zip(refs, got, strict=True))}
+    got = await asyncio.gather(*(a.__ray_call__.remote(_probe, trim) for a in refs.values()))
+    return {"driver": _probe(None, trim), **dict(zip(refs, got, strict=True))}
 
 
 @dataclass
@@ -152,8 +166,8 @@ async def run(model: str, chunks: int, width: int, height: int, window: float, a
                 counts.failed += 1
                 print(json.dumps({"ask_failed": str(e)}), flush=True)
 
-        async def sample() -> None:
-            probes = await _probe_all(p)
+        async def sample(trim: bool = False) -> None:
+            probes = await _probe_all(p, trim)
             snap = p.snapshot()["streams"]["s0"]
             row = {"media_s": snap["chunks"] * CHUNK_SECONDS, "wall_s": round(time.monotonic() - start, 1),
                    "chunks": snap["chunks"], "dropped": snap["dropped"], "lost": snap["lost"], "state": snap["state"],
@@ -161,7 +175,7 @@ async def run(model: str, chunks: int, width: int, height: int, window: float, a
                    "watch_events": counts.watch_events, "cache_tokens": probes["model"]["cache_tokens"],
                    "max_position": probes["model"]["max_position"],
                    "rss_mb": {k: round(v["rss_mb"], 1) for k, v in probes.items()},
-                   "objects": {k: v["objects"] for k, v in probes.items()}}
+                   "objects": {k: v["objects"] for k, v in probes.items()}, "trimmed": trim}
             samples.append(row)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -182,6 +196,7 @@ async def run(model: str, chunks: int, width: int, height: int, window: float, a
                     await sample()
             await asyncio.gather(*pending)
             await sample()
+            await sample(trim=True)  # the same moment after malloc_trim: retained heap vs memory in use
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)

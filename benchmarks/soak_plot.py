@@ -15,8 +15,10 @@ from pathlib import Path
 
 
 def load(path: Path) -> list[dict]:
-    """The samples of a run: one JSON object per line."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The samples of a run as it went: one JSON object per line (the one taken after `malloc_trim` at
+    the end left out)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if not r.get("trimmed")]
 
 
 def relative_percent(samples: list[dict], process: str, warmup_media_s: float) -> list[float]:

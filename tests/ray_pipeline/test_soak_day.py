@@ -47,14 +47,22 @@ def test_growth_needs_two_samples_after_the_warm_up():
 
 def test_table_names_every_process_and_the_counters():
     text = table(SAMPLES, 3600.0)
-    assert "| model | 800.0 | 808.0 | +1.00 | +4.00 |" in text
-    assert "| source | 600.0 | 594.0 | -1.00 | -3.00 |" in text
+    assert "| model | 800.0 | 808.0 | +1.00 | +4.00 | - |" in text
+    assert "| source | 600.0 | 594.0 | -1.00 | -3.00 | - |" in text
     assert "flat within 1%: yes" in text and "questions answered 3/3" in text and "largest position 200" in text
+
+
+def test_the_sample_after_malloc_trim_is_shown_beside_the_curve_but_is_no_part_of_it():
+    after_trim = {**_sample(10800, 790.0, source=580.0), "trimmed": True}
+    text = table(SAMPLES + [after_trim], 3600.0)
+    assert "| model | 800.0 | 808.0 | +1.00 | +4.00 | 790.0 |" in text
+    assert "| source | 600.0 | 594.0 | -1.00 | -3.00 | 580.0 |" in text
 
 
 def test_plot_rss_is_relative_to_the_warm_up_end(tmp_path):
     path = tmp_path / "run.jsonl"
-    path.write_text("".join(json.dumps(s) + "\n" for s in SAMPLES))
+    trimmed = {**_sample(10800, 1.0), "trimmed": True}
+    path.write_text("".join(json.dumps(s) + "\n" for s in SAMPLES + [trimmed]))
     samples = load(path)
     assert relative_percent(samples, "model", 3600.0) == pytest.approx([-37.5, 0.0, 0.5, 1.0])
 
