@@ -1,9 +1,22 @@
-"""What every actor process does for itself: how many threads torch may use, and where it runs."""
+"""What every actor process does for itself: how many threads torch may use, and where it runs; and the
+environment it starts with (`actor_env`)."""
 
 from __future__ import annotations
 
 import math
 import os
+
+# glibc's malloc gives each thread that allocates an arena of its own (up to 8 per core) and keeps the memory
+# freed in each. A threaded actor (Ray's call threads, torch's, PyAV's) then creeps up for hours: the model
+# actor gained ~3 MB per media hour in the day-long soak (BENCHMARKS.md "A day of media"), 15-18 MB of it
+# handed back by `malloc_trim`; with two arenas the same actor stayed flat. glibc reads this once, as the
+# process starts, so it has to be in the actor's environment (`actor_options`); a value the driver has wins.
+MALLOC_ARENAS = "2"
+
+
+def actor_env() -> dict[str, str]:
+    """Environment variables every actor process starts with."""
+    return {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", MALLOC_ARENAS)}
 
 
 def set_threads(num_cpus: float | None) -> None:
