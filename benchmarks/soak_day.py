@@ -1,6 +1,7 @@
 """A day of media through the whole Ray pipeline as fast as it goes: is every process flat after warm-up?
 
     python -m benchmarks.soak_day --chunks 43200 --out docs/soak_day.jsonl [--model PATH]
+    python -m benchmarks.soak_day --report docs/soak_day.jsonl    # the table of a finished run
 
 One unpaced synthetic stream (lavfi testsrc2, `realtime: false`, so the source, encoder and model actors
 run as fast as they can) until `--chunks` chunks are in the context (stopped there, every actor still up
@@ -215,7 +216,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of the run that is warm-up")
     parser.add_argument("--model", default=None, help="model path (default: the tiny random model)")
     parser.add_argument("--out", default="soak_day.jsonl", help="JSON lines, one per sample (appended)")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="print the table of a finished run's JSON lines (warm-up: --warmup of its media) and stop")
     args = parser.parse_args()
+    if args.report is not None:
+        rows = [json.loads(line) for line in args.report.read_text().splitlines() if line.strip()]
+        print(table(rows, args.warmup * running(rows)[-1]["media_s"]))
+        return
     model = model_or_tiny(args.model)
     import ray
 
