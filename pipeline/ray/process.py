@@ -7,10 +7,11 @@ import math
 import os
 
 # glibc's malloc gives each thread that allocates an arena of its own (up to 8 per core) and keeps the memory
-# freed in each. A threaded actor (Ray's call threads, torch's, PyAV's) then creeps up for hours: the model
-# actor gained ~3 MB per media hour in the day-long soak (BENCHMARKS.md "A day of media"), 15-18 MB of it
-# handed back by `malloc_trim`; with two arenas the same actor stayed flat. glibc reads this once, as the
-# process starts, so it has to be in the actor's environment (`actor_options`); a value the driver has wins.
+# freed in each. A threaded actor (Ray's call threads, torch's, PyAV's) then creeps up for hours: in the
+# day-long soak (BENCHMARKS.md "A day of media") the model actor gained 12.3 MB (+1.5%) between 2.4 and 24
+# media hours, and malloc_trim handed 15-18 MB back; with two arenas it gained +0.16% over 1.2-12 hours.
+# glibc reads this once, as the process starts, so it is set in the actor's environment (`actor_options`);
+# a value the driver has wins.
 MALLOC_ARENAS = "2"
 
 
