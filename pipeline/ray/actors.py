@@ -20,6 +20,7 @@ import ray
 from pipeline.config import ActorResources, ModelSpec, PipelineConfig, StreamSpec
 from pipeline.ray.encoder_worker import EncoderWorker
 from pipeline.ray.model_worker import ModelWorker
+from pipeline.ray.process import actor_env
 from pipeline.ray.source_worker import SourceWorker
 
 
@@ -30,6 +31,7 @@ def actor_options(res: ActorResources, **extra: Any) -> dict[str, Any]:
         opts["num_gpus"] = res.num_gpus
     if res.resources:
         opts["resources"] = dict(res.resources)
+    opts["runtime_env"] = {"env_vars": actor_env()}  # glibc's arenas: see pipeline.ray.process
     opts.update(extra)
     return opts
 
