@@ -50,10 +50,8 @@ def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_mo
     }
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config))
-    started = time.monotonic()
     out = _run(["run", str(path), "--duration", "7"], RAY_TMPDIR=ray_tmp)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert time.monotonic() - started < 120
     lines = out.stdout.splitlines()
     assert any(ln.startswith("[cam] chunk") and "lag" in ln and "dropped" in ln for ln in lines), out.stdout
     assert any(ln.startswith("[cam] ALERT p(yes)=") and "lag" in ln for ln in lines), out.stdout
