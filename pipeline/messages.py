@@ -20,6 +20,29 @@ from omnisift.counts import TokenCounts
 
 DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_LIMIT = 4096
+DEFAULT_MAX_QUESTION_TOKENS = 512  # `model.max_question_tokens` unless set
+CHARS_PER_TOKEN_BOUND = 8  # a question of n tokens rarely has more characters than this times n
+
+
+def check_question(question: object, max_tokens: int = DEFAULT_MAX_QUESTION_TOKENS) -> str:
+    """The question, if it is a non-empty string of at most CHARS_PER_TOKEN_BOUND * `max_tokens`
+    characters; a one-line ValueError otherwise. A cheap bound checked before anything tokenizes the
+    question (a 100k-character one is refused here, not after tokenizing it); the exact bound in tokens is
+    `check_question_tokens`, where the model's tokenizer is."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question must be a non-empty string")
+    limit = CHARS_PER_TOKEN_BOUND * max_tokens
+    if len(question) > limit:
+        raise ValueError(f"question of {len(question)} characters is too long: at most {limit} "
+                         f"({max_tokens} tokens, model.max_question_tokens)")
+    return question
+
+
+def check_question_tokens(n_tokens: int, max_tokens: int) -> None:
+    """One-line ValueError if a question of `n_tokens` tokens passes `max_tokens` (the context budget's)."""
+    if n_tokens > max_tokens:
+        raise ValueError(f"question of {n_tokens} tokens is too long: at most {max_tokens} "
+                         "(model.max_question_tokens, counted in the context budget)")
 
 
 @dataclass(frozen=True)
