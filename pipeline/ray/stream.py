@@ -40,7 +40,15 @@ from pipeline.config import (
     load_pipeline_config,
     source_mapping,
 )
-from pipeline.messages import Answer, ChunkStats, GenerationSettings, Message, StreamChange, WatchEvent
+from pipeline.messages import (
+    Answer,
+    ChunkStats,
+    GenerationSettings,
+    Message,
+    StreamChange,
+    WatchEvent,
+    check_question,
+)
 from pipeline.ray.calls import actor_gone, await_ref, cancel, creation_error, creation_reason, unwrap
 from pipeline.ray.events import EventHub
 from pipeline.ray.frontends import Frontends
@@ -267,9 +275,9 @@ class OmniStream:
                   timeout: float | None = None, **generation) -> Answer:  # noqa: ASYNC109 - a per-question deadline is part of the API
         """Answer from the stream's live context as it is now. `max_new_tokens` and the other
         `GenerationSettings` default to the config's. Raises StreamNotFound, ValueError for an empty
-        question or a bad setting, TimeoutError after `timeout` seconds; cancelling the await cancels it."""
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("question must be a non-empty string")
+        question, one past `model.max_question_tokens` or a bad setting, TimeoutError after `timeout`
+        seconds; cancelling the await cancels it."""
+        check_question(question, self.config.model.max_question_tokens)
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
                                          else max_new_tokens, **generation)
         st = self._stream(stream)
@@ -291,8 +299,7 @@ class OmniStream:
                          timeout: float | None = None, **generation) -> AsyncIterator[str | Answer]:  # noqa: ASYNC109
         """`ask`, its text yielded in pieces as the model generates them, then the whole `Answer` (also
         emitted as an event). The same checks and `timeout` (for the whole answer) as `ask`."""
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("question must be a non-empty string")
+        check_question(question, self.config.model.max_question_tokens)
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
                                          else max_new_tokens, **generation)
         st = self._stream(stream)
@@ -321,6 +328,7 @@ class OmniStream:
     def add_watch(self, question: str, stream: str | None = None, *, every: float = 2.0,
                   threshold: float = 0.5) -> int:
         """Register a standing question (the HTTP API's); its evaluations come as events. Returns its id."""
+        check_question(question, self.config.model.max_question_tokens)
         if stream is not None:
             self._stream(stream)
         wid = next(self._ids)

@@ -213,7 +213,13 @@ def _one_line(err: BaseException) -> str:
 def request(endpoint: str, message: dict, timeout: float = 60.0, *, server_public_file: str | None = None,
             client_secret_file: str | None = None) -> dict:
     """Send one request to a pipeline's REP socket and return its reply (blocking; for `omnisift ask`).
-    Raises TimeoutError when nothing answers within `timeout` seconds."""
+    Raises ValueError (one line) for a request over MAX_REQUEST_BYTES (the server would drop the
+    connection unanswered) or an endpoint ZeroMQ cannot use, TimeoutError when nothing answers within
+    `timeout` seconds."""
+    body = json.dumps(message).encode()
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ValueError(f"request of {len(body)} bytes is too large: a pipeline takes at most {MAX_REQUEST_BYTES}"
+                         " (ask a shorter question)")
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
@@ -227,8 +233,11 @@ def request(endpoint: str, message: dict, timeout: float = 60.0, *, server_publi
             else:
                 public, secret = zmq.curve_keypair()
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
-        sock.connect(endpoint)
-        sock.send(json.dumps(message).encode())
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as e:
+            raise ValueError(f"endpoint {endpoint!r}: {e} (expected e.g. tcp://127.0.0.1:5561)") from None
+        sock.send(body)
         if not sock.poll(int(timeout * 1000)):
             raise TimeoutError(f"no reply from {endpoint} within {timeout:g}s (is `omnisift run` running?)")
         return json.loads(sock.recv())
