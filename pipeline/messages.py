@@ -11,7 +11,7 @@ API, ZeroMQ, a config). The compressed tokens themselves travel between the enco
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -114,6 +114,9 @@ class ChunkMeta:
     queue_depth: int = 0
     state: str = ""
     pid: int = 0
+    # messages the source refused so far, by reason (a ZeroMQ source's `SourceStats.refused`, nonzero
+    # reasons only; empty for other sources)
+    refused: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ChunkKind(self.kind))
@@ -137,6 +140,10 @@ class ChunkStats(TokenCounts):
     chunks_in_context: int
     dropped: int = 0
     reconnects: int = 0
+    # media is missing before this chunk (a reconnect, an outage, a jump in the producer's clock), and how
+    # many chunks so far had such a gap; set by the driver from the source's word
+    gap_before: bool = False
+    gaps: int = 0
     model_pid: int = 0
     encoder_pid: int = 0
     # chunks lost so far: they left the source but will never reach the context (not delivered within

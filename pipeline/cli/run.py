@@ -55,8 +55,10 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
             await asyncio.gather(printer, return_exceptions=True)
         snap = stream.snapshot()
     for name, s in snap["streams"].items():
+        refused = ", ".join(f"{r} {n}" for r, n in sorted(s["refused"].items()))
         print(f"[{name}] {s['state']}: {s['chunks']} chunks, {s['dropped']} dropped, {s['lost']} lost, "
-              f"{s['reconnects']} reconnects", flush=True)
+              f"{s['reconnects']} reconnects, {s['gaps']} gaps" + (f", refused: {refused}" if refused else ""),
+              flush=True)
     return 0
 
 
@@ -72,14 +74,15 @@ async def _print_events(stream, config, print_stats: bool) -> None:
 
 
 async def _print_loop(stream, config, print_stats, next_question, asking) -> None:
-    from pipeline.messages import Answer, ChunkStats, StreamChange, WatchEvent
+    from pipeline.messages import Answer, ChunkStats, SourceEvent, StreamChange, WatchEvent
 
     async for ev in stream.events():
         if isinstance(ev, ChunkStats):
             if print_stats:
                 print(f"[{ev.stream}] chunk {ev.index:4d} @ {ev.media_time:7.1f}s  kept video {ev.video_after}/"
                       f"{ev.video_before} audio {ev.audio_after}/{ev.audio_before}  cache {ev.cache_tokens}  "
-                      f"lag {ev.lag:.2f}s  dropped {ev.dropped}", flush=True)
+                      f"lag {ev.lag:.2f}s  dropped {ev.dropped}  lost {ev.lost}  gaps {ev.gaps}"
+                      + ("  (gap before)" if ev.gap_before else ""), flush=True)
             end = ev.media_time + ev.duration
             due = next_question.setdefault(ev.stream, config.ask_every or float("inf"))
             if end >= due and not any(not t.done() for t in asking):
@@ -93,6 +96,9 @@ async def _print_loop(stream, config, print_stats, next_question, asking) -> Non
             media = "-" if ev.media_time is None else f"{ev.media_time:.1f}s"
             print(f"[{ev.stream}] Q: {ev.question}\n[{ev.stream}] A: {ev.text!r}  (media {media}, lag {ev.lag:.2f}s, "
                   f"{ev.latency:.2f}s to answer)", flush=True)
+        elif isinstance(ev, SourceEvent):
+            print(f"[{ev.stream}] source {ev.kind} before chunk {ev.index} @ {ev.media_time:.1f}s: {ev.detail}",
+                  flush=True)
         elif isinstance(ev, StreamChange):
             detail = f" ({ev.detail})" if ev.detail else ""
             print(f"[{ev.stream}] {ev.state}{detail}", flush=True)

@@ -9,8 +9,9 @@ PUB (`zmq.pub`): two-frame messages `[topic, json]`, topic one of `answer`, `wat
             alert clips are on: GET /api/clips/<clip> over HTTP)
     stats   {index, media_time, duration, capture_time, lag, preprocess, encode, compress, prefill,
              video_before, video_after, audio_before, audio_after, cache_tokens, chunks_in_context,
-             dropped, reconnects, model_pid, encoder_pid, lost, duplicate}  (one per chunk; `duplicate`:
-             the model already held this chunk and skipped the copy sent again)
+             dropped, reconnects, gap_before, gaps, model_pid, encoder_pid, lost, duplicate}  (one per
+             chunk; `gap_before`: media is missing before it, `gaps` such chunks so far; `duplicate`: the
+             model already held this chunk and skipped the copy sent again)
     stream  {state, detail}   (added, paused, resumed, removed, ended, failed, restarted)
     source  {kind, index, media_time, detail, time}   (kind "reconnect" or "gap", before chunk `index`)
 
