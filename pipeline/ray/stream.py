@@ -432,9 +432,12 @@ class OmniStream:
         return ended == watched or watched is None and not self._running()
 
     def snapshot(self) -> dict:
-        """Counters of every stream now: state, chunks, drops, losses, reconnects, lag, cache; actor restarts."""
+        """Counters of every stream now: state, chunks, drops, losses, reconnects, gaps, refused messages, lag,
+        cache; actor restarts; the REP socket's requests (served, refused by reason, in progress)."""
+        zmq = self.frontends.zmq
         return {"streams": {name: st.snapshot() for name, st in self.streams.items()},
-                "restarts": dict(self.restarts), "model_is_tiny": self.model_is_tiny}
+                "restarts": dict(self.restarts), "model_is_tiny": self.model_is_tiny,
+                "requests": None if zmq is None else zmq.stats()}
 
 
 async def _next_piece(pieces) -> Any:
