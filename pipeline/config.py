@@ -179,8 +179,19 @@ class ZmqSpec(_Strict):
 
 
 class MetricsSpec(_Strict):
+    """Prometheus /metrics. Loopback unless `host` says otherwise; the endpoint has no authentication, so
+    any other host needs `allow_remote: true` (you put it behind something that guards it)."""
+
     port: int | None = Field(9464, ge=0, le=65535)  # None: off; 0: any free port
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1)
+    allow_remote: bool = False  # serve /metrics beyond loopback (it has no authentication)
+
+    @model_validator(mode="after")
+    def _exposure(self) -> MetricsSpec:
+        if self.port is not None and not host_is_loopback(self.host) and not self.allow_remote:
+            raise ValueError(f"metrics.host {self.host} is not loopback and /metrics has no authentication: "
+                             "set metrics.allow_remote: true to serve it there")
+        return self
 
 
 class HttpSpec(_Strict):
