@@ -104,7 +104,8 @@ class ZmqFrontend:
                 self.endpoints["rep"] = self.rep.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as e:
             self.close()
-            raise OSError(f"zmq: cannot bind {pub if 'pub' not in self.endpoints else rep}: {e}") from None
+            where = pub if pub and "pub" not in self.endpoints else rep
+            raise OSError(f"zmq: cannot bind {where}: {e.strerror}") from None
 
     def start(self) -> None:
         if self.rep is not None:

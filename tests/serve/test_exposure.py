@@ -106,5 +106,5 @@ def test_a_zmq_port_in_use_is_named_in_one_line():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError, match=rf"^zmq: cannot bind tcp://127.0.0.1:{port}: Address already in use"):
+        with pytest.raises(OSError, match=rf"^zmq: cannot bind tcp://127.0.0.1:{port}: Address already in use$"):
             ZmqFrontend(None, f"tcp://127.0.0.1:{port}", None)
