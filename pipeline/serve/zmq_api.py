@@ -105,7 +105,7 @@ class ZmqFrontend:
         except zmq.ZMQError as e:
             self.close()
             where = pub if pub and "pub" not in self.endpoints else rep
-            raise OSError(f"zmq: cannot bind {where}: {e.strerror}") from None
+            raise OSError(f"zmq: cannot bind {where}: {zmq.strerror(e.errno)}") from None
 
     def start(self) -> None:
         if self.rep is not None:
