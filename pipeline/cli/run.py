@@ -22,6 +22,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_pipeline_config(args.config)
     if args.model:
         config = config.model_copy(update={"model": config.model.model_copy(update={"path": args.model})})
+    if not config.streams and config.http.port is None:
+        raise ValueError(f"{args.config}: no streams, and no HTTP API (http.port) to add them while running: "
+                         "list at least one under 'streams'")
     return asyncio.run(run_pipeline(config, args.duration, print_stats=not args.quiet_stats))
 
 
@@ -39,6 +42,8 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
         if "http" in stream.endpoints:
             print(f"dashboard: {stream.endpoints['http']}  (open it in a browser; API under /api, OpenAI under /v1)",
                   flush=True)
+        if not config.streams:
+            print("no streams yet: add them over HTTP (POST /api/streams); the pipeline waits for them", flush=True)
         for s in config.streams:
             b = stream.budget(s.name, s.source)
             print(f"[{s.name}] context budget: at most {b.worst_case or b.window_tokens} of the model's "

@@ -83,3 +83,17 @@ def test_infer_checks_the_file_before_the_model_loads(tmp_path, capsys, case):
     assert main(["infer", str(path), "-q", "x", "--model", str(tmp_path / "no-model")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and path.name in err and "no-model" not in err
+
+
+def test_infer_with_a_model_that_is_nowhere_names_it_in_one_line(tmp_path):
+    import os
+
+    clip = write_clip(tmp_path / "ok.mp4", seconds=2.0)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty hub cache, no network
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "infer", str(clip), "-q", "x", "--model",
+                             "no-such-org/no-such-model"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: no-such-org/no-such-model: not a local folder, and not found on the Hugging Face hub "
+                     "(LocalEntryNotFoundError); give a folder holding the weights (config.json, *.safetensors) "
+                     "or a hub id this machine can download"], result.stderr
