@@ -41,7 +41,7 @@ from pydantic import (
 
 from omnisift.ratios import resolve_ratios
 from omnisift.token_layout import PIXELS_PER_TOKEN
-from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
+from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, check_question
 from streams.config import load_source_config, read_yaml
 from streams.errors import ConfigError
 
@@ -304,6 +304,11 @@ class PipelineConfig(_Strict):
         for w in self.watch:
             if w.stream is not None and w.stream not in names:
                 raise ValueError(f"watch names stream {w.stream!r}, which is not in streams")
+        for what, question in [("question", self.question)] + [("watch question", w.question) for w in self.watch]:
+            try:  # the cheap bound now; the one in tokens when the model first tokenizes it
+                check_question(question, self.model.max_question_tokens)
+            except ValueError as e:
+                raise ValueError(f"{what}: {e}") from None
         return self
 
     def stream(self, name: str) -> StreamSpec:
