@@ -62,6 +62,7 @@ def load_model(
     device = pick_device(device)
     dtype = pick_dtype(device, dtype)
     attn = pick_attention(device, dtype, attn_implementation)
+    model = model_folder(model, local_files_only)  # a model that is nowhere: one line naming it, nothing loaded
     if part == "all":
         thinker, info = OmniSIFTThinker.from_pretrained(
             str(model), dtype=dtype, attn_implementation=attn, output_loading_info=True,
@@ -107,8 +108,9 @@ def model_folder(model: str | Path, local_files_only: bool = False) -> Path:
                                       allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]))
     except Exception as err:  # noqa: BLE001 - any hub failure: one line naming the model
         where = "in the local hub cache" if local_files_only else "on the Hugging Face hub"
-        raise CheckpointError(f"{model}: not a local folder, and not found {where} "
-                              f"({type(err).__name__})") from None
+        raise CheckpointError(f"{model}: not a local folder, and not found {where} ({type(err).__name__}); "
+                              "give a folder holding the weights (config.json, *.safetensors) or a hub id "
+                              "this machine can download") from None
 
 
 def _load_part(model: str | Path, part: str, device: torch.device, dtype: torch.dtype, attn: str,

@@ -42,7 +42,7 @@ from pydantic import (
 
 from omnisift.ratios import resolve_ratios
 from omnisift.token_layout import PIXELS_PER_TOKEN
-from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
+from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, check_question
 from streams.config import load_source_config, read_yaml
 from streams.errors import ConfigError
 
@@ -203,8 +203,19 @@ class ZmqSpec(_Strict):
 
 
 class MetricsSpec(_Strict):
+    """Prometheus /metrics. Loopback unless `host` says otherwise; the endpoint has no authentication, so
+    any other host needs `allow_remote: true` (you put it behind something that guards it)."""
+
     port: int | None = Field(9464, ge=0, le=65535)  # None: off; 0: any free port
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1)
+    allow_remote: bool = False  # serve /metrics beyond loopback (it has no authentication)
+
+    @model_validator(mode="after")
+    def _exposure(self) -> MetricsSpec:
+        if self.port is not None and not host_is_loopback(self.host) and not self.allow_remote:
+            raise ValueError(f"metrics.host {self.host} is not loopback and /metrics has no authentication: "
+                             "set metrics.allow_remote: true to serve it there")
+        return self
 
 
 class HttpSpec(_Strict):
@@ -317,6 +328,11 @@ class PipelineConfig(_Strict):
         for w in self.watch:
             if w.stream is not None and w.stream not in names:
                 raise ValueError(f"watch names stream {w.stream!r}, which is not in streams")
+        for what, question in [("question", self.question)] + [("watch question", w.question) for w in self.watch]:
+            try:  # the cheap bound now; the one in tokens when the model first tokenizes it
+                check_question(question, self.model.max_question_tokens)
+            except ValueError as e:
+                raise ValueError(f"{what}: {e}") from None
         return self
 
     def stream(self, name: str) -> StreamSpec:

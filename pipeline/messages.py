@@ -11,7 +11,7 @@ API, ZeroMQ, a config). The compressed tokens themselves travel between the enco
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -20,6 +20,29 @@ from omnisift.counts import TokenCounts
 
 DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_LIMIT = 4096
+DEFAULT_MAX_QUESTION_TOKENS = 512  # `model.max_question_tokens` unless set
+CHARS_PER_TOKEN_BOUND = 8  # a question of n tokens rarely has more characters than this times n
+
+
+def check_question(question: object, max_tokens: int = DEFAULT_MAX_QUESTION_TOKENS) -> str:
+    """The question, if it is a non-empty string of at most CHARS_PER_TOKEN_BOUND * `max_tokens`
+    characters; a one-line ValueError otherwise. A cheap bound checked before anything tokenizes the
+    question (a 100k-character one is refused here, not after tokenizing it); the exact bound in tokens is
+    `check_question_tokens`, where the model's tokenizer is."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question must be a non-empty string")
+    limit = CHARS_PER_TOKEN_BOUND * max_tokens
+    if len(question) > limit:
+        raise ValueError(f"question of {len(question)} characters is too long: at most {limit} "
+                         f"({max_tokens} tokens, model.max_question_tokens)")
+    return question
+
+
+def check_question_tokens(n_tokens: int, max_tokens: int) -> None:
+    """One-line ValueError if a question of `n_tokens` tokens passes `max_tokens` (the context budget's)."""
+    if n_tokens > max_tokens:
+        raise ValueError(f"question of {n_tokens} tokens is too long: at most {max_tokens} "
+                         "(model.max_question_tokens, counted in the context budget)")
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,9 @@ class ChunkMeta:
     queue_depth: int = 0
     state: str = ""
     pid: int = 0
+    # messages the source refused so far, by reason (a ZeroMQ source's `SourceStats.refused`, nonzero
+    # reasons only; empty for other sources)
+    refused: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ChunkKind(self.kind))
@@ -121,6 +147,10 @@ class ChunkStats(TokenCounts):
     chunks_in_context: int
     dropped: int = 0
     reconnects: int = 0
+    # media is missing before this chunk (a reconnect, an outage, a jump in the producer's clock), and how
+    # many chunks so far had such a gap; set by the driver from the source's word
+    gap_before: bool = False
+    gaps: int = 0
     model_pid: int = 0
     encoder_pid: int = 0
     # chunks lost so far: they left the source but will never reach the context (not delivered within

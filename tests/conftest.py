@@ -7,11 +7,20 @@ collection with a C++ linker traceback; here it stops the run with one line nami
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 CHECK_ENV = Path(__file__).resolve().parents[1] / "scripts" / "check_env.py"
+
+
+# Property-based tests (hypothesis): CI runs a fixed, bounded set of examples (derandomize: the same examples
+# every run, no example database). HYPOTHESIS_PROFILE=dev explores more, with random seeds.
+settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None, database=None, print_blob=True)
+settings.register_profile("dev", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def load_check_env():

@@ -36,11 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.offline.infer import infer_file
+    from pipeline.messages import check_question
+    from pipeline.offline.infer import check_video_file, infer_file
     from pipeline.session import OmniSession
 
+    check_question(args.question)  # an empty or huge question is refused before anything loads
     if not args.video.exists():
         raise FileNotFoundError(f"{args.video}: no such file")
+    check_video_file(args.video)
     session = OmniSession.from_pretrained(
         args.model, compressor=args.compressor, retention=args.retention, rho_video=args.rho_video,
         rho_audio=args.rho_audio, selector=args.selector, device=args.device, dtype=args.dtype,

@@ -22,6 +22,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_pipeline_config(args.config)
     if args.model:
         config = config.model_copy(update={"model": config.model.model_copy(update={"path": args.model})})
+    if not config.streams and config.http.port is None:
+        raise ValueError(f"{args.config}: no streams, and no HTTP API (http.port) to add them while running: "
+                         "list at least one under 'streams'")
     return asyncio.run(run_pipeline(config, args.duration, print_stats=not args.quiet_stats))
 
 
@@ -39,6 +42,8 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
         if "http" in stream.endpoints:
             print(f"dashboard: {stream.endpoints['http']}  (open it in a browser; API under /api, OpenAI under /v1)",
                   flush=True)
+        if not config.streams:
+            print("no streams yet: add them over HTTP (POST /api/streams); the pipeline waits for them", flush=True)
         for s in config.streams:
             b = stream.budget(s.name, s.source)
             print(f"[{s.name}] context budget: at most {b.worst_case or b.window_tokens} of the model's "
@@ -60,8 +65,10 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
         snap = stream.snapshot()
     for name, s in snap["streams"].items():
         moved = sum((s["moves"] or {}).values())
+        refused = ", ".join(f"{r} {n}" for r, n in sorted(s["refused"].items()))
         print(f"[{name}] {s['state']}: {s['chunks']} chunks, {s['dropped']} dropped, {s['lost']} lost, "
-              f"{s['reconnects']} reconnects" + (f", moved {moved}x off dead replicas" if moved else ""), flush=True)
+              f"{s['reconnects']} reconnects, {s['gaps']} gaps" + (f", refused: {refused}" if refused else "")
+              + (f", moved {moved}x off dead replicas" if moved else ""), flush=True)
     return 0
 
 
@@ -77,7 +84,7 @@ async def _print_events(stream, config, print_stats: bool) -> None:
 
 
 async def _print_loop(stream, config, print_stats, next_question, asking) -> None:
-    from pipeline.messages import Answer, ChunkStats, StreamChange, WatchEvent
+    from pipeline.messages import Answer, ChunkStats, SourceEvent, StreamChange, WatchEvent
 
     async for ev in stream.events():
         if isinstance(ev, ChunkStats):
@@ -85,7 +92,8 @@ async def _print_loop(stream, config, print_stats, next_question, asking) -> Non
                 fresh = "  FRESH CONTEXT (moved off a dead replica)" if ev.fresh_context else ""
                 print(f"[{ev.stream}] chunk {ev.index:4d} @ {ev.media_time:7.1f}s  kept video {ev.video_after}/"
                       f"{ev.video_before} audio {ev.audio_after}/{ev.audio_before}  cache {ev.cache_tokens}  "
-                      f"lag {ev.lag:.2f}s  dropped {ev.dropped}  replica {ev.replica}{fresh}", flush=True)
+                      f"lag {ev.lag:.2f}s  dropped {ev.dropped}  lost {ev.lost}  gaps {ev.gaps}"
+                      + ("  (gap before)" if ev.gap_before else "") + f"  replica {ev.replica}{fresh}", flush=True)
             end = ev.media_time + ev.duration
             due = next_question.setdefault(ev.stream, config.ask_every or float("inf"))
             if end >= due and not any(not t.done() for t in asking):
@@ -99,6 +107,9 @@ async def _print_loop(stream, config, print_stats, next_question, asking) -> Non
             media = "-" if ev.media_time is None else f"{ev.media_time:.1f}s"
             print(f"[{ev.stream}] Q: {ev.question}\n[{ev.stream}] A: {ev.text!r}  (media {media}, lag {ev.lag:.2f}s, "
                   f"{ev.latency:.2f}s to answer)", flush=True)
+        elif isinstance(ev, SourceEvent):
+            print(f"[{ev.stream}] source {ev.kind} before chunk {ev.index} @ {ev.media_time:.1f}s: {ev.detail}",
+                  flush=True)
         elif isinstance(ev, StreamChange):
             detail = f" ({ev.detail})" if ev.detail else ""
             print(f"[{ev.stream}] {ev.state}{detail}", flush=True)

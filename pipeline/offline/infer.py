@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omnisift.counts import TokenCounts
 from pipeline.session import OmniSession
-from streams import read_chunks
+from streams import load_source_config, producer_factory, read_chunks
 from streams.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,27 @@ class FileAnswer:
     has_audio: bool
 
 
+def _file_source(path: Path) -> dict:
+    return {"type": "file", "path": str(path), "realtime": False}
+
+
+def check_video_file(path: str | Path) -> None:
+    """Open the file as `infer_file` will and close it again: a missing file, one that is not media or one
+    without a video stream raises SourceError (one line) before anything loads the model."""
+    path = Path(path)
+    producer = producer_factory(load_source_config(_file_source(path)))()
+    try:
+        if not producer.has_video:
+            raise SourceError(f"{path.name}: no video stream (a video file is needed)")
+    finally:
+        producer.close()
+
+
 def infer_file(session: OmniSession, path: str | Path, question: str, max_new_tokens: int = 64) -> FileAnswer:
     """Answer `question` about the file at `path`. Raises SourceError (one line) for unusable files."""
     path = Path(path)
     counts, n, seconds, has_audio = TokenCounts(), 0, 0.0, True
-    for chunk in read_chunks({"type": "file", "path": str(path), "realtime": False}, name=path.stem):
+    for chunk in read_chunks(_file_source(path), name=path.stem):
         if chunk.frames is None:
             raise SourceError(f"{path.name}: no video stream (a video file is needed)")
         if n == 0 and chunk.audio is None:

@@ -22,7 +22,9 @@ the pump stops pulling from the source, and the chunk that found the actor dead 
 source are counted lost. A stream that ends or fails closes its
 source and ends the source actor at once; it stays listed, and its context answers, until removed. So
 for every stream, chunks produced by
-the source = chunks in the context + dropped + lost + chunks still in flight (none once it is over).
+the source = chunks in the context + dropped + lost + chunks still in flight (none once it is over). A
+source that fails does not cut that short: the chunks it delivered before failing, still in flight, reach
+the context first, and only then does the stream become "failed" (so a stream seen over is complete).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class StreamLoops:
         self.source_policy = FailurePolicy.for_source(GIVE_UP_SECONDS, clock)
         self._stop = asyncio.Event()  # set when the stream fails for good: the pump pulls no more chunks
         self._follow()  # the router's replicas for the stream, if there is a router
+        self._source_error: str | None = None  # why the source failed; the stream fails once its chunks are in
 
     def start(self) -> list[asyncio.Task]:
         """Start both loops; the tasks end at end of stream or failure, or when cancelled."""
@@ -113,7 +116,8 @@ class StreamLoops:
             try:
                 meta, chunk_ref = await self._next_chunk()
             except _SourceFailed as e:
-                self.events.set_state(st, Status.FAILED, str(e))
+                # the chunks already queued still reach the context; the appender says "failed" after them
+                self._source_error = str(e)
                 break
             if meta is None:
                 continue  # the source actor is restarting
@@ -181,8 +185,17 @@ class StreamLoops:
             self.events.emit(SourceEvent(self.name, "gap", meta.index, meta.start, "media missing before this chunk",
                                          time.time()))
         self.st.dropped, self.st.reconnects = meta.dropped, meta.reconnects
+        if meta.refused != self.st.refused:
+            self._refused(meta.refused)
         if self.metrics is not None:
             self.metrics.source_counts(self.name, meta.dropped, meta.reconnects)
+
+    def _refused(self, refused: dict[str, int]) -> None:
+        """The source refused more messages: counted in the stream's state, each new reason logged once."""
+        for reason in sorted(set(refused) - set(self.st.refused)):
+            log.warning("%s: the source refused a message (%s); later ones are counted in snapshot()['refused']",
+                        self.name, reason)
+        self.st.refused = dict(refused)
 
     # ---- encoder -> model -------------------------------------------------------------------------
 
@@ -191,8 +204,11 @@ class StreamLoops:
         st = self.st
         while True:
             item = await st.queue.get()
-            if item is None:
-                self.events.set_state(st, Status.ENDED)  # a failed stream stays failed (Status)
+            if item is None:  # the pump is done: every chunk it took from the source is accounted for
+                if self._source_error is not None:
+                    self.events.set_state(st, Status.FAILED, self._source_error)
+                else:
+                    self.events.set_state(st, Status.ENDED)  # a failed stream stays failed (Status)
                 return
             meta, chunk_ref, encoded_ref = item
             del item
@@ -215,7 +231,7 @@ class StreamLoops:
                             "the copy sent again was skipped", self.name, meta.index)
             self._seen_pid("model", stats.model_pid)
             self._seen_pid("encoder", stats.encoder_pid)
-            stats = st.appended(replace(stats, replica=self.replica["model"], fresh_context=self._fresh))
+            stats = st.appended(replace(stats, replica=self.replica["model"], fresh_context=self._fresh), meta)
             self._fresh = False
             if self.router is not None:
                 self.router.appended(self.name, stats.cache_tokens)

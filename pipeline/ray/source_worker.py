@@ -43,7 +43,8 @@ class SourceWorker:
             extra = dict(index=chunk.index, start=chunk.start, duration=chunk.duration,
                          capture_time=chunk.capture_time or time.time(), gap_before=chunk.flags.gap_before)
         return ChunkMeta(kind, self.name, dropped=s.chunks_dropped, reconnects=s.reconnects,
-                         queue_depth=s.queue_depth, state=s.state, pid=os.getpid(), **extra)
+                         queue_depth=s.queue_depth, state=s.state, pid=os.getpid(),
+                         refused={k: n for k, n in s.refused.items() if n}, **extra)
 
     def stats(self) -> dict:
         return asdict(self.source.stats())

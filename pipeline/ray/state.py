@@ -99,6 +99,8 @@ class StreamState:
     dropped: int = 0
     lost: int = 0
     reconnects: int = 0
+    gaps: int = 0  # chunks in the context with media missing before them (`ChunkStats.gap_before`)
+    refused: dict[str, int] = field(default_factory=dict)  # the source's refused messages by reason
     source_where: dict | None = None  # node id and pid of the source actor as it started (pipeline.ray.workers.where)
     source_final: dict | None = None  # the source's own counters (streams.SourceStats) when it was closed
     # the last `keep_media` chunks in the context, as (meta, object ref): holding the refs keeps those chunks
@@ -130,10 +132,12 @@ class StreamState:
             raise Conflict(f"cannot {action} stream {self.spec.name!r}: it has {self.state}{reason}; "
                              "remove it and add it again")
 
-    def appended(self, stats: ChunkStats) -> ChunkStats:
-        """Count a chunk now in the context; its stats, completed with what only the driver knows."""
+    def appended(self, stats: ChunkStats, meta: ChunkMeta) -> ChunkStats:
+        """Count a chunk now in the context; its stats, completed with what only the driver knows (losses,
+        and from the source's `meta`, a gap before it)."""
         self.chunks += 1
-        self.last = replace(stats, lost=self.lost)
+        self.gaps += meta.gap_before
+        self.last = replace(stats, lost=self.lost, gap_before=meta.gap_before, gaps=self.gaps)
         return self.last
 
     def snapshot(self) -> dict:
@@ -141,7 +145,8 @@ class StreamState:
         last = self.last
         return {
             "state": str(self.state), "detail": self.detail, "chunks": self.chunks, "dropped": self.dropped,
-            "lost": self.lost, "reconnects": self.reconnects, "lag": None if last is None else last.lag,
+            "lost": self.lost, "reconnects": self.reconnects, "gaps": self.gaps, "refused": dict(self.refused),
+            "lag": None if last is None else last.lag,
             "media_time": None if last is None else last.media_time + last.duration,
             "cache_tokens": None if last is None else last.cache_tokens,
             "kept": None if last is None else {"video_before": last.video_before, "video_after": last.video_after,

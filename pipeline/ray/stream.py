@@ -43,7 +43,15 @@ from pipeline.config import (
     load_pipeline_config,
     source_mapping,
 )
-from pipeline.messages import Answer, ChunkStats, GenerationSettings, Message, StreamChange, WatchEvent
+from pipeline.messages import (
+    Answer,
+    ChunkStats,
+    GenerationSettings,
+    Message,
+    StreamChange,
+    WatchEvent,
+    check_question,
+)
 from pipeline.ray.calls import actor_gone, await_ref, cancel, creation_error, creation_reason, unwrap
 from pipeline.ray.events import EventHub
 from pipeline.ray.frontends import Frontends
@@ -315,11 +323,10 @@ class OmniStream:
                   timeout: float | None = None, **generation) -> Answer:  # noqa: ASYNC109 - a per-question deadline is part of the API
         """Answer from the stream's live context as it is now. `max_new_tokens` and the other
         `GenerationSettings` default to the config's. Raises StreamNotFound, ValueError for an empty
-        question or a bad setting, TimeoutError after `timeout` seconds; cancelling the await cancels it. The
-        model stops generating at `timeout` too (it is in the question's `GenerationSettings`), so a timed-out
-        question does not keep the model busy."""
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("question must be a non-empty string")
+        question, one past `model.max_question_tokens` or a bad setting, TimeoutError after `timeout` seconds;
+        cancelling the await cancels it. The model stops generating at `timeout` too (it is in the question's
+        `GenerationSettings`), so a timed-out question does not keep the model busy."""
+        check_question(question, self.config.model.max_question_tokens)
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
                                          else max_new_tokens, timeout=timeout, **generation)
         st = self._stream(stream)
@@ -341,8 +348,7 @@ class OmniStream:
                          timeout: float | None = None, **generation) -> AsyncIterator[str | Answer]:  # noqa: ASYNC109
         """`ask`, its text yielded in pieces as the model generates them, then the whole `Answer` (also
         emitted as an event). The same checks and `timeout` (for the whole answer) as `ask`."""
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("question must be a non-empty string")
+        check_question(question, self.config.model.max_question_tokens)
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
                                          else max_new_tokens, timeout=timeout, **generation)
         st = self._stream(stream)
@@ -372,6 +378,7 @@ class OmniStream:
     def add_watch(self, question: str, stream: str | None = None, *, every: float = 2.0,
                   threshold: float = 0.5) -> int:
         """Register a standing question (the HTTP API's); its evaluations come as events. Returns its id."""
+        check_question(question, self.config.model.max_question_tokens)
         if stream is not None:
             self._stream(stream)
         wid = next(self._ids)
@@ -477,15 +484,16 @@ class OmniStream:
         return ended == watched or watched is None and not self._running()
 
     def snapshot(self) -> dict:
-        """Counters of every stream now: state, chunks, drops, losses, reconnects, lag, cache, where it runs
-        (`replica`: model and encoder replica ids and the model replica's node) and its moves off replicas
-        dead for good; actor restarts; per replica of each kind: node, alive, streams, load, context tokens."""
-        reps = self.replicas
+        """Counters of every stream now: state, chunks, drops, losses, reconnects, gaps, refused messages, lag,
+        cache, where it runs (`replica`: model and encoder replica ids and the model replica's node) and its moves
+        off replicas dead for good; actor restarts; per replica of each kind: node, alive, streams, load, context
+        tokens; the REP socket's requests (served, refused by reason, in progress)."""
+        reps, zmq = self.replicas, self.frontends.zmq
         streams = {name: {**st.snapshot(), "replica": None if reps is None else reps.placement(name),
                           "moves": None if reps is None else reps.moves_of(name)}
                    for name, st in self.streams.items()}
         return {"streams": streams, "restarts": dict(self.restarts), "model_is_tiny": self.model_is_tiny,
-                "replicas": {} if reps is None else reps.view()}
+                "replicas": {} if reps is None else reps.view(), "requests": None if zmq is None else zmq.stats()}
 
 
 async def _next_piece(pieces) -> Any:

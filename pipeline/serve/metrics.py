@@ -124,8 +124,12 @@ class PipelineMetrics:
         return generate_latest(self.registry).decode()
 
     def serve(self, host: str, port: int) -> int:
-        """Serve /metrics; returns the bound port (useful with port 0)."""
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        """Serve /metrics; returns the bound port (useful with port 0). A port in use is a one-line OSError
+        naming it."""
+        try:
+            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            raise OSError(f"metrics: cannot bind {host}:{port}: {e.strerror or e}") from None
         return self._server.server_port
 
     def close(self) -> None:

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK, DEFAULT_MAX_PIXELS, GRID_STEPS_PER_CHUNK, PIXELS_PER_TOKEN
 from operators import COMPRESSORS, Compression
+from pipeline.messages import DEFAULT_MAX_QUESTION_TOKENS
 from streams.chunk import CHUNK_SECONDS
 
 FACTOR = 28  # frame sides are resized to multiples of 28 pixels (14-pixel patches, 2 x 2 merge)
-DEFAULT_MAX_QUESTION_TOKENS = 512
 QUESTION_TEMPLATE_TOKENS = 16  # the closing eos tokens and the chat turn around a question (at most)
 
 

@@ -17,6 +17,8 @@ from enum import StrEnum
 
 import torch
 
+from pipeline.messages import DEFAULT_MAX_QUESTION_TOKENS, check_question, check_question_tokens
+
 _PLACEHOLDER = "<|VIDEO|>"
 _PROBE = "Q"
 
@@ -75,9 +77,14 @@ class PromptLayout:
         positions = list(range(n)) + [n] * len(self.bos)
         return torch.tensor(self.text_prefix + self.bos), torch.tensor(positions).expand(3, -1)
 
-    def question(self, question: str, segment_end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """ids and positions [3, n] closing the segment and asking `question`, eos at `segment_end`."""
+    def question(self, question: str, segment_end: int,
+                 max_tokens: int = DEFAULT_MAX_QUESTION_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids and positions [3, n] closing the segment and asking `question`, eos at `segment_end`. A
+        question over `max_tokens` tokens (the context budget's) is refused in one line, a very long one
+        before it is tokenized (`pipeline.messages.check_question`)."""
         before, after = self.question_template
-        text = before + self.tokenizer(question, add_special_tokens=False)["input_ids"] + after
+        asked = self.tokenizer(check_question(question, max_tokens), add_special_tokens=False)["input_ids"]
+        check_question_tokens(len(asked), max_tokens)
+        text = before + asked + after
         positions = [segment_end] * len(self.eos) + list(range(segment_end + 1, segment_end + 1 + len(text)))
         return torch.tensor(self.eos + text), torch.tensor(positions).expand(3, -1)

@@ -192,7 +192,7 @@ class OmniSession:
         predict each `extra` token and the token after them, and the last position."""
         self._ensure_started()
         end = self.context.segment_end if self.context.segment_end is not None else self.layout.av_start
-        ids, positions = self.layout.question(question, end)
+        ids, positions = self.layout.question(question, end, self.max_question_tokens)
         if extra:
             start = int(positions[0, -1]) + 1
             ids = torch.cat([ids, torch.tensor(extra)])

@@ -59,3 +59,41 @@ def test_infer_bad_input_is_one_line_and_exit_2(tiny_model_path, tmp_path, case)
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len([line for line in lines if "Traceback" in line]) == 0
     assert lines[-1].startswith("error:") or "usage:" in result.stderr
+
+
+@pytest.mark.parametrize(("question", "says"), [
+    ("", "error: question must be a non-empty string"),
+    ("  ", "error: question must be a non-empty string"),
+    ("why " * 25_000, "error: question of 100000 characters is too long: at most 4096 (512 tokens"),
+])
+def test_infer_refuses_an_empty_or_huge_question_before_the_model_loads(tmp_path, capsys, question, says):
+    clip = write_clip(tmp_path / "ok.mp4", seconds=2.0)
+    # a model path that does not exist: reaching the model would fail differently
+    assert main(["infer", str(clip), "-q", question, "--model", str(tmp_path / "no-model")]) == 2
+    assert capsys.readouterr().err.startswith(says)
+
+
+@pytest.mark.parametrize("case", ["garbage", "audio_only"])
+def test_infer_checks_the_file_before_the_model_loads(tmp_path, capsys, case):
+    if case == "garbage":
+        path = tmp_path / "garbage.mp4"
+        path.write_bytes(b"this is not a video" * 100)
+    else:
+        path = write_clip(tmp_path / "tone.mkv", video=False)
+    assert main(["infer", str(path), "-q", "x", "--model", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and path.name in err and "no-model" not in err
+
+
+def test_infer_with_a_model_that_is_nowhere_names_it_in_one_line(tmp_path):
+    import os
+
+    clip = write_clip(tmp_path / "ok.mp4", seconds=2.0)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty hub cache, no network
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "infer", str(clip), "-q", "x", "--model",
+                             "no-such-org/no-such-model"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: no-such-org/no-such-model: not a local folder, and not found on the Hugging Face hub "
+                     "(LocalEntryNotFoundError); give a folder holding the weights (config.json, *.safetensors) "
+                     "or a hub id this machine can download"], result.stderr

@@ -149,3 +149,19 @@ def test_a_stream_without_audio_keeps_the_retention_target_in_video(tiny_model_p
     for out in outs:
         assert out.audio_before == 0 and out.video_before == 32  # two frames of 16 tokens
         assert out.video_after == 8  # a quarter of each frame: 4 of 16
+
+
+def test_a_question_over_max_question_tokens_is_refused_and_the_context_kept(session):
+    short = OmniSession.with_compression(session.model, session.compression, max_question_tokens=8)
+    short.append(moving_square_chunks(1)[0])
+    words = ["red"] * 40
+    n_tokens = [len(short.layout_tokens(" ".join(words[:k]))) for k in range(1, 41)]
+    fits = " ".join(words[:n_tokens.index(8) + 1])  # exactly 8 tokens
+    over = " ".join(words[:n_tokens.index(8) + 2])  # one word more
+    before = len(short.context)
+    assert isinstance(short.ask(fits, max_new_tokens=1), str)
+    with pytest.raises(ValueError, match=r"^question of \d+ tokens is too long: at most 8 "):
+        short.ask(over, max_new_tokens=1)
+    with pytest.raises(ValueError, match=r"^question of 65 characters is too long: at most 64 "):
+        short.score("x" * 65, ANSWER)  # refused on characters, before tokenizing
+    assert len(short.context) == before

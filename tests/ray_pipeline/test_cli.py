@@ -104,6 +104,32 @@ def test_ask_without_a_running_pipeline_times_out_with_one_line(tmp_path):
     assert out.returncode == 2 and "error: no reply from" in out.stderr
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["hello?", "--endpoint", "garbage"], "error: endpoint 'garbage': Invalid argument"),
+    # 70,000 characters and {"question": "", "stream": null, "timeout": 0.5} around them (48 bytes)
+    (["x" * 70_000], "error: request of 70048 bytes is too large: a pipeline takes at most 65536"),
+])
+def test_ask_with_a_bad_endpoint_or_a_huge_question_is_one_line(capsys, args, says):
+    from pipeline.cli import main
+
+    assert main(["ask", *args, "--timeout", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(says) and err.count("\n") == 1, err
+
+
+def test_run_without_streams_and_without_http_is_refused_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    from pipeline.cli import main
+
+    path = tmp_path / "empty.yaml"
+    path.write_text(yaml.safe_dump({"streams": [], "http": {"port": None}}))
+    assert main(["run", str(path), "--duration", "1"]) == 2
+    assert capsys.readouterr().err == (f"error: {path}: no streams, and no HTTP API (http.port) to add them while "
+                                       "running: list at least one under 'streams'\n")
+    assert not ray.is_initialized()
+
+
 def test_demo_runs_the_ray_pipeline_on_the_tiny_model_and_stops(tmp_path):
     """The README's main command: local Ray, a synthetic live stream, the tiny model with its banner, the
     dashboard's URL."""

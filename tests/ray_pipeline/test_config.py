@@ -49,6 +49,12 @@ def _ok(**kw):
         (_ok(zmq={"pub": "tcp://0.0.0.0:5560"}), ["beyond loopback", "zmq.curve"]),
         (_ok(zmq={"rep": "http://127.0.0.1:1"}), ["zmq.rep", "tcp://"]),
         (_ok(watch=[{"question": "x?", "stream": "nope"}]), ["watch", "'nope'"]),
+        (_ok(watch=[{"question": "x" * 4097}]), ["watch question: question of 4097 characters is too long",
+                                                  "at most 4096"]),
+        (_ok(question="y" * 90, model={"max_question_tokens": 10}), ["question: question of 90 characters",
+                                                                       "at most 80 (10 tokens"]),
+        (_ok(model={"max_new_tokens": True}), ["model.max_new_tokens", "True"]),
+        (_ok(metrics={"host": "0.0.0.0"}), ["metrics.host 0.0.0.0 is not loopback", "metrics.allow_remote"]),
         (_ok(resources={"model": {"num_gpus": -1}}), ["resources.model.num_gpus", "-1"]),
         (_ok(http={"port": 70000}), ["http.port", "70000"]),
         (_ok(http={"token": "abc"}), ["unknown field", "http.token"]),  # a token is never in a config file

@@ -350,13 +350,17 @@ def test_pausing_or_resuming_a_finished_stream_is_refused_with_its_reason(state)
 
 
 class _ReportingSource(_Source):
-    """A source whose chunk 2 comes after a reconnect and chunk 3 after a gap in the media."""
+    """A source whose chunk 2 comes after a reconnect and chunk 3 after a gap in the media; from chunk 1
+    on it has refused two messages with a bad time."""
 
     def _next(self, timeout):
         meta, chunk = super()._next(timeout)
         m = meta.value
         if m.kind == "chunk":
-            meta = _Ref(replace(m, reconnects=1 if m.index >= 2 else 0, gap_before=m.index == 3))
+            meta = _Ref(replace(m, reconnects=1 if m.index >= 2 else 0, gap_before=m.index == 3,
+                                refused={"bad_time": 2} if m.index >= 1 else {}))
+        elif m.kind == "end":  # the counts are cumulative: the end says them too
+            meta = _Ref(replace(m, reconnects=1, refused={"bad_time": 2}))
         return meta, chunk
 
 
@@ -450,3 +454,69 @@ async def test_a_stream_whose_last_model_replica_dies_fails_with_the_reason():
     assert (st.state, st.detail) == ("failed", reason) and states[-1] == ("failed", reason)
     assert [s.index for s in stats] == [0, 1, 2] and router.moves_of("cam")["model"] == 1
     assert source.delivered == st.chunks + st.lost  # counted: the chunk that found it dead and those past the source
+
+
+class _FailingSource(_Source):
+    """Delivers chunks 0..fail_after-1, then raises as a source that lost its media (a SourceError)."""
+
+    def __init__(self, fail_after: int) -> None:
+        super().__init__(emitted=fail_after + 10, dropped=set())
+        self.fail_after = fail_after
+
+    def _next(self, timeout):
+        if self.delivered >= self.fail_after:
+            from streams.errors import SourceError
+
+            error = SourceError("cam: connection lost")
+            return _Ref(error=error), _Ref(error=error)
+        return super()._next(timeout)
+
+
+class _SlowModel(_Model):
+    """A model that takes a moment per append, so the pump runs ahead and chunks wait in the queue."""
+
+    async def _append(self, meta: ChunkMeta, encoded: _Ref) -> ChunkStats:
+        await asyncio.sleep(0.05)
+        return await super()._append(meta, encoded)
+
+
+async def test_a_failing_source_has_every_chunk_it_delivered_in_the_context_before_the_stream_fails():
+    clock, states = _Clock(), []
+    st = _stream()
+    st.queue = asyncio.Queue(2)  # max_in_flight 2: chunks are queued when the source fails
+    source = _FailingSource(fail_after=5)
+    model = _SlowModel(clock)
+    st, stats, _, _ = await _run(source, _Encoder(clock), model, clock, st=st, states=states)
+
+    assert [s.index for s in stats] == [0, 1, 2, 3, 4] == model.context
+    snap = st.snapshot()
+    assert (snap["state"], snap["chunks"], snap["lost"]) == ("failed", 5, 0)
+    assert states[-1] == ("failed", "cam: connection lost")
+
+
+async def test_the_failed_state_is_told_after_the_last_chunk_is_in_the_context():
+    # what `omnisift run` reads: once a stream is seen "failed", its snapshot counts every chunk
+    clock, st = _Clock(), _stream()
+    st.queue = asyncio.Queue(2)
+    st.source = _FailingSource(fail_after=5)
+    events = EventHub()
+    loops = StreamLoops(st, encoder=_Encoder(clock), model=_SlowModel(clock), metrics=None, events=events,
+                        watches={}, restarts=RestartTracker(), clock=clock)
+    chunks_when_failed = []
+    with events.subscribe({"stream"}, max_pending=100) as queue:
+        tasks = loops.start()
+        while (change := await asyncio.wait_for(queue.get(), 10)).state != "failed":
+            pass
+        chunks_when_failed.append(st.chunks)
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert chunks_when_failed == [5] and change.detail == "cam: connection lost"
+
+
+async def test_a_gap_and_refused_messages_are_in_the_stats_and_the_snapshot():
+    clock = _Clock()
+    source = _ReportingSource(emitted=5, dropped=set())
+    st, stats, _, _ = await _run(source, _Encoder(clock), _Model(clock), clock)
+    assert [(s.index, s.gap_before, s.gaps) for s in stats] == [(0, False, 0), (1, False, 0), (2, False, 0),
+                                                                 (3, True, 1), (4, False, 1)]
+    snap = st.snapshot()
+    assert (snap["gaps"], snap["reconnects"], snap["refused"]) == (1, 1, {"bad_time": 2})

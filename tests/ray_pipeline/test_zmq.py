@@ -15,10 +15,49 @@ from pipeline.serve.zmq_api import ZmqFrontend, request, write_certificates
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _echo(req: dict) -> dict:
+async def _echo(raw: bytes) -> dict:
+    req = json.loads(raw)
     if req.get("question") == "boom":
         raise ValueError("bad\nthing")
     return {"ok": True, "answer": {"text": req["question"].upper()}}
+
+
+def _raw_request(endpoint: str, parts: list[bytes], timeout: float = 10.0) -> dict:
+    """Send `parts` as one multipart message from a REQ socket; the reply, parsed."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart(parts)
+        assert sock.poll(int(timeout * 1000)), "no reply"
+        return json.loads(sock.recv())
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
+async def _until(pred, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+class _Gate:
+    """A handler whose question "slow" waits until `release` is set; the order replies were made in."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.answered: list[str] = []
+
+    async def __call__(self, raw: bytes) -> dict:
+        question = json.loads(raw)["question"]
+        if question == "slow":
+            await self.release.wait()
+        self.answered.append(question)
+        return {"ok": True, "answer": {"text": question}}
 
 
 async def test_rep_answers_other_processes_and_bad_requests_get_one_line():
@@ -69,4 +108,71 @@ async def test_curve_lets_in_known_clients_only(tmp_path):
         with pytest.raises(TimeoutError):  # plain text to a CURVE server: never answered
             await asyncio.to_thread(request, ep, {"question": "hi"}, 1.5)
     finally:
+        await front.aclose()
+
+
+async def test_a_two_part_request_gets_one_line_and_the_socket_still_answers():
+    front = ZmqFrontend(None, "tcp://127.0.0.1:*", _echo)
+    front.start()
+    try:
+        ep = front.endpoints["rep"]
+        reply = await asyncio.to_thread(_raw_request, ep, [b'{"command":"streams"}', b"x"])
+        assert reply == {"ok": False, "error": "a request is one message part, got 2"}
+        reply = await asyncio.to_thread(request, ep, {"question": "hi"}, 10)
+        assert reply == {"ok": True, "answer": {"text": "HI"}}
+        assert front.stats() == {"served": 1, "refused": {"parts": 1}, "in_progress": 0}
+    finally:
+        await front.aclose()
+
+
+async def test_a_slow_request_does_not_hold_up_a_later_one():
+    gate = _Gate()
+    front = ZmqFrontend(None, "tcp://127.0.0.1:*", gate)
+    front.start()
+    try:
+        ep = front.endpoints["rep"]
+        slow = asyncio.create_task(asyncio.to_thread(request, ep, {"question": "slow"}, 20))
+        await _until(lambda: front.stats()["in_progress"] == 1)
+        fast = await asyncio.to_thread(request, ep, {"question": "fast"}, 10)
+        assert fast["answer"]["text"] == "fast" and not slow.done()
+        gate.release.set()
+        assert (await slow)["answer"]["text"] == "slow"
+        assert gate.answered == ["fast", "slow"]
+    finally:
+        gate.release.set()
+        await front.aclose()
+
+
+async def test_requests_beyond_the_bound_are_refused_as_busy():
+    gate = _Gate()
+    front = ZmqFrontend(None, "tcp://127.0.0.1:*", gate, max_concurrent=2)
+    front.start()
+    try:
+        ep = front.endpoints["rep"]
+        slow = [asyncio.create_task(asyncio.to_thread(request, ep, {"question": "slow"}, 20)) for _ in range(2)]
+        await _until(lambda: front.stats()["in_progress"] == 2)
+        reply = await asyncio.to_thread(request, ep, {"question": "fast"}, 10)
+        assert reply["ok"] is False and reply["error"].startswith("busy: 2 requests are being answered")
+        gate.release.set()
+        assert [(await t)["ok"] for t in slow] == [True, True]
+        assert front.stats()["refused"] == {"busy": 1}
+    finally:
+        gate.release.set()
+        await front.aclose()
+
+
+async def test_a_client_that_left_before_its_reply_does_not_stop_the_loop():
+    gate = _Gate()
+    front = ZmqFrontend(None, "tcp://127.0.0.1:*", gate)
+    front.start()
+    try:
+        ep = front.endpoints["rep"]
+        with pytest.raises(TimeoutError):
+            await asyncio.to_thread(request, ep, {"question": "slow"}, 0.5)  # closes its socket on timeout
+        gate.release.set()
+        await _until(lambda: front.stats()["in_progress"] == 0)
+        reply = await asyncio.to_thread(request, ep, {"question": "after"}, 10)
+        assert reply["answer"]["text"] == "after" and gate.answered == ["slow", "after"]
+    finally:
+        gate.release.set()
         await front.aclose()

@@ -75,3 +75,36 @@ async def test_a_token_from_the_environment_guards_the_api_and_never_reaches_the
         await fronts.aclose(EventHub())
     assert refused.status_code == 401 and ready.status_code == 200
     assert "tok-5e1f-secret" not in caplog.text and "tok-5e1f-secret" not in refused.text
+
+
+def test_metrics_beyond_loopback_need_an_explicit_setting():
+    from streams.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"metrics.host 0.0.0.0 is not loopback and /metrics has no "
+                                         r"authentication: set metrics.allow_remote: true"):
+        config(metrics={"host": "0.0.0.0", "port": 0})
+    assert config(metrics={"host": "0.0.0.0", "port": 0, "allow_remote": True}).metrics.allow_remote
+    assert config(metrics={"host": "localhost", "port": 0}).metrics.host == "localhost"
+
+
+def test_a_metrics_port_in_use_is_named_in_one_line():
+    from pipeline.serve.metrics import PipelineMetrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        metrics = PipelineMetrics()
+        with pytest.raises(OSError, match=rf"^metrics: cannot bind 127.0.0.1:{port}: Address already in use$"):
+            metrics.serve("127.0.0.1", port)
+
+
+def test_a_zmq_port_in_use_is_named_in_one_line():
+    from pipeline.serve.zmq_api import ZmqFrontend
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=rf"^zmq: cannot bind tcp://127.0.0.1:{port}: Address already in use$"):
+            ZmqFrontend(None, f"tcp://127.0.0.1:{port}", None)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 import streams_media as media  # beside this file, importable once the path is set
@@ -83,11 +82,3 @@ def rtsp_server(rtsp_clip):
     server.start()
     yield server
     server.stop()
-
-
-# Property-based tests (hypothesis): CI runs a fixed, bounded set of examples (derandomize: the same examples
-# every run, no example database). HYPOTHESIS_PROFILE=dev explores more, with random seeds.
-
-settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None, database=None, print_blob=True)
-settings.register_profile("dev", max_examples=2000, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -81,6 +81,8 @@ class StreamInfo(BaseModel):
     dropped: int
     lost: int
     reconnects: int
+    gaps: int = 0  # chunks with media missing before them (an outage, a reconnect)
+    refused: dict[str, int] = {}  # messages the source refused, by reason (ZeroMQ sources)
     lag: float | None
     media_time: float | None
     cache_tokens: int | None

@@ -55,7 +55,7 @@ function render(info) {
   const kept = info.kept || {};
   const rows = [["lag", fmt(info.lag, 2, " s")], ["media time", fmt(info.media_time, 1, " s")],
                 ["chunks", info.chunks], ["dropped / lost", `${info.dropped} / ${info.lost}`],
-                ["reconnects", info.reconnects], ["KV cache", `${info.cache_tokens ?? "–"} tokens`],
+                ["reconnects / gaps", `${info.reconnects} / ${info.gaps ?? 0}`], ["KV cache", `${info.cache_tokens ?? "–"} tokens`],
                 ["kept video", kept.video_before ? `${kept.video_after} / ${kept.video_before}` : "–"],
                 ["kept audio", kept.audio_before ? `${kept.audio_after} / ${kept.audio_before}` : "–"]];
   $(".figures", el).replaceChildren(...rows.flatMap(([k, v]) => {
