@@ -7,12 +7,14 @@ Ray is started per module (small `num_cpus`, no dashboard) and shut down after i
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from omnisift.tiny import make_tiny_omni
 from tests.pipeline.media import write_clip
@@ -143,3 +145,27 @@ def wait_until(pred, timeout: float, step: float = 0.1) -> bool:
             return True
         time.sleep(step)
     return pred()
+
+
+def raw_request(endpoint: str, parts: list[bytes], timeout: float = 20.0) -> dict:
+    """Send `parts` as one multipart message from a REQ socket; the reply, parsed."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart(parts)
+        assert sock.poll(int(timeout * 1000)), "no reply"
+        return json.loads(sock.recv())
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
+async def until(pred, timeout: float = 30.0, step: float = 0.05) -> None:
+    """Wait until `pred()` holds, polling every `step` seconds; AssertionError after `timeout`."""
+    for _ in range(int(timeout / step)):
+        if pred():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError("condition not reached")

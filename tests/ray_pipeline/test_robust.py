@@ -17,7 +17,7 @@ import zmq
 from pipeline.ray import OmniStream
 from pipeline.serve.zmq_api import request
 from streams.zmq_source import send_audio, send_video
-from tests.ray_pipeline.conftest import free_port, next_matching, pipeline_config, synthetic
+from tests.ray_pipeline.conftest import free_port, next_matching, pipeline_config, raw_request, synthetic, until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -39,37 +39,15 @@ async def live(local_ray, tiny_model_path):
         yield stream
 
 
-def _raw(endpoint: str, parts: list[bytes], timeout: float = 20.0) -> dict:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(endpoint)
-        sock.send_multipart(parts)
-        assert sock.poll(int(timeout * 1000)), "no reply"
-        return json.loads(sock.recv())
-    finally:
-        sock.close(0)
-        ctx.term()
-
-
 def _rep(live) -> str:
     return live.endpoints["rep"]
-
-
-async def _until(pred, timeout: float = 30.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 async def test_a_slow_question_does_not_hold_up_a_streams_request(live):
     slow = asyncio.create_task(asyncio.to_thread(
         request, _rep(live), {"question": "Describe it.", "stream": "cam", "max_new_tokens": 128, "timeout": 240},
         250))
-    await _until(lambda: live.snapshot()["requests"]["in_progress"] == 1)
+    await until(lambda: live.snapshot()["requests"]["in_progress"] == 1)
     reply = await asyncio.to_thread(request, _rep(live), {"command": "streams"}, 20)
     assert reply == {"ok": True, "streams": {"cam": "running", "push": "running"}}
     assert not slow.done()  # answered while the question is still generating
@@ -137,7 +115,7 @@ def _send_clip(push: zmq.Socket, seconds: float) -> None:
 async def test_every_poison_is_refused_by_name_and_every_stream_keeps_running(live):
     before = dict(live.snapshot()["requests"]["refused"])
     for parts, _ in REP_POISONS:
-        reply = await asyncio.to_thread(_raw, _rep(live), parts)
+        reply = await asyncio.to_thread(raw_request, _rep(live), parts)
         assert reply["ok"] is False and "\n" not in reply["error"] and "Traceback" not in reply["error"]
     refused = live.snapshot()["requests"]["refused"]
     for reason in {r for _, r in REP_POISONS}:

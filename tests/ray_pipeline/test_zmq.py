@@ -11,6 +11,7 @@ import zmq.asyncio
 
 from pipeline.config import CurveSpec
 from pipeline.serve.zmq_api import ZmqFrontend, request, write_certificates
+from tests.ray_pipeline.conftest import raw_request, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,29 +21,6 @@ async def _echo(raw: bytes) -> dict:
     if req.get("question") == "boom":
         raise ValueError("bad\nthing")
     return {"ok": True, "answer": {"text": req["question"].upper()}}
-
-
-def _raw_request(endpoint: str, parts: list[bytes], timeout: float = 10.0) -> dict:
-    """Send `parts` as one multipart message from a REQ socket; the reply, parsed."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(endpoint)
-        sock.send_multipart(parts)
-        assert sock.poll(int(timeout * 1000)), "no reply"
-        return json.loads(sock.recv())
-    finally:
-        sock.close(0)
-        ctx.term()
-
-
-async def _until(pred, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if pred():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 class _Gate:
@@ -116,7 +94,7 @@ async def test_a_two_part_request_gets_one_line_and_the_socket_still_answers():
     front.start()
     try:
         ep = front.endpoints["rep"]
-        reply = await asyncio.to_thread(_raw_request, ep, [b'{"command":"streams"}', b"x"])
+        reply = await asyncio.to_thread(raw_request, ep, [b'{"command":"streams"}', b"x"])
         assert reply == {"ok": False, "error": "a request is one message part, got 2"}
         reply = await asyncio.to_thread(request, ep, {"question": "hi"}, 10)
         assert reply == {"ok": True, "answer": {"text": "HI"}}
@@ -132,7 +110,7 @@ async def test_a_slow_request_does_not_hold_up_a_later_one():
     try:
         ep = front.endpoints["rep"]
         slow = asyncio.create_task(asyncio.to_thread(request, ep, {"question": "slow"}, 20))
-        await _until(lambda: front.stats()["in_progress"] == 1)
+        await until(lambda: front.stats()["in_progress"] == 1)
         fast = await asyncio.to_thread(request, ep, {"question": "fast"}, 10)
         assert fast["answer"]["text"] == "fast" and not slow.done()
         gate.release.set()
@@ -150,7 +128,7 @@ async def test_requests_beyond_the_bound_are_refused_as_busy():
     try:
         ep = front.endpoints["rep"]
         slow = [asyncio.create_task(asyncio.to_thread(request, ep, {"question": "slow"}, 20)) for _ in range(2)]
-        await _until(lambda: front.stats()["in_progress"] == 2)
+        await until(lambda: front.stats()["in_progress"] == 2)
         reply = await asyncio.to_thread(request, ep, {"question": "fast"}, 10)
         assert reply["ok"] is False and reply["error"].startswith("busy: 2 requests are being answered")
         gate.release.set()
@@ -170,7 +148,7 @@ async def test_a_client_that_left_before_its_reply_does_not_stop_the_loop():
         with pytest.raises(TimeoutError):
             await asyncio.to_thread(request, ep, {"question": "slow"}, 0.5)  # closes its socket on timeout
         gate.release.set()
-        await _until(lambda: front.stats()["in_progress"] == 0)
+        await until(lambda: front.stats()["in_progress"] == 0)
         reply = await asyncio.to_thread(request, ep, {"question": "after"}, 10)
         assert reply["answer"]["text"] == "after" and gate.answered == ["slow", "after"]
     finally:
