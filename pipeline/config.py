@@ -12,7 +12,7 @@ the config does not import torch), with one line naming the bad option and the c
       - {name: door, source: source-rtsp.yaml}
     model: {path: Qwen/Qwen2.5-Omni-7B, compressor: omnisift, retention: 0.25, window_seconds: 300,
             compressor_options: {carry_previous_frame: true}, replicas: auto, encoder_replicas: 2,
-            encoder_batch: {max_batch: 8, max_wait_ms: 5}}
+            encoder_batch: {max_batch: 8, max_wait_ms: 5}, model_batch: {batch_prefill: true, max_batch: 16}}
     backpressure: {max_in_flight: 2, drop_policy: drop_oldest, queue_size: 4, restart_wait: 30}
     resources: {encoder: {num_gpus: 0.5}, model: {num_gpus: 0.5}}
     zmq: {pub: tcp://127.0.0.1:5560, rep: tcp://127.0.0.1:5561}
@@ -99,6 +99,15 @@ class EncoderBatchSpec(_Strict):
     max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
 
 
+class ModelBatchSpec(_Strict):
+    """How the model actor's scheduler (`pipeline.session.scheduler.ModelScheduler`) runs the work of several
+    streams: with `batch_prefill` the waiting chunks of up to `max_batch` streams go through one forward (and
+    the decode steps of their answers through another); without it, one forward per chunk and per answer."""
+
+    batch_prefill: bool = Field(True, strict=True)
+    max_batch: int = Field(16, ge=1, le=64, strict=True)
+
+
 class ModelSpec(_Strict):
     path: str = "Qwen/Qwen2.5-Omni-7B"  # hub id or local folder
     fallback_tiny: bool = False  # weights missing -> the tiny random model, with a banner (demo only)
@@ -131,6 +140,7 @@ class ModelSpec(_Strict):
             return v
         raise ValueError(f"expected an integer in [1, {MAX_REPLICAS}] or 'auto'")
     encoder_batch: EncoderBatchSpec = EncoderBatchSpec()  # chunks of several streams in one tower forward
+    model_batch: ModelBatchSpec = ModelBatchSpec()  # chunks (and answer steps) of several streams in one forward
 
     @model_validator(mode="after")
     def _ratios(self) -> ModelSpec:

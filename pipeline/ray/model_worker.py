@@ -63,7 +63,7 @@ class ModelWorker:
     YES, NO = "Yes", "No"
 
     def __init__(self, spec: ModelSpec | Mapping[str, Any], *, model=None, num_cpus: float | None = None,
-                 batch_prefill: bool = True) -> None:
+                 batch_prefill: bool | None = None) -> None:
         from pipeline.session.scheduler import ModelScheduler
 
         self.spec = model_spec(spec)
@@ -72,7 +72,10 @@ class ModelWorker:
         self.model = model if model is not None else load_omni(self.spec, part="language")
         self.contexts: dict[str, _StreamContext] = {}
         self._lock = threading.Lock()
-        self.scheduler = ModelScheduler(batch_prefill=batch_prefill)
+        batching = self.spec.model_batch  # `batch_prefill` given here overrides the spec's (benchmarks compare both)
+        if batch_prefill is None:
+            batch_prefill = batching.batch_prefill
+        self.scheduler = ModelScheduler(batch_prefill=batch_prefill, max_batch=batching.max_batch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.scheduler.run, args=(self._stop,), name="model", daemon=True)
         self._thread.start()

@@ -21,10 +21,10 @@ from omnisift.loading import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, OmniModel, lo
 from operators import Compression, Encoder, Preprocessor
 from operators.chunk_encoder import StageTimes
 from operators.chunks import CompressedChunk
-from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, GenerationSettings
+from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_QUESTION_TOKENS, GenerationSettings
 from pipeline.session.answer import AnswerDecoder, sync_every_for
 from pipeline.session.batch import prefill_batch
-from pipeline.session.budget import DEFAULT_MAX_QUESTION_TOKENS, context_budget
+from pipeline.session.budget import context_budget
 from pipeline.session.context import LiveContext
 from pipeline.session.decoding import IncrementalText, device_generator, stop_ids
 from pipeline.session.prompt import Mode, PromptLayout

@@ -43,6 +43,8 @@ def _ok(**kw):
         (_ok(model={"retention": 1.5}), ["model.retention", "1.5"]),
         (_ok(model={"encoder_batch": {"max_batch": 0}}), ["model.encoder_batch.max_batch", "0"]),
         (_ok(model={"encoder_batch": {"max_wait_ms": -1}}), ["model.encoder_batch.max_wait_ms", "-1"]),
+        (_ok(model={"model_batch": {"batch_prefill": "no"}}), ["model.model_batch.batch_prefill", "'no'"]),
+        (_ok(model={"model_batch": {"max_batch": 0}}), ["model.model_batch.max_batch", "0"]),
         (_ok(backpressure={"drop_policy": "drop_newest"}), ["backpressure.drop_policy", "'drop_newest'"]),
         (_ok(backpressure={"max_in_flight": 0}), ["backpressure.max_in_flight", "0"]),
         (_ok(backpressure={"restart_wait": -1}), ["backpressure.restart_wait", "-1"]),

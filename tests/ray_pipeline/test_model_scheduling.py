@@ -104,3 +104,14 @@ async def test_a_rep_question_with_timeout_1_and_4096_tokens_times_out_and_frees
     stats = await live.model.scheduler_stats.remote()
     assert stats["timed_out"] == 1 and stats["answers"] == 2
     assert stats["tokens"] < 4096  # the timed-out answer stopped well before its 4096 tokens
+
+
+
+@pytest.mark.parametrize("given", [{"batch_prefill": False, "max_batch": 3}, {"batch_prefill": True, "max_batch": 5}])
+def test_the_configs_model_batch_reaches_the_model_actors_scheduler(loaded, given):
+    model = ModelWorker({"path": "unused", "model_batch": given}, model=loaded)
+    try:
+        assert (model.scheduler.batch_prefill, model.scheduler.max_batch) == (given["batch_prefill"],
+                                                                              given["max_batch"])
+    finally:
+        model.close()
