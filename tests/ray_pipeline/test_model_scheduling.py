@@ -4,6 +4,7 @@ The worker is driven from threads without Ray; the last test goes through a runn
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 
@@ -98,8 +99,8 @@ async def live(local_ray, tiny_model_path):
 @pytest.mark.timeout(150)
 async def test_a_rep_question_with_timeout_1_and_4096_tokens_times_out_and_frees_the_model(live):
     with pytest.raises(TimeoutError):
-        await handle_request(live, {"question": QUESTION, "timeout": 1, "max_new_tokens": 4096})
-    answer = await handle_request(live, {"question": QUESTION, "max_new_tokens": 2, "timeout": 60})
+        await handle_request(live, json.dumps({"question": QUESTION, "timeout": 1, "max_new_tokens": 4096}).encode())
+    answer = await handle_request(live, json.dumps({"question": QUESTION, "max_new_tokens": 2, "timeout": 60}).encode())
     assert answer["ok"]
     stats = await live.model.scheduler_stats.remote()
     assert stats["timed_out"] == 1 and stats["answers"] == 2
