@@ -13,7 +13,7 @@ from pipeline.config import ModelSpec
 from pipeline.messages import KeptLayout
 from pipeline.ray.batching import BatchStats, MicroBatcher
 from pipeline.ray.models import compression, load_omni, model_spec
-from pipeline.ray.process import set_threads, where
+from pipeline.ray.process import HeapTrim, set_threads, where
 from streams import AVChunk
 
 if TYPE_CHECKING:  # the driver imports this module for the actor class; torch loads only in the actor
@@ -74,6 +74,7 @@ class EncoderWorker:
         batch = self.spec.encoder_batch
         self.batcher = MicroBatcher(self._encode_batch, max_batch=batch.max_batch,
                                     max_wait=batch.max_wait_ms / 1000, order=lambda c: (c.capture_time, c.index))
+        self.heap = HeapTrim()
 
     def encode(self, chunk: AVChunk) -> EncodedChunkResult:
         """The chunk compressed; a chunk among the stream's last `remember` gets its stored result."""
@@ -99,6 +100,7 @@ class EncoderWorker:
                 results[i] = out if isinstance(out, Exception) else self._store(chunks[i], enc, out)
             except Exception as e:  # noqa: BLE001 - this chunk's failure, returned to its caller
                 results[i] = e
+        self.heap.after_work()
         return results
 
     def _encoder(self, stream: str):

@@ -25,7 +25,7 @@ from pipeline.config import ModelSpec
 from pipeline.messages import Answer, ChunkMeta, ChunkStats, GenerationSettings, KeptLayout
 from pipeline.ray.encoder_worker import EncodedChunkResult
 from pipeline.ray.models import compression, load_omni, model_spec
-from pipeline.ray.process import set_threads, where
+from pipeline.ray.process import HeapTrim, set_threads, where
 
 
 @dataclass
@@ -76,6 +76,7 @@ class ModelWorker:
         if batch_prefill is None:
             batch_prefill = batching.batch_prefill
         self.scheduler = ModelScheduler(batch_prefill=batch_prefill, max_batch=batching.max_batch)
+        self.heap = HeapTrim()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.scheduler.run, args=(self._stop,), name="model", daemon=True)
         self._thread.start()
@@ -122,6 +123,7 @@ class ModelWorker:
                 prefill, cache, in_context = self.scheduler.append(meta.stream, ctx.session, c).future.result()
                 ctx.applied(meta)
                 ctx.layout = encoded.layout
+        self.heap.after_work()
         pad = self.spec.min_append_seconds - (time.perf_counter() - started)
         if pad > 0 and not duplicate:
             time.sleep(pad)

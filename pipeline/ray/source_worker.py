@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict
 
 from pipeline.messages import ChunkKind, ChunkMeta
-from pipeline.ray.process import where
+from pipeline.ray.process import HeapTrim, where
 from streams import AVChunk, load_source_config, open_source
 
 
@@ -24,6 +24,7 @@ class SourceWorker:
             config = config.model_copy(update={"drop_policy": drop_policy})
         self.name = name
         self.source = open_source(config, name=name, factory=factory)
+        self.heap = HeapTrim()
 
     def next_chunk(self, timeout: float = 0.5) -> tuple[ChunkMeta, AVChunk | None]:
         """The next chunk (meta, chunk); ("idle", None) after `timeout`; ("end", None) at end of stream.
@@ -34,6 +35,7 @@ class SourceWorker:
             return self._meta(ChunkKind.IDLE), None
         if chunk is None:
             return self._meta(ChunkKind.END), None
+        self.heap.after_work()
         return self._meta(ChunkKind.CHUNK, chunk), chunk
 
     def _meta(self, kind: ChunkKind, chunk: AVChunk | None = None) -> ChunkMeta:
