@@ -64,7 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from pipeline.ray.local import start_local_ray
+
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         rows = asyncio.run(measure(args.streams, args.replicas, args.before, args.after, model_or_tiny(args.model)))
     finally:

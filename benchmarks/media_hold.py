@@ -64,7 +64,9 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    from pipeline.ray.local import start_local_ray
+
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         for keep in args.keep:
             print(json.dumps(asyncio.run(held(keep, args.width, args.height, max(args.chunks, keep + 2)))),

@@ -82,7 +82,9 @@ def main() -> None:
     for n in args.streams:
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        from pipeline.ray.local import start_local_ray
+
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             rows.append(asyncio.run(measure(n, args.seconds, model)))
         finally:

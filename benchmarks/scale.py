@@ -265,7 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_replicas:
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        from pipeline.ray.local import start_local_ray
+
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         gpus = {"num_gpus": 1} if args.device.startswith("cuda") else {}  # one GPU per replica
         cls = ray.remote(num_cpus=1, max_concurrency=8, **gpus)(ModelWorker)
         actors = [cls.remote(spec(path), num_cpus=max(1, args.threads // 2)) for _ in range(2)]

@@ -128,7 +128,9 @@ def main() -> None:
     model = model_or_tiny(args.model)
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from pipeline.ray.local import start_local_ray
+
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         samples = asyncio.run(soak(args.streams, args.minutes * 60.0, args.every, model))
     finally:

@@ -58,14 +58,15 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def host_is_loopback(host: str) -> bool:
-    """True for localhost and addresses in 127.0.0.0/8 or ::1 (brackets allowed)."""
+    """True for localhost and addresses in 127.0.0.0/8, ::1 or IPv4-mapped 127.0.0.0/8 (brackets allowed)."""
     host = host.strip("[]")
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return False  # '*', '0.0.0.0', an interface name or a DNS name
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
 
 
 class _Strict(BaseModel):
@@ -310,7 +311,17 @@ class RaySpec(_Strict):
     address: str | None = None  # None: start Ray locally; "auto" or ray://host:10001 joins a cluster
     num_cpus: int | None = Field(None, ge=1)  # local Ray only
     namespace: str = "omnisift"
+    # a local Ray's servers listen on 127.0.0.1 only; true: on the node's network address, so other machines
+    # can join it (`pipeline.ray.local`)
+    allow_remote: bool = False
     actor_start_timeout: float = Field(600.0, gt=0)  # seconds for actors to be placed and load the model
+
+    @model_validator(mode="after")
+    def _remote_is_for_a_local_ray(self) -> RaySpec:
+        if self.allow_remote and self.address is not None:
+            raise ValueError("ray.allow_remote is for a Ray this run starts; with ray.address the cluster's "
+                             "own settings decide where it listens")
+        return self
 
 
 class PipelineConfig(_Strict):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-screenshot", action="store_true",
                      help="write the dashboard test's screenshot to docs/dashboard.png (the README's picture)")
+
+
+@pytest.fixture
+def ray_tmp() -> Iterator[str]:
+    """A folder for a Ray started in a subprocess (its `RAY_TMPDIR`), removed afterwards. Short and under
+    /tmp: Ray's socket paths live in it and a Unix socket path has at most 107 bytes."""
+    path = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.offline.train_ray import train_with_ray
 
         load_for_training(cfg, progress=args.progress)  # the driver builds the feature cache once
+        _start_ray()
         result = train_with_ray(cfg)
         print(f"ray train: {result.metrics}")
     else:
@@ -40,3 +41,16 @@ def run(args: argparse.Namespace) -> int:
     if cfg.train.trainable != "selector":
         print(f"model: {final / 'model'} (omnisift infer VIDEO -q QUESTION --model {final / 'model'})")
     return 0
+
+
+def _start_ray() -> None:
+    """A Ray on this machine held to loopback, unless `RAY_ADDRESS` names a cluster to train on (then Ray
+    Train joins it)."""
+    import os
+
+    import ray
+
+    from pipeline.ray.local import start_local_ray
+
+    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
+        start_local_ray(include_dashboard=False)

@@ -55,6 +55,7 @@ from pipeline.messages import (
 from pipeline.ray.calls import actor_gone, await_ref, cancel, creation_error, creation_reason, unwrap
 from pipeline.ray.events import EventHub
 from pipeline.ray.frontends import Frontends
+from pipeline.ray.local import start_local_ray
 from pipeline.ray.loops import StreamLoops
 from pipeline.ray.models import model_files, stream_budget
 from pipeline.ray.replicas import Replicas
@@ -126,11 +127,13 @@ class OmniStream:
 
         cfg = self.config.ray
         if not ray.is_initialized():
-            await asyncio.to_thread(
-                ray.init, address=cfg.address, num_cpus=cfg.num_cpus if cfg.address is None else None,
-                namespace=cfg.namespace, include_dashboard=False, logging_level=logging.WARNING,
-                log_to_driver=False,
-            )
+            init = dict(namespace=cfg.namespace, include_dashboard=False, logging_level=logging.WARNING,
+                        log_to_driver=False)
+            if cfg.address is None:
+                await asyncio.to_thread(start_local_ray, num_cpus=cfg.num_cpus, allow_remote=cfg.allow_remote,
+                                        **init)
+            else:
+                await asyncio.to_thread(ray.init, address=cfg.address, **init)
             self._owns_ray = True
 
     @property

@@ -43,9 +43,11 @@ def av_file(media_dir) -> Path:
 def local_ray():
     import ray
 
+    from pipeline.ray.local import start_local_ray
+
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, namespace="omnisift-tests", log_to_driver=False,
+    start_local_ray(num_cpus=2, include_dashboard=False, namespace="omnisift-tests", log_to_driver=False,
              configure_logging=False)
     yield ray
     ray.shutdown()

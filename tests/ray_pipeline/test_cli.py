@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,11 +31,10 @@ def _run(args, timeout=150, **env):
                           timeout=timeout, env=env)
 
 
-def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_model_path, tmp_path):
+def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_model_path, tmp_path, ray_tmp):
     import ray
 
     assert not ray.is_initialized()
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
     before = _ray_processes(ray_tmp)
     config = {
         "streams": [{"name": "cam", "source": {"type": "synthetic", "width": 160, "height": 120, "fps": 10,
@@ -130,10 +128,9 @@ def test_run_without_streams_and_without_http_is_refused_before_ray_starts(tmp_p
     assert not ray.is_initialized()
 
 
-def test_demo_runs_the_ray_pipeline_on_the_tiny_model_and_stops(tmp_path):
+def test_demo_runs_the_ray_pipeline_on_the_tiny_model_and_stops(tmp_path, ray_tmp):
     """The README's main command: local Ray, a synthetic live stream, the tiny model with its banner, the
     dashboard's URL."""
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     out = _run(["demo", "--duration", "6", "--every", "2", "--model", "no-such-org/no-such-model", "--http-port", "0",
                 "--data", str(tmp_path)], RAY_TMPDIR=ray_tmp)
     assert out.returncode == 0, out.stderr[-3000:]

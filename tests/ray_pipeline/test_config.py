@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import PipelineConfig, is_loopback, load_pipeline_config
+from pipeline.config import PipelineConfig, host_is_loopback, is_loopback, load_pipeline_config
 from streams.errors import ConfigError
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -57,6 +57,7 @@ def _ok(**kw):
                                                                        "at most 80 (10 tokens"]),
         (_ok(model={"max_new_tokens": True}), ["model.max_new_tokens", "True"]),
         (_ok(metrics={"host": "0.0.0.0"}), ["metrics.host 0.0.0.0 is not loopback", "metrics.allow_remote"]),
+        (_ok(ray={"address": "auto", "allow_remote": True}), ["ray.allow_remote is for a Ray this run starts"]),
         (_ok(resources={"model": {"num_gpus": -1}}), ["resources.model.num_gpus", "-1"]),
         (_ok(http={"port": 70000}), ["http.port", "70000"]),
         (_ok(http={"token": "abc"}), ["unknown field", "http.token"]),  # a token is never in a config file
@@ -100,3 +101,12 @@ def test_remote_zmq_needs_curve_or_an_explicit_opt_out(tmp_path):
     assert cfg.zmq.curve.server_secret_file == "k"
     assert load_pipeline_config(_ok(zmq={"pub": "tcp://10.0.0.1:1", "allow_insecure_remote": True}))
     assert is_loopback("tcp://[::1]:5") and is_loopback("tcp://localhost:5") and not is_loopback("tcp://*:5")
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.3.0.9", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("::ffff:127.0.0.1", True),  # an IPv6 socket bound to IPv4 loopback, as Ray's gRPC servers list it
+    ("0.0.0.0", False), ("::", False), ("::ffff:10.0.0.1", False), ("192.0.2.2", False), ("*", False),
+])
+def test_loopback_hosts_include_ipv4_mapped_loopback(host, loopback):
+    assert host_is_loopback(host) is loopback

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 
 import pytest
 import yaml
@@ -18,8 +17,8 @@ import yaml
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def run(args: list[str], timeout: float = 500) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": tempfile.mkdtemp(prefix="rt", dir="/tmp")}
+def run(args: list[str], ray_tmp: str, timeout: float = 500) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": ray_tmp}
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -37,9 +36,9 @@ def rtsp_config_here(tmp_path, **model) -> str:
     return str(path)
 
 
-def test_run_of_the_rtsp_config_starts_with_a_budget_inside_the_model(real_width_path, tmp_path):
+def test_run_of_the_rtsp_config_starts_with_a_budget_inside_the_model(real_width_path, tmp_path, ray_tmp):
     config = rtsp_config_here(tmp_path, device="cpu", dtype="float32")
-    out = run(["run", config, "--model", str(real_width_path), "--duration", "2", "--quiet-stats"])
+    out = run(["run", config, "--model", str(real_width_path), "--duration", "2", "--quiet-stats"], ray_tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("[door] context budget:"))
     worst = int(line.split("at most ")[1].split(" ")[0])
@@ -47,9 +46,9 @@ def test_run_of_the_rtsp_config_starts_with_a_budget_inside_the_model(real_width
     assert "(195 kept per chunk, 364 per frame)" in line  # 720p capped at 640x480: 364 tokens, 25% of 778
 
 
-def test_run_refuses_a_config_past_the_context_in_one_line(real_width_path, tmp_path):
+def test_run_refuses_a_config_past_the_context_in_one_line(real_width_path, tmp_path, ray_tmp):
     config = rtsp_config_here(tmp_path, compressor="full", retention=None, path=str(real_width_path))
-    out = run(["run", config])
+    out = run(["run", config], ray_tmp)
     assert out.returncode == 2
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert errors == [ln for ln in out.stderr.splitlines() if "context budget" in ln]

@@ -11,6 +11,7 @@ import yaml
 from omnisift import load_selector
 from omnisift.evaluation import parse_letter
 from pipeline.cli import main
+from pipeline.ray.local import start_local_ray
 
 
 def _dataset(folder, paths):
@@ -90,7 +91,7 @@ def test_ray_train_runs_two_cpu_workers(tmp_path, tiny_path, clips):
     folder, paths = clips
     cfg = load_config(_train_config(tmp_path, tiny_path, _dataset(folder, paths), steps=2, workers=2), TrainConfig)
     load_for_training(cfg)  # the driver builds the cache
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         result = train_with_ray(cfg)
     finally:

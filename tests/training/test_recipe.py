@@ -16,6 +16,7 @@ from omnisift.training import LoraSettings, Trainer, TrainSettings, apply_lora
 from pipeline.cli import main
 from pipeline.offline.config import TrainConfig, load_config
 from pipeline.offline.train_local import train_settings
+from pipeline.ray.local import start_local_ray
 from tests.training.test_commands import _dataset
 from tests.training.test_training import _batch
 
@@ -231,7 +232,7 @@ def test_release_preset_on_ray_fsdp_matches_one_process(tmp_path, tiny_path, cli
 
     folder, paths = clips
     data = _dataset(folder, paths)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert main(["train", str(_release_config(tmp_path / "ray", tiny_path, data, 2)), "--no-progress"]) == 0
     finally:
@@ -267,7 +268,7 @@ def test_release_preset_as_given_trains_on_ray_and_loads_in_infer(tmp_path, tiny
     folder, paths = clips
     config = _release_config(tmp_path, tiny_path, _dataset(folder, paths), 2, precision="bf16", trainable=trainable,
                              lora={"rank": 4, "alpha": 8})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert main(["train", str(config), "--no-progress"]) == 0
     finally:
