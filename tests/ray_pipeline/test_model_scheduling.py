@@ -4,6 +4,7 @@ The worker is driven from threads without Ray; the last test goes through a runn
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from dataclasses import replace
@@ -105,6 +106,25 @@ async def test_a_rep_question_with_timeout_1_and_4096_tokens_times_out_and_frees
     stats = await live.model.scheduler_stats.remote()
     assert stats["timed_out"] == 1 and stats["answers"] == 2
     assert stats["tokens"] < 4096  # the timed-out answer stopped well before its 4096 tokens
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_a_streamed_answer_whose_reader_leaves_through_ray_stops_in_the_model(live):
+    """The driver cancels the streaming call when its reader leaves; Ray closes the threaded actor's generator
+    (without the cancel it went on: 41 pieces in 2 s against 3), whose cleanup cancels the answer."""
+    before = await live.model.scheduler_stats.remote()
+    pieces = live.ask_stream(QUESTION, "cam", max_new_tokens=4096)
+    assert isinstance(await anext(pieces), str)
+    await pieces.aclose()
+    for _ in range(600):
+        now = await live.model.scheduler_stats.remote()
+        if now["cancelled"] > before["cancelled"]:
+            break
+        await asyncio.sleep(0.05)
+    assert now["cancelled"] == before["cancelled"] + 1
+    assert now["tokens"] - before["tokens"] < 4096
 
 
 
