@@ -164,6 +164,11 @@ class ChunkStats(TokenCounts):
     # dead for good (what came before is not in it: a gap in the context, counted in `snapshot()` as moves)
     replica: int = 0
     fresh_context: bool = False
+    # chunks (this one included, of any streams) in the encoder forward and in the prefill forward that took
+    # this chunk: how much the replicas batch (`model.encoder_batch`, `model.model_batch`); prefill_batch is
+    # 0 for a duplicate (no forward)
+    encode_batch: int = 1
+    prefill_batch: int = 1
 
     def to_json(self) -> dict:
         return {"type": "stats", **asdict(self)}

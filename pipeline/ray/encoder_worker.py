@@ -30,6 +30,7 @@ class EncodedChunkResult:
     times: StageTimes
     pid: int
     layout: KeptLayout | None = None  # what was kept, as a picture needs it (the model worker keeps the last)
+    batch: int = 1  # chunks (this one included) in the tower forward that encoded it
 
 
 def chunk_key(chunk: AVChunk) -> tuple[int, float, float]:
@@ -97,7 +98,7 @@ class EncoderWorker:
         outputs = encode_many(list(zip(encs, [chunks[i] for i in todo], strict=True)))
         for i, enc, out in zip(todo, encs, outputs, strict=True):
             try:
-                results[i] = out if isinstance(out, Exception) else self._store(chunks[i], enc, out)
+                results[i] = out if isinstance(out, Exception) else self._store(chunks[i], enc, out, len(todo))
             except Exception as e:  # noqa: BLE001 - this chunk's failure, returned to its caller
                 results[i] = e
         self.heap.after_work()
@@ -110,14 +111,14 @@ class EncoderWorker:
                 self.model, self.spec.min_pixels, self.spec.max_pixels)
         return enc
 
-    def _store(self, chunk: AVChunk, enc: Any, compressed: Any) -> EncodedChunkResult:
-        """The result of a chunk `enc` (its stream's ChunkEncoder) just compressed, tensors moved to the
-        CPU, kept among its stream's last `remember`."""
+    def _store(self, chunk: AVChunk, enc: Any, compressed: Any, batch: int) -> EncodedChunkResult:
+        """The result of a chunk `enc` (its stream's ChunkEncoder) just compressed in a forward of `batch`
+        chunks, tensors moved to the CPU, kept among its stream's last `remember`."""
         compressed.tokens = compressed.tokens.detach().cpu()
         compressed.positions = compressed.positions.cpu()
         compressed.is_video = compressed.is_video.cpu()
         layout = kept_layout(chunk.stream, compressed, enc.last_grid_hw)
-        result = EncodedChunkResult(chunk.stream, chunk.index, compressed, enc.last_times, os.getpid(), layout)
+        result = EncodedChunkResult(chunk.stream, chunk.index, compressed, enc.last_times, os.getpid(), layout, batch)
         recent = self.recent.setdefault(chunk.stream, OrderedDict())
         recent[chunk_key(chunk)] = result
         while len(recent) > self.remember:

@@ -116,11 +116,11 @@ class ModelWorker:
         c = encoded.compressed
         with ctx.lock:
             duplicate = ctx.holds(meta)
-            prefill = 0.0
+            prefill, batch = 0.0, 0
             if duplicate:
                 cache, in_context = len(ctx.session.context), len(ctx.session.context.chunks)
             else:
-                prefill, cache, in_context = self.scheduler.append(meta.stream, ctx.session, c).future.result()
+                prefill, cache, in_context, batch = self.scheduler.append(meta.stream, ctx.session, c).future.result()
                 ctx.applied(meta)
                 ctx.layout = encoded.layout
         self.heap.after_work()
@@ -133,7 +133,7 @@ class ModelWorker:
             capture_time=meta.capture_time, lag=max(0.0, time.time() - meta.capture_time),
             preprocess=t.preprocess, encode=t.encode, compress=t.compress, prefill=prefill, cache_tokens=cache,
             chunks_in_context=in_context, dropped=meta.dropped, reconnects=meta.reconnects, model_pid=os.getpid(),
-            encoder_pid=encoded.pid, duplicate=duplicate,
+            encoder_pid=encoded.pid, duplicate=duplicate, encode_batch=encoded.batch, prefill_batch=batch,
         )
 
     def ask(self, stream: str, question: str, settings: GenerationSettings | None = None, **generation) -> Answer:

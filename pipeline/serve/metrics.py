@@ -10,6 +10,8 @@
                                                  for good, or an actor raised on them)
     omnisift_reconnects_total{stream}            counter: source reconnects
     omnisift_kv_cache_tokens{stream}             gauge: tokens in the stream's KV cache
+    omnisift_batch_chunks{kind}                  histogram, per chunk: chunks in the encoder (kind="encoder") or
+                                                 prefill (kind="model") forward that took it; mean > 1: batching
     omnisift_actor_restarts_total{actor}         counter: restarts seen (a new process answered)
     omnisift_history_dropped_total               counter: history records lost to a full queue
     omnisift_webhook_deliveries_total{target,result}  counter: delivered, retried (a try failed, more remain),
@@ -31,6 +33,7 @@ from prometheus_client.exposition import start_http_server
 
 from pipeline.messages import ChunkStats
 
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
@@ -39,6 +42,8 @@ class PipelineMetrics:
         self.registry = r = CollectorRegistry()
         self.stage = Histogram("omnisift_stage_seconds", "Seconds per chunk or request in each stage",
                                ["stream", "stage"], registry=r, buckets=_BUCKETS)
+        self.batch = Histogram("omnisift_batch_chunks", "Chunks in the encoder or prefill forward that took a chunk",
+                               ["kind"], registry=r, buckets=_BATCH_BUCKETS)
         self.lag = Gauge("omnisift_lag_seconds", "Capture to in-context delay of the newest chunk", ["stream"],
                          registry=r)
         self.tokens = Counter("omnisift_tokens", "Audio/video tokens before and after compression",
@@ -83,6 +88,9 @@ class PipelineMetrics:
         self.chunks.labels(s.stream).inc()
         self.lost.labels(s.stream)  # shown (at 0) from the stream's first chunk, not only after a loss
         self.cache.labels(s.stream).set(s.cache_tokens)
+        self.batch.labels("encoder").observe(s.encode_batch)
+        if not s.duplicate:
+            self.batch.labels("model").observe(s.prefill_batch)
         self.source_counts(s.stream, s.dropped, s.reconnects)
 
     def source_counts(self, stream: str, dropped: int, reconnects: int) -> None:

@@ -56,7 +56,8 @@ class Job:
 
 @dataclass(eq=False)
 class AppendJob(Job):
-    """Prefill a compressed chunk; the result is (prefill seconds, cache tokens, chunks in context)."""
+    """Prefill a compressed chunk; the result is (prefill seconds, cache tokens, chunks in context, chunks in the
+    forward that prefilled it, this one included)."""
 
     chunk: CompressedChunk
 
@@ -218,7 +219,8 @@ class ModelScheduler:
                 return
             self.counters.prefill_forwards += 1
             for job in jobs:
-                self._done(job, (seconds / len(jobs), len(job.session.context), len(job.session.context.chunks)))
+                self._done(job, (seconds / len(jobs), len(job.session.context), len(job.session.context.chunks),
+                                 len(jobs)))
         else:
             for job in jobs:
                 self._run(job, lambda j=job: self._append_one(j))
@@ -226,9 +228,9 @@ class ModelScheduler:
         self.counters.chunks_prefilled += len(jobs)
 
     @staticmethod
-    def _append_one(job: AppendJob) -> tuple[float, int, int]:
+    def _append_one(job: AppendJob) -> tuple[float, int, int, int]:
         seconds = job.session.append_compressed(job.chunk)
-        return seconds, len(job.session.context), len(job.session.context.chunks)
+        return seconds, len(job.session.context), len(job.session.context.chunks), 1
 
     def _run_answers(self, jobs: list[AnswerJob]) -> int:
         """Start waiting answers (question prefill) and advance the running ones by one token."""

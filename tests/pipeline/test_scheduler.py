@@ -153,3 +153,17 @@ def test_run_serves_jobs_submitted_from_other_threads_and_streams_pieces(model):
         stop.set()
         loop.join(timeout=60)
     assert not loop.is_alive()
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_an_append_reports_how_many_chunks_shared_its_prefill_forward(model, batch):
+    a, a_chunks = stream(model, 1)
+    b, b_chunks = stream(model, 2)
+    c, c_chunks = stream(model, 3)
+    scheduler = ModelScheduler(batch_prefill=batch, max_batch=2)
+    jobs = [scheduler.append(name, s, ch[0]) for name, s, ch in (("a", a, a_chunks), ("b", b, b_chunks),
+                                                                  ("c", c, c_chunks))]
+    scheduler.step()  # at most max_batch=2 appends in one step: a and b
+    scheduler.step()  # then c alone
+    assert [j.future.result()[3] for j in jobs] == ([2, 2, 1] if batch else [1, 1, 1])
+    assert [j.future.result()[2] for j in jobs] == [3, 3, 3]  # each context holds its third chunk

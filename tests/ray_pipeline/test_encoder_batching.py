@@ -72,6 +72,20 @@ def test_streams_encoded_together_equal_each_stream_one_chunk_at_a_time(loaded):
     assert alone.stats().largest == 1
 
 
+def test_each_result_names_the_size_of_the_forward_that_encoded_it(loaded):
+    """`EncodedChunkResult.batch` (which becomes `ChunkStats.encode_batch`) agrees with the batcher's own
+    count of batch sizes: a batch of k chunks gives k results that say k."""
+    batched = EncoderWorker(spec(4), model=loaded)
+    got = encode_from_threads(batched, streams())
+    said: dict[int, int] = {}
+    for r in (r for rs in got.values() for r in rs):
+        said[r.batch] = said.get(r.batch, 0) + 1
+    assert said == {k: k * n for k, n in batched.stats().sizes.items()}
+    assert max(said) > 1  # some chunks did share a forward
+    alone = EncoderWorker(spec(1), model=loaded)
+    assert {alone.encode(c).batch for c in streams(2)["a"]} == {1}
+
+
 def test_a_chunk_sent_again_while_batching_gets_its_first_result(loaded):
     c0, c1, c2 = streams()["a"]
     worker = EncoderWorker(spec(4, max_wait_ms=5), model=loaded)
@@ -112,7 +126,11 @@ async def test_three_streams_share_tower_forwards_and_every_chunk_arrives(local_
             await asyncio.sleep(0.2)
         snap = p.snapshot()["streams"]
         stats = await p.encoder.stats.remote()
+        sample = p.metrics.registry.get_sample_value
+        observed = [sample("omnisift_batch_chunks_" + s, {"kind": "encoder"}) for s in ("count", "sum")]
     assert {n: (snap[n]["chunks"], snap[n]["dropped"], snap[n]["lost"]) for n in files} == {
         n: (4, 0, 0) for n in files}  # an 8 s file: four chunks each, all in the context
     assert stats.items == 12 and stats.largest <= 3
     assert stats.multi >= 1, stats  # chunks of different streams went through one tower forward
+    # every chunk's stats said the size of its forward: k chunks saying k for each batch of k
+    assert observed == [12, sum(k * k * n for k, n in stats.sizes.items())]
