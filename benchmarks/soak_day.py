@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import gc
 import json
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from benchmarks.ray_pipeline import model_or_tiny
 from benchmarks.soak import rss_mb
+from pipeline.ray.process import malloc_trim
 
 PROCESSES = ("driver", "source", "encoder", "model")
 CHUNK_SECONDS = 2.0
@@ -119,8 +119,8 @@ def _probe(worker, trim: bool = False) -> dict:
     KV-cache length and the largest position of every stream's context. With `trim`, glibc's
     `malloc_trim(0)` runs first: what RSS is left is memory in use, what went was freed heap the allocator
     kept (which tells allocator retention from a leak)."""
-    if trim:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if trim and malloc_trim is not None:
+        malloc_trim()
     out = {"pid": os.getpid(), "rss_mb": rss_mb(os.getpid()), "objects": len(gc.get_objects())}
     contexts = getattr(worker, "contexts", None)
     if contexts is not None:

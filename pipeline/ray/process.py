@@ -40,7 +40,7 @@ class HeapTrim:
                  trim: Callable[[], object] | None = None) -> None:
         self.every = every
         self.clock = clock
-        self.trim = trim if trim is not None else _malloc_trim()
+        self.trim = trim if trim is not None else malloc_trim
         self.trims = 0
         self._last = clock()
         self._lock = threading.Lock()
@@ -59,7 +59,7 @@ class HeapTrim:
         return True
 
 
-def _malloc_trim() -> Callable[[], object] | None:
+def _libc_malloc_trim() -> Callable[[], object] | None:
     """glibc's `malloc_trim(0)` as a call, None where the C library has none."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -68,6 +68,9 @@ def _malloc_trim() -> Callable[[], object] | None:
         return None
     fn.argtypes = [ctypes.c_size_t]
     return lambda: fn(0)
+
+
+malloc_trim = _libc_malloc_trim()  # hands the free heap back now (HeapTrim, benchmarks); None without glibc
 
 
 def set_threads(num_cpus: float | None) -> None:
