@@ -7,9 +7,10 @@ BPE tokenizer built here that carries Qwen's special tokens, and the full proces
 features, Qwen2-VL image and video processors, a chat template in Qwen's format). Its weights are
 random, so its answers are meaningless; its shapes, token layout and code paths are the real ones.
 
-`resolve_model` is the one place that decides between a configured model and this one (the demo, the
-pipeline with `fallback_tiny`, `omnisift viz`, `omnisift bench`, the benchmarks), and `TINY_BANNER` the
-one text that says so. The tiny model is built once into a cache folder and reused.
+`resolve_model` is the one place that decides between a configured model and this one (the demo,
+`omnisift infer`, the pipeline with `fallback_tiny`, `omnisift viz`, `omnisift bench`, the benchmarks),
+and `tiny_banner` the one text that says so. The name `tiny` asks for this model wherever a model is
+named. The tiny model is built once into a cache folder and reused.
 """
 
 from __future__ import annotations
@@ -21,11 +22,22 @@ from pathlib import Path
 
 import torch
 
+TINY = "tiny"  # the model name that always means the tiny random model (`--model tiny`)
 TINY_BANNER = (
     "=" * 78 + "\n{model} weights are not on this machine: running the TINY RANDOM model.\n"
-    "Its answers are meaningless; everything else (ingestion, OmniSIFT, the live KV cache, the Ray actors)\n"
+    "Its answers are meaningless; everything else (decoding, the towers, OmniSIFT, the live KV cache)\n"
     "is the real code path.\n" + "=" * 78
 )
+
+
+def tiny_banner(model: str | None) -> str:
+    """`TINY_BANNER` for a run that asked for `model` (None: none asked for; `tiny`: the tiny one asked for)."""
+    if model is None or str(model) == TINY:
+        head = "no model given" if model is None else "--model tiny"
+        return TINY_BANNER.replace("{model} weights are not on this machine", head)
+    return TINY_BANNER.format(model=model)
+
+
 DEFAULT_CACHE = Path.home() / ".cache" / "omnisift"
 
 SPECIAL_TOKENS = [
@@ -238,10 +250,7 @@ def tiny_model_dir(cache: str | Path = DEFAULT_CACHE) -> Path:
     Its weights come from a fixed seed, so a build is the same every time; the folder name carries a
     hash of this file and the `transformers` version, so a change to either builds a new one. Writes go
     to a temporary folder renamed into place, so concurrent callers never see half a model."""
-    import transformers
-
-    key = hashlib.sha1(Path(__file__).read_bytes() + transformers.__version__.encode()).hexdigest()[:12]
-    target = Path(cache) / f"tiny-omni-{key}"
+    target = _tiny_target(cache)
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -257,10 +266,44 @@ def tiny_model_dir(cache: str | Path = DEFAULT_CACHE) -> Path:
     return target
 
 
+def _tiny_target(cache: str | Path = DEFAULT_CACHE) -> Path:
+    import transformers
+
+    key = hashlib.sha1(Path(__file__).read_bytes() + transformers.__version__.encode()).hexdigest()[:12]
+    return Path(cache) / f"tiny-omni-{key}"
+
+
+def is_tiny_model(model: str | Path) -> bool:
+    """Whether `model` names the tiny random model: the name `tiny`, or the folder `tiny_model_dir` builds
+    (so a run handed the resolved folder still knows, and says, that its model is the tiny one)."""
+    if str(model) == TINY:
+        return True
+    try:
+        return Path(model).resolve() == _tiny_target().resolve()
+    except (OSError, ValueError):
+        return False
+
+
 def weights_available(model: str, *, local_files_only: bool = True) -> bool:
     """Whether `model` (a folder, or a hub id already in the local hub cache) can be loaded without a
-    download. With `local_files_only=False` a hub id counts as available (it will be downloaded)."""
-    if Path(model).exists() or not local_files_only:
+    download. With `local_files_only=False` a hub id counts as available when it can be downloaded (it is,
+    into the hub cache), and so does a name that is no hub id at all (a mistyped folder: loading it
+    reports it in one line rather than a random model standing in for it)."""
+    if Path(model).exists():
+        return True
+    if not local_files_only:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        from omnisift.loading import model_folder
+
+        try:
+            validate_repo_id(model)
+        except HFValidationError:
+            return True
+        try:
+            model_folder(model, local_files_only=False)
+        except Exception:  # noqa: BLE001 - not found, offline, refused: not available
+            return False
         return True
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -270,10 +313,14 @@ def weights_available(model: str, *, local_files_only: bool = True) -> bool:
         return False
 
 
-def resolve_model(model: str | None, *, fallback_tiny: bool = True) -> tuple[str, bool]:
+def resolve_model(model: str | None, *, fallback_tiny: bool = True, download: bool = False) -> tuple[str, bool]:
     """(path, is_tiny): `model` if its weights are on this machine (or it is not to be replaced), else
-    the tiny random model. `None` always means the tiny one. Resolve once, where the run starts, so
-    every process loads the same weights; print `TINY_BANNER` when `is_tiny`."""
-    if model is not None and (not fallback_tiny or weights_available(model)):
+    the tiny random model. `None` and `"tiny"` always mean the tiny one, and the tiny model's own folder
+    is recognised as tiny. `download=True` tries the hub first (`weights_available(local_files_only=False)`).
+    Resolve once, where the run starts, so every process loads the same weights; print `TINY_BANNER`
+    when `is_tiny`."""
+    if model is not None and is_tiny_model(model):
+        return (str(tiny_model_dir()) if str(model) == TINY else str(model)), True
+    if model is not None and (not fallback_tiny or weights_available(model, local_files_only=not download)):
         return model, False
     return str(tiny_model_dir()), True

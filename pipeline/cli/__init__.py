@@ -1,11 +1,13 @@
 """`omnisift` command line: a thin layer over library functions, one module per command.
 
-    omnisift infer VIDEO -q QUESTION [--model ID_OR_PATH] [--retention R | --rho-video V --rho-audio A]
+    omnisift infer VIDEO -q QUESTION [--model ID_OR_PATH|tiny] [--retention R | --rho-video V --rho-audio A]
     omnisift demo [--duration SECONDS]
     omnisift run CONFIG [--duration SECONDS] [--model ID_OR_PATH]
     omnisift ask QUESTION [--stream NAME] [--endpoint tcp://127.0.0.1:5561]
 
-Bad input (a missing, undecodable or video-less file, a bad ratio or config) prints one line and exits 2.
+Bad input (a bad argument, a missing, undecodable or video-less file, a bad ratio or config) prints one
+`error:` line and exits 2. A command that takes a while says what it is doing first: its module's
+`first_line(args)`, printed before anything slow is imported. Ctrl-C exits 130 with one line.
 May import anything in the project; nothing imports it.
 """
 
@@ -17,8 +19,11 @@ import logging
 import sys
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
-# name -> module beside this one with add_arguments(parser), run(args) and HELP
+# name -> module beside this one with add_arguments(parser), run(args) and HELP; optionally
+# first_line(args) (the line printed at once) and LIGHT = True (loads no model library: transformers is
+# not quieted, so not imported, for it)
 COMMANDS = {
     "infer": "pipeline.cli.infer",
     "demo": "pipeline.cli.demo",
@@ -31,8 +36,19 @@ COMMANDS = {
 }
 
 
+class UsageError(ValueError):
+    """A command line argparse refuses; `main` prints it as one `error:` line (not argparse's usage block)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a refused argument raised as `UsageError` naming the command and where its help is."""
+
+    def error(self, message: str):  # argparse calls it for any refused argument
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="omnisift", description="Live audio-video QA with OmniSIFT compression")
+    parser = Parser(prog="omnisift", description="Live audio-video QA with OmniSIFT compression")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -41,18 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    command = importlib.import_module(COMMANDS[args.command])
+    if hasattr(command, "first_line"):
+        print(command.first_line(args), flush=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_transformers()
+    if not getattr(command, "LIGHT", False):
+        _quiet_transformers()
     from streams.errors import StreamError
 
     try:
-        return importlib.import_module(COMMANDS[args.command]).run(args)
+        return command.run(args)
     except (ValueError, OSError, StreamError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        return 130
+        print(f"omnisift {args.command}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
 
 def _one_line(err: BaseException) -> str:
@@ -64,4 +89,3 @@ def _quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-

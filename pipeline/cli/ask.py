@@ -1,4 +1,10 @@
-"""`omnisift ask QUESTION`: ask a running pipeline (`omnisift run`) over its ZeroMQ REP socket."""
+"""`omnisift ask QUESTION`: ask a running pipeline (`omnisift run`, `omnisift demo`) over its ZeroMQ REP socket.
+
+Without `--endpoint` it asks the pipeline running on this machine (`pipeline.cli.running`: they announce
+their endpoints), or says in one line where to point it. Before the question, a `streams` request with a
+short timeout checks that something answers there, so a wrong endpoint fails in seconds, not after the
+question's timeout. Imports no torch and no Ray (`LIGHT`): a question costs the ZeroMQ round trip.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,15 @@ import json
 import sys
 
 HELP = "ask a running pipeline a question over ZeroMQ"
+LIGHT = True  # loads no model library
+PROBE_TIMEOUT = 3.0  # seconds for a running pipeline to answer `streams` (it answers at once)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question")
     parser.add_argument("--stream", default=None, help="stream name (needed when the pipeline runs several)")
-    parser.add_argument("--endpoint", default="tcp://127.0.0.1:5561", help="the pipeline's zmq.rep endpoint")
+    parser.add_argument("--endpoint", default=None,
+                        help="the pipeline's zmq.rep endpoint (its `rep:` line; default: the one running here)")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--server-key", default=None, help="server public certificate (CURVE)")
@@ -21,13 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.serve.zmq_api import request
+    from pipeline.cli.running import find_rep
+    from pipeline.serve.zmq_api import encode_request, request
 
     message = {"question": args.question, "stream": args.stream, "timeout": args.timeout}
     if args.max_new_tokens is not None:
         message["max_new_tokens"] = args.max_new_tokens
-    reply = request(args.endpoint, message, timeout=args.timeout + 5.0, server_public_file=args.server_key,
-                    client_secret_file=args.client_key)
+    encode_request(message)  # a question too large is refused before looking for a pipeline
+    endpoint = args.endpoint or find_rep(args.stream)
+    keys = {"server_public_file": args.server_key, "client_secret_file": args.client_key}
+    probe = min(PROBE_TIMEOUT, args.timeout)
+    try:
+        request(endpoint, {"command": "streams"}, timeout=probe, **keys)
+    except TimeoutError:
+        raise TimeoutError(f"no reply from {endpoint} within {probe:g}s: is `omnisift run` or `omnisift demo` "
+                           "running there? Give the `rep:` endpoint it printed with --endpoint") from None
+    reply = request(endpoint, message, timeout=args.timeout + 5.0, **keys)
     if not reply.get("ok"):
         raise ValueError(reply.get("error", "the pipeline refused the request"))
     if args.json:

@@ -10,9 +10,8 @@ HELP = "compare compressors side by side (JSON, markdown table, PNG plots)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipeline.offline.comparison import METHODS
-
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="compressors to compare (default: all of the comparison's, full first)")
     parser.add_argument("--retentions", nargs="+", type=float, default=[0.25, 0.35])
     parser.add_argument("--model", help="hub id or local path (default: the tiny random model)")
     parser.add_argument("--selector", help="OmniSIFT selector checkpoint for a base Qwen2.5-Omni model")

@@ -26,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the session in this process instead of the Ray pipeline (starts faster)")
 
 
+def first_line(args: argparse.Namespace) -> str:
+    if not args.ray:
+        return (f"omnisift demo: loading the model, then a synthetic live stream for {args.duration:g} s in this "
+                "process (--no-ray)")
+    return (f"omnisift demo: starting local Ray, then a synthetic live stream through source, encoder and model "
+            f"actors for {args.duration:g} s, with the dashboard (about 20 s to start; Ctrl-C stops)")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.ray:
         return run_ray(args)
@@ -52,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
 def demo_session(model: str):
     """The real model when its weights are on this machine, else the tiny random one with the banner."""
-    from omnisift.tiny import TINY_BANNER, resolve_model
+    from omnisift.tiny import resolve_model, tiny_banner
     from pipeline.session import OmniSession
 
     path, tiny = resolve_model(model)
     if tiny:
-        print(TINY_BANNER.format(model=model), flush=True)
+        print(tiny_banner(model), flush=True)
         return OmniSession.from_pretrained(path, window_seconds=120)
     return OmniSession.from_pretrained(path, compressor="full", window_seconds=120, local_files_only=True)
 
@@ -66,12 +74,24 @@ def run_ray(args: argparse.Namespace) -> int:
     """The demo on the Ray pipeline: local Ray, the same synthetic stream, a standing question."""
     import asyncio
 
-    from omnisift.tiny import TINY_BANNER, resolve_model
     from pipeline.cli.run import run_pipeline
     from pipeline.config import load_pipeline_config
+    from pipeline.serve.preflight import check_before_start
+
+    config = load_pipeline_config(demo_config(args, args.model, tiny=False))
+    check_before_start(config)  # a port in use or a folder that cannot be written: before the model is resolved
+    from omnisift.tiny import resolve_model, tiny_banner
 
     path, tiny = resolve_model(args.model)
-    config = load_pipeline_config({
+    if tiny:
+        print(tiny_banner(args.model), flush=True)
+    config = load_pipeline_config(demo_config(args, path, tiny))
+    # the pipeline knows the tiny model's folder as tiny (its snapshot says so); the banner is printed already
+    return asyncio.run(run_pipeline(config, args.duration, banner=False, command="demo"))
+
+
+def demo_config(args: argparse.Namespace, path: str, tiny: bool) -> dict:
+    return {
         "streams": [{"name": "demo", "source": {"type": "synthetic", "pattern": "testsrc2", "width": 320,
                                                 "height": 240, "duration": None, "realtime": True}}],
         # the tiny model carries a VGAS selector; the released 3B does not, so it gets STVP + uniform audio
@@ -85,7 +105,4 @@ def run_ray(args: argparse.Namespace) -> int:
         "history": {"path": f"{args.data}/history.sqlite3"},
         "clips": {"dir": f"{args.data}/clips"},
         "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}},
-    })
-    if tiny:
-        print(TINY_BANNER.format(model=args.model), flush=True)
-    return asyncio.run(run_pipeline(config, args.duration))
+    }

@@ -16,6 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet-stats", action="store_true", help="do not print a line per chunk")
 
 
+def first_line(args: argparse.Namespace) -> str:
+    return (f"omnisift run {args.config}: checking the config, then starting Ray, the actors and the model "
+            "(about 20 s before the first chunk)")
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.config import load_pipeline_config
 
@@ -28,15 +33,30 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(run_pipeline(config, args.duration, print_stats=not args.quiet_stats))
 
 
-async def run_pipeline(config, duration: float | None, *, print_stats: bool = True) -> int:
-    """Run until `duration` seconds pass or every stream ends; print what happens; close cleanly."""
-    from omnisift.tiny import TINY_BANNER
+async def run_pipeline(config, duration: float | None, *, print_stats: bool = True, banner: bool = True,
+                       command: str = "run") -> int:
+    """Run until `duration` seconds pass or every stream ends; print what happens; close cleanly. Ports in use
+    and places that cannot be written are refused before Ray starts. While it runs, its endpoints are
+    announced for `omnisift ask` (`pipeline.cli.running`). `banner=False`: the caller said already that the
+    model is the tiny one."""
+    from pipeline.serve.preflight import check_before_start
+
+    check_before_start(config)
+    try:
+        return await _run(config, duration, print_stats, banner, command)
+    finally:
+        _print_saved(config)
+
+
+async def _run(config, duration, print_stats, banner, command) -> int:
+    from omnisift.tiny import tiny_banner
+    from pipeline.cli.running import announced
     from pipeline.ray import OmniStream
 
     async with OmniStream(config) as stream:
         started = time.monotonic()  # the duration counts from when the pipeline is up
-        if stream.model_is_tiny:
-            print(TINY_BANNER.format(model=config.model.path), flush=True)
+        if stream.model_is_tiny and banner:
+            print(tiny_banner(config.model.path), flush=True)
         for name, endpoint in stream.endpoints.items():
             print(f"{name}: {endpoint}", flush=True)
         if "http" in stream.endpoints:
@@ -55,21 +75,37 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
                       f"encoder replica {placed['encoder']}", flush=True)
         printer = asyncio.create_task(_print_events(stream, config, print_stats))
         remaining = None if duration is None else max(0.0, duration - (time.monotonic() - started))
-        try:
-            await asyncio.wait_for(asyncio.shield(printer), remaining)
-        except TimeoutError:
-            pass
-        finally:
-            printer.cancel()
-            await asyncio.gather(printer, return_exceptions=True)
+        with announced(command, dict(stream.endpoints), [s.name for s in config.streams]):
+            try:
+                await asyncio.wait_for(asyncio.shield(printer), remaining)
+            except TimeoutError:
+                pass
+            finally:
+                printer.cancel()
+                await asyncio.gather(printer, return_exceptions=True)
         snap = stream.snapshot()
     for name, s in snap["streams"].items():
         moved = sum((s["moves"] or {}).values())
         refused = ", ".join(f"{r} {n}" for r, n in sorted(s["refused"].items()))
-        print(f"[{name}] {s['state']}: {s['chunks']} chunks, {s['dropped']} dropped, {s['lost']} lost, "
+        state = "stopped" if s["state"] in ("running", "paused") else s["state"]  # the run is over: not running
+        print(f"[{name}] {state}: {s['chunks']} chunks, {s['dropped']} dropped, {s['lost']} lost, "
               f"{s['reconnects']} reconnects, {s['gaps']} gaps" + (f", refused: {refused}" if refused else "")
               + (f", moved {moved}x off dead replicas" if moved else ""), flush=True)
     return 0
+
+
+def _print_saved(config) -> None:
+    """Where what outlives the run was written (also after Ctrl-C)."""
+    from pathlib import Path
+
+    saved = []
+    if config.history.path and Path(config.history.path).exists():
+        saved.append(f"event history {config.history.path}")
+    if config.clips.dir and Path(config.clips.dir).is_dir():
+        n = len(list(Path(config.clips.dir).glob("*.mp4")))
+        saved.append(f"{n} alert clip{'s' * (n != 1)} in {config.clips.dir}")
+    if saved:
+        print("saved: " + "; ".join(saved), flush=True)
 
 
 async def _print_events(stream, config, print_stats: bool) -> None:

@@ -31,11 +31,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in args.methods if m not in COMPRESSORS]
     if unknown:
         raise ValueError(f"unknown compressor(s) {', '.join(unknown)}; choose from {', '.join(sorted(COMPRESSORS))}")
-    from omnisift.tiny import TINY_BANNER, resolve_model
+    from omnisift.tiny import resolve_model, tiny_banner
 
     model, tiny = resolve_model(args.model)
     if tiny:  # its VGAS choices are random; the video choices still follow the content
-        print(TINY_BANNER.format(model=args.model or "no --model given:"), flush=True)
+        print(tiny_banner(args.model), flush=True)
     image, _ = visualize(str(args.video), args.methods, model, args.chunks, args.rho_video, args.rho_audio,
                          args.max_pixels)
     image.save(args.out, optimize=True)

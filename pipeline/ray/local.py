@@ -12,6 +12,13 @@ sockets of every Ray process).
 
 `allow_remote=True` starts Ray as it starts by default (the node's network address; other machines may join
 with `ray start --address`). Ray 2.60's token authentication guards those ports either way.
+
+Two warnings `ray.init` gives every such start are dropped (`_quiet_init`), because they read like
+problems and none is one here: "SIGTERM handler is not set because current thread is not the main
+thread" (`OmniStream` starts Ray from a worker thread so its event loop stays free; the handler Ray would
+set only calls `sys.exit`, and the program's own shutdown closes the actors), and "Token authentication
+is enabled ... Set RAY_AUTH_MODE=disabled to opt out" (the state docs/deployment.md asks for, with advice
+to turn it off). Every other message of those loggers passes.
 """
 
 from __future__ import annotations
@@ -47,16 +54,46 @@ def _single_machine() -> Iterator[None]:
             os.environ[CLUSTER_SWITCH] = saved_env
 
 
+# (logger, start of the message) of the two `ray.init` warnings dropped: see the module docstring
+QUIET_INIT_WARNINGS = (
+    ("ray._private.worker", "SIGTERM handler is not set because current thread is not the main thread"),
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled for this Ray"),
+)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+@contextlib.contextmanager
+def _quiet_init() -> Iterator[None]:
+    """The warnings of QUIET_INIT_WARNINGS dropped from their loggers while Ray starts."""
+    installed = [(logging.getLogger(name), _DropMessage(start)) for name, start in QUIET_INIT_WARNINGS]
+    for logger, drop in installed:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger, drop in installed:
+            logger.removeFilter(drop)
+
+
 def start_local_ray(*, num_cpus: int | None = None, allow_remote: bool = False, **init: Any) -> str:
     """Start Ray on this machine (`ray.init` with `init`, without `address`); returns the node's address.
     Loopback only unless `allow_remote`; if Ray ends up on another address anyway, says so in one warning."""
     import ray
 
-    if allow_remote:
-        ray.init(num_cpus=num_cpus, **init)
-    else:
-        with _single_machine():
+    with _quiet_init():
+        if allow_remote:
             ray.init(num_cpus=num_cpus, **init)
+        else:
+            with _single_machine():
+                ray.init(num_cpus=num_cpus, **init)
     node = ray.util.get_node_ip_address()
     if not allow_remote and not host_is_loopback(node):
         log.warning("Ray's node address is %s, not 127.0.0.1: its ports listen beyond this machine "

@@ -43,11 +43,13 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.asyncio
 
-from pipeline.config import CurveSpec
+if TYPE_CHECKING:  # not at run time: `omnisift ask` loads this module without the config's imports (torch)
+    from pipeline.config import CurveSpec
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +214,23 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def encode_request(message: dict) -> bytes:
+    """The request's bytes; one-line ValueError for one over MAX_REQUEST_BYTES (the server would drop the
+    connection unanswered)."""
+    body = json.dumps(message).encode()
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ValueError(f"request of {len(body)} bytes is too large: a pipeline takes at most {MAX_REQUEST_BYTES}"
+                         " (ask a shorter question)")
+    return body
+
+
 def request(endpoint: str, message: dict, timeout: float = 60.0, *, server_public_file: str | None = None,
             client_secret_file: str | None = None) -> dict:
     """Send one request to a pipeline's REP socket and return its reply (blocking; for `omnisift ask`).
     Raises ValueError (one line) for a request over MAX_REQUEST_BYTES (the server would drop the
     connection unanswered) or an endpoint ZeroMQ cannot use, TimeoutError when nothing answers within
     `timeout` seconds."""
-    body = json.dumps(message).encode()
-    if len(body) > MAX_REQUEST_BYTES:
-        raise ValueError(f"request of {len(body)} bytes is too large: a pipeline takes at most {MAX_REQUEST_BYTES}"
-                         " (ask a shorter question)")
+    body = encode_request(message)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
