@@ -7,7 +7,7 @@
 
 Bad input (a bad argument, a missing, undecodable or video-less file, a bad ratio or config) prints one
 `error:` line and exits 2. A command that takes a while says what it is doing first: its module's
-`first_line(args)`, printed before anything slow is imported. Ctrl-C exits 130 with one line.
+`first_line(args)`, printed on stderr before anything slow is imported. Ctrl-C exits 130 with one line.
 May import anything in the project; nothing imports it.
 """
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     command = importlib.import_module(COMMANDS[args.command])
     if hasattr(command, "first_line"):
-        print(command.first_line(args), flush=True)
+        print(command.first_line(args), file=sys.stderr, flush=True)  # stdout is for results (infer's answer)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(command, "LIGHT", False):
         _quiet_transformers()

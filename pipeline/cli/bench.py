@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the table into this BENCHMARKS.md, replacing the previous bench section")
 
 
+def first_line(args: argparse.Namespace) -> str:
+    methods = "every compressor" if args.methods is None else f"{len(args.methods)} compressor(s)"
+    return (f"omnisift bench: {methods} at {len(args.retentions)} retention(s) on "
+            f"{args.model or 'the tiny random model'}; each row prints as it finishes")
+
+
 def run(args: argparse.Namespace) -> int:
     import shlex
     import sys

@@ -15,6 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def first_line(args: argparse.Namespace) -> str:
+    return f"omnisift eval {args.config}: loading the model and the dataset's tower features, then each method"
+
+
 def run(args: argparse.Namespace) -> int:
     from omnisift.loading import DEFAULT_SYSTEM_PROMPT
     from pipeline.offline.config import EvalConfig, load_config

@@ -1,4 +1,10 @@
-"""`omnisift infer VIDEO -q QUESTION`: answer a question about a file, with token statistics."""
+"""`omnisift infer VIDEO -q QUESTION`: answer a question about a file, with token statistics.
+
+As `omnisift demo`: a model whose weights are not on this machine and cannot be downloaded (`--model
+tiny`: always) runs as the tiny random model, with the banner saying so; a `--selector` for the real
+model is then left out (the tiny model has its own). A model named by a path that is no folder is reported
+in one line instead (a mistyped folder is not replaced by a random model).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,9 @@ def ratio(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", type=Path)
     parser.add_argument("-q", "--question", required=True)
-    parser.add_argument("--model", default="Qwen/Qwen2.5-Omni-7B", help="hub id or local path")
+    parser.add_argument("--model", default="Qwen/Qwen2.5-Omni-7B",
+                        help="hub id or local path; tiny: the tiny random model (also used when the weights are "
+                             "not on this machine and cannot be downloaded)")
     parser.add_argument("--selector", help="separate selector checkpoint for a base Qwen2.5-Omni model")
     parser.add_argument("--compressor", default="omnisift")
     ratios = parser.add_mutually_exclusive_group()
@@ -35,18 +43,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype")
 
 
+def first_line(args: argparse.Namespace) -> str:
+    return f"omnisift infer: checking {args.video}, loading {args.model}, then reading the file chunk by chunk"
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.messages import check_question
     from pipeline.offline.infer import check_video_file, infer_file
-    from pipeline.session import OmniSession
 
     check_question(args.question)  # an empty or huge question is refused before anything loads
     if not args.video.exists():
         raise FileNotFoundError(f"{args.video}: no such file")
     check_video_file(args.video)
+    from omnisift.tiny import resolve_model, tiny_banner
+    from pipeline.session import OmniSession
+
+    model, tiny = resolve_model(args.model, download=True)
+    selector = args.selector
+    if tiny:
+        print(tiny_banner(args.model), file=sys.stderr, flush=True)
+        if selector:
+            print(f"--selector {selector} is left out: it belongs to the real model; the tiny model has its own",
+                  file=sys.stderr, flush=True)
+            selector = None
     session = OmniSession.from_pretrained(
-        args.model, compressor=args.compressor, retention=args.retention, rho_video=args.rho_video,
-        rho_audio=args.rho_audio, selector=args.selector, device=args.device, dtype=args.dtype,
+        model, compressor=args.compressor, retention=args.retention, rho_video=args.rho_video,
+        rho_audio=args.rho_audio, selector=selector, device=args.device, dtype=args.dtype,
         min_pixels=args.min_pixels, max_pixels=args.max_pixels,
     )
     result = infer_file(session, args.video, args.question, max_new_tokens=args.max_new_tokens)

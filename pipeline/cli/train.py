@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def first_line(args: argparse.Namespace) -> str:
+    return f"omnisift train {args.config}: loading the config, the model and the dataset's tower features"
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.offline.config import TrainConfig, load_config
 

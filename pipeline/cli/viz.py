@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", type=Path, default=Path("kept.png"))
 
 
+def first_line(args: argparse.Namespace) -> str:
+    return (f"omnisift viz: running {len(args.methods)} compressors over the first {args.chunks} chunks of "
+            f"{args.video}, then drawing {args.out}")
+
+
 def run(args: argparse.Namespace) -> int:
     from operators.compress import COMPRESSORS
     from pipeline.viz import visualize

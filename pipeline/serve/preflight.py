@@ -63,20 +63,24 @@ def _check_port(field: str, host: str, port: int) -> None:
             raise ValueError(f"{field} {port} on {host}: cannot listen there ({err.strerror})") from None
 
 
-def _check_folder(field: str, folder: Path) -> None:
+def _check_folder(field: str, folder: Path, shown: Path | None = None) -> None:
     """The folder exists or can be made, and a file can be created in it (the real test, root or not)."""
+    shown = folder if shown is None else shown
+    in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise ValueError(f"{field} {shown}: cannot write there ({in_the_way} is a file, not a folder)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise ValueError(f"{field} {folder}: cannot write there ({err.strerror or err})") from None
+        raise ValueError(f"{field} {shown}: cannot write there ({err.strerror or err})") from None
 
 
 def _check_file(field: str, path: Path) -> None:
     if path.is_dir():
         raise ValueError(f"{field} {path}: is a folder; give a file path (e.g. {path / 'history.sqlite3'})")
-    _check_folder(field, path.parent)
+    _check_folder(field, path.parent, shown=path)
     if path.exists():
         try:
             with open(path, "ab"):

@@ -54,7 +54,8 @@ def test_run_prints_answers_alerts_and_lag_then_stops_and_leaves_nothing(tiny_mo
     assert any(ln.startswith("[cam] chunk") and "lag" in ln and "dropped" in ln for ln in lines), out.stdout
     assert any(ln.startswith("[cam] ALERT p(yes)=") and "lag" in ln for ln in lines), out.stdout
     assert any(ln.startswith("[cam] A: ") and "lag" in ln for ln in lines), out.stdout
-    assert lines[-1].startswith("[cam] running:") and " dropped, 0 lost, " in lines[-1], lines[-1]
+    assert lines[-2].startswith("[cam] stopped:") and " dropped, 0 lost, " in lines[-2], lines[-2]
+    assert lines[-1].startswith(f"saved: event history {tmp_path / 'history.sqlite3'}; "), lines[-1]
     assert any(ln.startswith("rep: tcp://127.0.0.1:") for ln in lines)
     assert any(ln.startswith("dashboard: http://127.0.0.1:") for ln in lines), out.stdout
     deadline = time.monotonic() + 15
@@ -130,16 +131,51 @@ def test_run_without_streams_and_without_http_is_refused_before_ray_starts(tmp_p
 
 def test_demo_runs_the_ray_pipeline_on_the_tiny_model_and_stops(tmp_path, ray_tmp):
     """The README's main command: local Ray, a synthetic live stream, the tiny model with its banner, the
-    dashboard's URL."""
-    out = _run(["demo", "--duration", "6", "--every", "2", "--model", "no-such-org/no-such-model", "--http-port", "0",
-                "--data", str(tmp_path)], RAY_TMPDIR=ray_tmp)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "TINY RANDOM model" in out.stdout
-    lines = out.stdout.splitlines()
-    assert any(ln.startswith("[demo] chunk") and "kept video" in ln and "lag" in ln for ln in lines), out.stdout
-    assert any(ln.startswith("[demo] A: ") for ln in lines), out.stdout
-    assert any(ln.startswith("dashboard: http://127.0.0.1:") for ln in lines), out.stdout
-    assert (tmp_path / "history.sqlite3").is_file()
+    dashboard's URL. Its first line says what it does before anything else (Ray's two misleading warnings
+    are gone); while it runs, `omnisift ask` with no endpoint finds it and the dashboard's API says the model
+    is the tiny one; when it has stopped, its last lines say stopped (not running) and what was saved."""
+    import json
+    import urllib.request
+
+    runtime = tmp_path / "runtime"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": ray_tmp, "OMNISIFT_RUNTIME_DIR": str(runtime)}
+    errors = tmp_path / "stderr.txt"
+    with open(errors, "w") as err_file:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "demo", "--duration", "6", "--every", "2",
+                                 "--model", "no-such-org/no-such-model", "--http-port", "0",
+                                 "--data", str(tmp_path / "data")],
+                                stdout=subprocess.PIPE, stderr=err_file, text=True, env=env)
+        try:
+            lines = []
+            for line in proc.stdout:  # bounded: the demo stops after --duration (and the test's timeout)
+                lines.append(line.rstrip("\n"))
+                if line.startswith("dashboard: "):
+                    break
+            asked = subprocess.run([sys.executable, "-m", "pipeline.cli", "ask", "What is on screen?"],
+                                   capture_output=True, text=True, timeout=60, env=env)
+            api = next(ln.split()[1] for ln in lines if ln.startswith("http: "))
+            with urllib.request.urlopen(api + "api/streams", timeout=30) as reply:
+                streams = json.loads(reply.read())
+            lines += proc.communicate(timeout=120)[0].splitlines()
+        finally:
+            proc.kill()
+            proc.wait()
+    stderr = errors.read_text()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert stderr.startswith("omnisift demo: starting local Ray"), stderr[:500]
+    assert "SIGTERM handler is not set" not in stderr and "Token authentication is enabled" not in stderr, stderr
+    out = "\n".join(lines)
+    assert "TINY RANDOM model" in out
+    assert asked.returncode == 0 and asked.stderr.startswith("[demo] media "), asked.stderr
+    assert streams["model_is_tiny"] is True
+    assert any(ln.startswith("[demo] chunk") and "kept video" in ln and "lag" in ln for ln in lines), out
+    assert any(ln.startswith("[demo] A: ") for ln in lines), out
+    assert any(ln.startswith("dashboard: http://127.0.0.1:") for ln in lines), out
+    assert lines[-2].startswith("[demo] stopped: ") and "running" not in lines[-2], out
+    assert lines[-1].startswith(f"saved: event history {tmp_path}/data/history.sqlite3; "), out
+    assert lines[-1].endswith(f" in {tmp_path}/data/clips"), out
+    assert (tmp_path / "data" / "history.sqlite3").is_file()
+    assert not list(runtime.glob("*.json")), "the demo left its runtime file behind"
 
 
 def test_demo_without_ray_runs_the_session_in_process():
