@@ -43,10 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype")
 
 
-def first_line(args: argparse.Namespace) -> str:
-    return f"omnisift infer: checking {args.video}, loading {args.model}, then reading the file chunk by chunk"
-
-
 def run(args: argparse.Namespace) -> int:
     from pipeline.messages import check_question
     from pipeline.offline.infer import check_video_file, infer_file
@@ -55,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.video.exists():
         raise FileNotFoundError(f"{args.video}: no such file")
     check_video_file(args.video)
+    # the first line once the quick checks passed (a bad input is then the only line), before the slow part
+    print(f"omnisift infer: loading {args.model}, then reading {args.video} chunk by chunk", file=sys.stderr,
+          flush=True)
     from omnisift.tiny import resolve_model, tiny_banner
     from pipeline.session import OmniSession
 

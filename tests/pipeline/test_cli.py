@@ -58,7 +58,8 @@ def test_infer_bad_input_is_one_line_and_exit_2(tiny_model_path, tmp_path, case)
     assert result.returncode == 2
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len([line for line in lines if "Traceback" in line]) == 0
-    assert lines[-1].startswith("error:") or "usage:" in result.stderr
+    assert lines[-1].startswith("error:") and "usage:" not in result.stderr
+    assert len([line for line in lines if line.startswith("error:")]) == 1
 
 
 @pytest.mark.parametrize(("question", "says"), [
@@ -85,15 +86,37 @@ def test_infer_checks_the_file_before_the_model_loads(tmp_path, capsys, case):
     assert err.startswith("error:") and path.name in err and "no-model" not in err
 
 
-def test_infer_with_a_model_that_is_nowhere_names_it_in_one_line(tmp_path):
+def test_infer_with_a_folder_that_is_nowhere_names_it_in_one_line(tmp_path):
+    """A path that is no folder is a mistyped model, reported, never replaced by the tiny random one."""
     import os
 
     clip = write_clip(tmp_path / "ok.mp4", seconds=2.0)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty hub cache, no network
+    model = tmp_path / "runs" / "final" / "model"
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", "infer", str(clip), "-q", "x", "--model",
-                             "no-such-org/no-such-model"], capture_output=True, text=True, timeout=300, env=env)
+                             str(model)], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 2
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert lines == ["error: no-such-org/no-such-model: not a local folder, and not found on the Hugging Face hub "
-                     "(LocalEntryNotFoundError); give a folder holding the weights (config.json, *.safetensors) "
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("omnisift infer: ")]
+    assert lines == [f"error: {model}: not a local folder, and not found on the Hugging Face hub "
+                     "(HFValidationError); give a folder holding the weights (config.json, *.safetensors) "
                      "or a hub id this machine can download"], result.stderr
+
+
+@pytest.mark.parametrize("model", ["tiny", "no-such-org/no-such-model"])
+def test_infer_without_the_weights_runs_the_tiny_model_with_the_demo_banner(tmp_path, capsys, model):
+    """The README's infer command on a machine without the weights: the tiny random model, said as the demo
+    says it; a selector for the real model is left out (the missing file here would fail otherwise)."""
+    from omnisift.tiny import tiny_banner
+
+    clip = write_clip(tmp_path / "clip.mp4", seconds=3.0)
+    assert main(["infer", str(clip), "-q", "What is the person holding?", "--model", model, "--selector",
+                 str(tmp_path / "omnisift_vgas.safetensors"), "--retention", "0.25", "--max-new-tokens", "2"]) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0] == f"omnisift infer: loading {model}, then reading {clip} chunk by chunk"
+    banner = tiny_banner(model)
+    assert "\n".join(lines[1:1 + len(banner.splitlines())]) == banner
+    head = "--model tiny" if model == "tiny" else f"{model} weights are not on this machine"
+    assert banner.splitlines()[1] == f"{head}: running the TINY RANDOM model."
+    assert "is left out: it belongs to the real model" in err
+    assert "2 chunks" in lines[-1] and out.strip() != ""

@@ -55,7 +55,7 @@ def test_the_first_line_of_each_long_command_needs_no_heavy_import(tmp_path):
 import importlib, json, sys
 from pipeline.cli import COMMANDS, build_parser
 lines = {{}}
-for argv in (["demo"], ["demo", "--no-ray"], ["run", "c.yaml"], ["infer", "a.mp4", "-q", "x"], ["bench"],
+for argv in (["demo"], ["demo", "--no-ray"], ["run", "c.yaml"], ["bench"],
              ["viz", "a.mp4"], ["train", "c.yaml"], ["eval", "c.yaml"]):
     args = build_parser().parse_args(argv)
     lines[" ".join(argv)] = importlib.import_module(COMMANDS[args.command]).first_line(args)
