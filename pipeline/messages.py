@@ -185,6 +185,7 @@ class Answer:
     lag: float  # seconds between that chunk's capture and the answer
     latency: float  # seconds the model spent answering
     chunks_in_context: int
+    end: str = "stop"  # why the answer ended: "stop" (the model ended it) or "length" (max_new_tokens cut it)
 
     def to_json(self) -> dict:
         return {"type": "answer", **asdict(self)}

@@ -145,7 +145,7 @@ class ModelWorker:
             generation["max_new_tokens"] = self.spec.max_new_tokens
         job = self.scheduler.ask(stream, ctx.session, question, settings or GenerationSettings.of(**generation))
         text = job.future.result()
-        return self._answer(ctx, stream, question, text, time.perf_counter() - started)
+        return self._answer(ctx, stream, question, text, time.perf_counter() - started, job.end)
 
     def yes_probability(self, stream: str, question: str) -> float:
         """p("Yes") / (p("Yes") + p("No")) as the answer to `question` on the live context."""
@@ -155,12 +155,13 @@ class ModelWorker:
         yes, no = job.future.result()
         return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, no - yes))))
 
-    def _answer(self, ctx: _StreamContext, stream: str, question: str, text: str, latency: float) -> Answer:
+    def _answer(self, ctx: _StreamContext, stream: str, question: str, text: str, latency: float,
+                end: str | None = None) -> Answer:
         m = ctx.last_meta
         media = None if m is None else m.start + m.duration
         lag = 0.0 if m is None else max(0.0, time.time() - m.capture_time)
         chunks = 0 if ctx.session.context is None else len(ctx.session.context.chunks)
-        return Answer(stream, question, text, media, lag, latency, chunks)
+        return Answer(stream, question, text, media, lag, latency, chunks, str(end or "stop"))
 
     def kept_layout(self, stream: str) -> KeptLayout | None:
         """What was kept of the stream's newest chunk in the context, for the dashboard's picture. Kept
@@ -179,7 +180,8 @@ class ModelWorker:
             yield from job.pieces()
         finally:
             job.cancel()  # the consumer went away (or the answer ended: then this does nothing)
-        yield self._answer(ctx, stream, question, job.future.result(), time.perf_counter() - started)
+        text = job.future.result()
+        yield self._answer(ctx, stream, question, text, time.perf_counter() - started, job.end)
 
     def remove(self, stream: str) -> None:
         with self._lock:

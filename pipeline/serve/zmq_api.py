@@ -3,7 +3,7 @@
 PUB (`zmq.pub`): two-frame messages `[topic, json]`, topic one of `answer`, `watch`, `alert`, `stats`,
 `stream`, `source`. Every JSON object has `type` (= topic) and `stream`; the rest by type:
 
-    answer  {question, text, media_time, lag, latency, chunks_in_context}
+    answer  {question, text, media_time, lag, latency, chunks_in_context, end}   (end: "stop" or "length")
     watch   {question, index, media_time, p_yes, alert, lag, watch_id}   (every evaluation)
     alert   the same fields, only when p_yes >= the watch's threshold, and `clip` (its file name, when
             alert clips are on: GET /api/clips/<clip> over HTTP)

@@ -78,6 +78,7 @@ class AnswerJob(Job):
     deadline: float | None = None  # on time.monotonic(), set at submit from settings.timeout
     decoder: AnswerDecoder | None = None
     cancelled: bool = False
+    end: AnswerEnd | None = field(default=None, init=False)  # why it ended; set before its future resolves
     text: list[str] = field(default_factory=list, init=False)  # the pieces so far
     _pieces: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, init=False)
 
@@ -295,6 +296,7 @@ class ModelScheduler:
         c.tokens += steps
         c.timed_out += end is AnswerEnd.TIMEOUT
         c.cancelled += end is AnswerEnd.CANCELLED
+        job.end = end
         if end is AnswerEnd.TIMEOUT:
             self._done(job, error=AnswerTimeout(
                 f"answer stopped at its {job.settings.timeout:g}s timeout after {steps} tokens"))

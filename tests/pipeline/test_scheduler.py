@@ -129,6 +129,18 @@ def test_a_cancelled_answer_ends_at_the_next_step_with_its_text_so_far(model):
     assert len(a.context) == before and scheduler.counters.cancelled == 1
 
 
+@pytest.mark.parametrize("model_ends", [False, True])
+def test_an_answer_says_whether_the_model_or_max_new_tokens_ended_it(model, monkeypatch, model_ends):
+    if model_ends:  # every token ends an answer: the model ends it at its first token
+        vocab = model.thinker.get_input_embeddings().num_embeddings
+        monkeypatch.setattr("pipeline.session.session.stop_ids", lambda *_: set(range(vocab)))
+    a, _ = stream(model, 9)
+    scheduler = ModelScheduler()
+    job = scheduler.ask("a", a, QUESTION, GenerationSettings(max_new_tokens=3))
+    run_until(scheduler, job.future.done)
+    assert (job.end, job.decoder.steps) == (("stop", 1) if model_ends else ("length", 3))
+
+
 def test_a_failing_call_fails_its_own_job_and_the_others_go_on(model):
     (a, _), (b, b_chunks) = stream(model, 9), stream(model, 10)
     scheduler = ModelScheduler()

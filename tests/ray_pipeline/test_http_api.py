@@ -189,7 +189,7 @@ async def test_the_openai_client_asks_a_stream_by_name(live):
     await client.close()
     assert reply.object == "chat.completion" and reply.model == "cam"
     assert reply.choices[0].message.role == "assistant" and isinstance(reply.choices[0].message.content, str)
-    assert reply.choices[0].finish_reason == "stop"
+    assert reply.choices[0].finish_reason in ("stop", "length")  # which, exactly: tests/serve/test_openai_finish.py
     recorded = await _history(live, kind="answer", question="Describe the picture.")
     assert recorded["text"] == reply.choices[0].message.content  # the answer the pipeline emitted
 
@@ -204,7 +204,7 @@ async def test_the_openai_client_streams_chunks_that_join_to_the_answer(live):
         parts.append(chunk.choices[0].delta.content or "")
         finish = chunk.choices[0].finish_reason or finish
     await client.close()
-    assert finish == "stop"
+    assert finish in ("stop", "length")
     recorded = await _history(live, kind="answer", question="Colours?")
     assert "".join(parts) == recorded["text"]
 

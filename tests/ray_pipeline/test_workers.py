@@ -64,7 +64,7 @@ def test_source_worker_policy_overrides_apply_to_live_sources_only(av_file):
         fast.close()
 
 
-def test_encoder_then_model_worker_answer_with_lag_and_media_time(av_file, loaded):
+def test_encoder_then_model_worker_answer_with_lag_and_media_time(av_file, loaded, monkeypatch):
     spec = {"path": "unused", "max_new_tokens": 3, "rho_video": 0.5, "rho_audio": 0.3}
     enc, model = EncoderWorker(spec, model=loaded), ModelWorker(spec, model=loaded)
     src = SourceWorker("cam", {"type": "file", "path": str(av_file)})
@@ -82,6 +82,13 @@ def test_encoder_then_model_worker_answer_with_lag_and_media_time(av_file, loade
     assert all(s.audio_after < s.audio_before and s.video_after < s.video_before for s in stats)
     answer = model.ask("cam", "What is on screen?")
     assert answer.media_time == 6.0 and answer.lag >= 0 and answer.chunks_in_context == 3
+    # why it ended: max_new_tokens cut it (no token ends an answer) or the model ended it (every token does)
+    monkeypatch.setattr("pipeline.session.session.stop_ids", lambda *_: set())
+    cut = model.ask("cam", "What is on screen?", max_new_tokens=2)
+    monkeypatch.setattr("pipeline.session.session.stop_ids", lambda *_: set(range(len(loaded.processor.tokenizer))))
+    ended = model.ask("cam", "What is on screen?", max_new_tokens=2)
+    monkeypatch.undo()
+    assert (cut.end, ended.end, ended.text) == ("length", "stop", "")
     p = model.yes_probability("cam", "Is it bright?")
     assert 0.0 < p < 1.0 and not math.isnan(p)
     # a fresh worker (what a restarted actor is) starts the stream's context afresh

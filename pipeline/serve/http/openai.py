@@ -102,10 +102,15 @@ def router(api: PipelineAPI) -> APIRouter:
         answer = await api.ask(question, body.model, timeout=body.timeout, **body.settings())
         return {"id": cid, "object": "chat.completion", "created": created, "model": body.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                             "finish_reason": "stop", "logprobs": None}],
+                             "finish_reason": _finish_reason(answer), "logprobs": None}],
                 "usage": None, "omnisift": _extra(answer)}
 
     return r
+
+
+def _finish_reason(answer: Answer) -> str:
+    """OpenAI's meaning: "length" when max_tokens cut the answer, "stop" when the model ended it."""
+    return "length" if answer.end == "length" else "stop"
 
 
 def _extra(answer: Answer) -> dict:
@@ -127,7 +132,7 @@ async def _chunks(cid: str, created: int, model: str, first: str | Answer,
         while not isinstance(item, Answer):
             yield chunk({"content": item})
             item = await anext(rest)
-        yield chunk({}, "stop", omnisift=_extra(item))
+        yield chunk({}, _finish_reason(item), omnisift=_extra(item))
     except StopAsyncIteration:
         yield chunk({}, "stop")
     except Exception as e:  # noqa: BLE001 - already 200: the failure is the last event
