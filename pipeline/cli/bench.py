@@ -38,8 +38,19 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from operators.compress import COMPRESSORS
-    from pipeline.offline.comparison import BenchConfig, run_bench, update_benchmarks_md, write_outputs
+    from pipeline.offline.comparison import (
+        METHODS,
+        BenchConfig,
+        results_of,
+        run_bench,
+        table_head,
+        table_row,
+        update_benchmarks_md,
+        write_outputs,
+    )
 
+    if args.methods is None:
+        args.methods = list(METHODS)
     unknown = [m for m in args.methods if m not in COMPRESSORS]
     if unknown:
         raise ValueError(f"unknown compressor(s) {', '.join(unknown)}; choose from {', '.join(sorted(COMPRESSORS))}")
@@ -47,10 +58,22 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--chunks must be at least 2, got {args.chunks}")
     config = BenchConfig(tuple(args.methods), tuple(args.retentions), args.model, args.selector, args.dtype,
                          args.chunks, args.size, args.window, args.tokens_per_frame, args.reps, args.tower_layers)
-    results = run_bench(config)
-    paths = write_outputs(results, args.out)
+    started = results_of(config, [])  # the machine as the run starts: the caption printed now and written later
+    print("\n".join(table_head(started)), flush=True)
+    rows: list[dict] = []
+    try:
+        results = run_bench(config, on_row=lambda row: print(table_row(row), flush=True), rows=rows)
+    except KeyboardInterrupt:
+        total = len(config.methods) * len(config.retentions)
+        if not rows:
+            print(f"interrupted before the first row finished: nothing written to {args.out}", flush=True)
+        else:
+            paths = write_outputs({**results_of(config, rows), "machine": started["machine"]}, args.out)
+            print(f"interrupted: {len(rows)} of {total} rows finished, written to " + ", ".join(map(str, paths)),
+                  flush=True)
+        raise
+    paths = write_outputs({**results, "machine": started["machine"]}, args.out)
     table = (args.out / "baselines.md").read_text()
-    print(table)
     if args.benchmarks_md:
         update_benchmarks_md(args.benchmarks_md, table, "omnisift " + shlex.join(sys.argv[1:]))
     print("wrote " + ", ".join(str(p) for p in paths))

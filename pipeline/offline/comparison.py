@@ -134,8 +134,10 @@ def live_stream(name: str, retention: float, model, config: BenchConfig) -> dict
     }
 
 
-def run_bench(config: BenchConfig) -> dict:
-    """Every method at every retention, side by side; returns the JSON-able results."""
+def run_bench(config: BenchConfig, on_row=None, rows: list | None = None) -> dict:
+    """Every method at every retention, side by side; returns the JSON-able results. `on_row(row)` is called
+    as each row finishes; `rows` (a list of the caller's) receives them too, so what finished before an
+    interruption can still be written (`results_of`)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -146,7 +148,7 @@ def run_bench(config: BenchConfig) -> dict:
     torch.manual_seed(0)
     selector = VisionGuidedAudioSelector(D_MODEL).eval()
     tower = audio_tower_7b(config.tower_layers) if "omnizip" in config.methods else None
-    rows = []
+    rows = [] if rows is None else rows
     for retention in config.retentions:
         full_prefill = None
         for name in sorted(config.methods, key=lambda m: m != "full"):  # full first: the reference
@@ -157,13 +159,27 @@ def run_bench(config: BenchConfig) -> dict:
                 full_prefill = row["live"]["prefill_ms"]
             row["prefill_saved"] = None if full_prefill is None else 1 - row["live"]["prefill_ms"] / full_prefill
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return results_of(config, rows)
+
+
+def results_of(config: BenchConfig, rows: list[dict]) -> dict:
+    """The JSON-able results of the rows finished so far."""
     return {"machine": machine(), "model": config.model or "tiny random Qwen2.5-Omni",
             "config": {k: v for k, v in config.__dict__.items() if k != "extra"}, "rows": rows}
 
 
 def markdown_table(results: dict) -> str:
+    lines = table_head(results)
+    lines += [table_row(r) for r in results["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def table_head(results: dict) -> list[str]:
+    """The caption and column heads of the table (what `omnisift bench` prints before the first row)."""
     c = results["config"]
-    lines = [
+    return [
         (f"Compressors side by side ({results['model']}, live stream of {c['chunks']} chunks at "
          f"{c['size']}x{c['size']}, "
         f"window {c['window_seconds']} s; cost at D=3584 with {c['tokens_per_frame']} tokens/frame, median of "
@@ -175,16 +191,19 @@ def markdown_table(results: dict) -> str:
          "| prefill saved | RTF | cache tokens (end) | 7B KV MiB (end) |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results["rows"]:
-        live, cost = r["live"], r["cost_7b"]
-        saved = "-" if r["prefill_saved"] is None or r["method"] == "full" else f"{r['prefill_saved']:.0%}"
-        end = live["cache_tokens"][-1]
-        lines.append(
-            f"| {r['method']} | {r['retention']:.0%} | {live['kept']:.1%} | {live['video_per_chunk'][0]:.1f}/"
+
+
+def table_row(r: dict) -> str:
+    """One row of the table. `full` keeps everything whatever the retention it was run beside, so its
+    target is 100%."""
+    live, cost = r["live"], r["cost_7b"]
+    saved = "-" if r["prefill_saved"] is None or r["method"] == "full" else f"{r['prefill_saved']:.0%}"
+    target = 1.0 if r["method"] == "full" else r["retention"]
+    end = live["cache_tokens"][-1]
+    return (f"| {r['method']} | {target:.0%} | {live['kept']:.1%} | {live['video_per_chunk'][0]:.1f}/"
             f"{live['video_per_chunk'][1]} | {live['audio_per_chunk'][0]:.1f}/{live['audio_per_chunk'][1]} | "
             f"{cost['ms']:.2f} | {live['prefill_ms']:.1f} | {saved} | {live['rtf']:.3f} | {end} | "
             f"{end * KV_BYTES_PER_TOKEN_7B / 2**20:.0f} |")
-    return "\n".join(lines) + "\n"
 
 
 def plot(results: dict, out: Path) -> list[Path]:

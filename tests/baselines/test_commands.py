@@ -19,13 +19,41 @@ def test_bench_writes_the_side_by_side_table_json_and_plots(tmp_path, capsys):
     table = (tmp_path / "baselines.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     assert [r.split("|")[1].strip() for r in rows] == methods
-    assert table in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert table in out  # printed row by row as each finished: the same table
+    full = next(r for r in rows if r.split("|")[1].strip() == "full")
+    assert full.split("|")[2].strip() == "100%"  # full keeps everything, whatever the retention beside it
+    assert {r.split("|")[2].strip() for r in rows if r is not full} == {"35%"}
     results = json.loads((tmp_path / "baselines.json").read_text())
     assert {r["method"] for r in results["rows"]} == set(methods)
     for r in results["rows"]:
         assert r["cost_7b"]["video"][1] == 32 and r["live"]["rtf"] > 0 and len(r["live"]["cache_tokens"]) == 2
     for png in ("latency_vs_retention.png", "memory_vs_time.png"):
         assert Image.open(tmp_path / png).size[0] > 100
+
+
+def test_bench_prints_each_row_as_it_finishes_and_ctrl_c_writes_the_rows_done(tmp_path, capsys, monkeypatch):
+    import pipeline.offline.comparison as comparison
+
+    real, seen = comparison.live_stream, []
+
+    def live_stream(name, *args):
+        seen.append((name, capsys.readouterr().out))  # what was printed when this row started
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third row
+        return real(name, *args)
+
+    monkeypatch.setattr(comparison, "live_stream", live_stream)
+    assert main(["bench", "--methods", "full", "random", "omnisift", "--chunks", "2", "--size", "112", "--window",
+                 "4", "--reps", "1", "--tokens-per-frame", "16", "--retentions", "0.35", "--out", str(tmp_path)]) == 130
+    out = capsys.readouterr().out
+    assert [name for name, _ in seen] == ["full", "random", "omnisift"]
+    assert seen[0][1].splitlines()[-1].startswith("|---")  # the table's head came first
+    assert seen[1][1].startswith("| full | 100% |") and seen[2][1].startswith("| random | 35% |")
+    written = [str(tmp_path / name) for name in ("baselines.json", "baselines.md", "latency_vs_retention.png",
+                                                  "memory_vs_time.png")]
+    assert out == f"interrupted: 2 of 3 rows finished, written to {', '.join(written)}\n"
+    assert [r["method"] for r in json.loads((tmp_path / "baselines.json").read_text())["rows"]] == ["full", "random"]
 
 
 def test_bench_regenerates_its_section_of_benchmarks_md_and_keeps_the_rest(tmp_path):
