@@ -3,9 +3,10 @@
 One row per method: the frames of a few chunks (one picture per visual frame, i.e. the first of the
 two frames of each 1-second temporal patch) at the model's resized aspect, each merged token a
 `CELL`-pixel cell; kept cells keep their pixels and get a one-pixel border in `KEPT` (pure green),
-dropped cells are dimmed. Under the frames, the chunks' waveform and one bar cell per audio token
-(40 ms): `KEPT` when kept, light grey when dropped. `render` returns the layout it drew, so tests can
-check the overlay from pixels.
+dropped cells are dimmed. Under the frames, the chunks' waveform (dark grey, min/max per pixel column: a
+steady tone fills it as a solid band) and one bar cell per audio token (40 ms): `KEPT` when kept, light
+grey when dropped. Each row's label column names the three parts, and a legend under the rows says what
+the colours mean. `render` returns the layout it drew, so tests can check the overlay from pixels.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ WAVE_H, BAR_H = 28, 8
 KEPT = (0, 255, 0)
 DROPPED_BAR = (200, 200, 200)
 DIM = 0.3
+TEXT_H = 12
+LEGEND = ("frames: green border = patch kept, dimmed = patch dropped",
+          "waveform: the audio (dark grey); bar: one cell per 40 ms audio token, green = kept, grey = dropped")
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ def render(frames: list[np.ndarray], audio: list[np.ndarray], kept: dict[str, li
     strip_w = len(frames) * steps * (tile_w + GAP) - GAP
     tokens = len(frames) * n_audio
     row_h = tile_h + GAP + WAVE_H + BAR_H + 3 * GAP
-    canvas = np.full((len(kept) * row_h + GAP, LABEL + strip_w + GAP, 3), 255, dtype=np.uint8)
+    legend_y = len(kept) * row_h + GAP
+    canvas = np.full((legend_y + len(LEGEND) * TEXT_H + GAP, LABEL + strip_w + GAP, 3), 255, dtype=np.uint8)
     layout: dict = {"tiles": [], "bars": {}, "cell": CELL, "grid": grid_hw, "steps": steps, "tokens": tokens,
                     "kept": kept}
     wave = np.concatenate(audio) if audio else np.zeros(1, np.float32)
@@ -88,7 +93,13 @@ def render(frames: list[np.ndarray], audio: list[np.ndarray], kept: dict[str, li
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
     for m, method in enumerate(kept):
-        draw.text((4, GAP + m * row_h + 4), method, fill=(0, 0, 0))
+        y0 = GAP + m * row_h
+        draw.text((4, y0 + 4), method, fill=(0, 0, 0))
+        draw.text((4, y0 + tile_h + GAP + WAVE_H // 2 - 5), "waveform", fill=(90, 90, 90))
+        draw.text((4, y0 + tile_h + 2 * GAP + WAVE_H - 2), "audio kept", fill=(90, 90, 90))
+    for i, line in enumerate(LEGEND):
+        draw.text((4, legend_y + i * TEXT_H), line, fill=(0, 0, 0))
+    layout["legend"] = (legend_y, LEGEND)
     return image, layout
 
 

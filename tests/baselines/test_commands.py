@@ -85,6 +85,10 @@ def test_viz_overlay_is_exactly_over_kept_patches_and_kept_audio_tokens(tmp_path
     assert np.array_equal(saved, np.asarray(image))  # the command wrote this picture
     rows, cols = layout["grid"]
     green = np.all(saved == KEPT, axis=-1)
+    legend_y, legend = layout["legend"]  # under the rows, the legend says what the grey waveform band and bar are
+    assert all(y + h <= legend_y for (_, y, _, h, _) in layout["bars"].values())
+    assert "waveform" in legend[1] and "green = kept" in legend[1] and "dimmed" in legend[0]
+    assert saved[legend_y:].min() < 100 and not green[legend_y:].any()  # drawn text, no false "kept" pixels
     total_kept = 0
     for tile in layout["tiles"]:
         comp = layout["kept"][tile.method][tile.chunk]
