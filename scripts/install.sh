@@ -32,18 +32,27 @@ python=${PYTHON:-python3}
 
 stamp="$venv/.omnisift-lock"
 want="$(sha256sum "$lock" pyproject.toml | sha256sum | cut -c1-16) $lock"
+# Long steps say what they do first. In a terminal pip shows its own progress (a bar per download); piped
+# or in CI it stays quiet (-q) and the lines below are the log.
+if [ -t 1 ]; then progress=(); else progress=(-q); fi
 if [ "$fresh" = 1 ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "install.sh: creating $venv and installing $lock: the first time about 4.6 GB to download (torch with"
+    echo "  its CUDA libraries), several minutes; pip caches it, so later installs take about two minutes"
+    started=$SECONDS
     rm -rf "$venv"
     "$python" -m venv "$venv"
     # The lock pins every package with its hashes; the project itself goes in without dependencies and
     # without build isolation, so nothing outside the lock is resolved or fetched.
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+    "$venv/bin/python" -m pip install "${progress[@]}" --disable-pip-version-check --require-hashes -r "$lock"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
     echo "$want" > "$stamp"
+    echo "install.sh: $lock installed into $venv in $((SECONDS - started)) s"
 fi
 if [ "$gpu" = 1 ]; then
+    echo "install.sh: compiling FlashAttention-2 against the installed torch (tens of minutes; MAX_JOBS bounds memory)"
     # compiles against the torch installed above, hence no build isolation
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-build-isolation \
-        -r requirements/gpu.lock
+    "$venv/bin/python" -m pip install "${progress[@]}" --disable-pip-version-check --require-hashes \
+        --no-build-isolation -r requirements/gpu.lock
 fi
+echo "install.sh: checking that the installed packages load together"
 "$venv/bin/python" scripts/check_env.py
