@@ -41,7 +41,13 @@ class UsageError(ValueError):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a refused argument raised as `UsageError` naming the command and where its help is."""
+    """argparse, with a refused argument raised as `UsageError` naming the command and where its help is.
+    Flags are taken whole, never by a prefix (`--stream` is not `--stream-name`): a command written today
+    (the README's included) cannot silently bind to another flag after a rename."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # argparse calls it for any refused argument
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
