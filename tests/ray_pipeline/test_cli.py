@@ -124,8 +124,11 @@ def test_run_without_streams_and_without_http_is_refused_before_ray_starts(tmp_p
     path = tmp_path / "empty.yaml"
     path.write_text(yaml.safe_dump({"streams": [], "http": {"port": None}}))
     assert main(["run", str(path), "--duration", "1"]) == 2
-    assert capsys.readouterr().err == (f"error: {path}: no streams, and no HTTP API (http.port) to add them while "
-                                       "running: list at least one under 'streams'\n")
+    assert capsys.readouterr().err.splitlines() == [  # the command's first line, then the one error line
+        f"omnisift run {path}: checking the config, then starting Ray, the actors and the model (about 20 s before "
+        "the first chunk)",
+        f"error: {path}: no streams, and no HTTP API (http.port) to add them while running: list at least one under "
+        "'streams'"]
     assert not ray.is_initialized()
 
 
