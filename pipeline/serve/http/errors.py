@@ -4,7 +4,10 @@ body limit.
     422  a body or parameter that does not validate (the first problem, naming the field)
     400  a body that is not JSON, or a value the pipeline refuses (ValueError, a bad source config)
     401  a missing or wrong bearer token          404  no such stream, watch or clip
+    403  a source the operator's `runtime_sources` policy does not allow, more than `limits` allow, a Host
+         or Origin the server does not answer to (`pipeline.serve.http.guards`)
     409  not possible in the stream's state now    413  a body over `http.max_body_bytes`
+    429  more adds from one client than `limits.adds_per_minute` (with Retry-After)
     504  the answer took longer than the request's timeout
 Nothing of a failed request reaches the pipeline's state: it is validated first.
 """
@@ -20,8 +23,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.serve.requests import Conflict, NotFound
-from streams.errors import StreamError
+from pipeline.serve.requests import Conflict, Forbidden, NotFound, TooManyRequests
+from streams.errors import SourceRefused, StreamError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,8 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())[:500]
 
 
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 429: "rate_limit_error",
                 409: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
                 504: "timeout", 500: "server_error"}
 
@@ -79,6 +83,15 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
         return error(409, exc, request=request)
+
+    @app.exception_handler(Forbidden)
+    @app.exception_handler(SourceRefused)
+    async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+        return error(403, exc, request=request)
+
+    @app.exception_handler(TooManyRequests)
+    async def _too_many(request: Request, exc: TooManyRequests) -> JSONResponse:
+        return error(429, exc, {"Retry-After": str(max(1, round(exc.retry_after)))}, request)
 
     @app.exception_handler(ValueError)
     async def _bad_value(request: Request, exc: ValueError) -> JSONResponse:
