@@ -61,7 +61,7 @@ from pipeline.ray.models import model_files, stream_budget
 from pipeline.ray.replicas import Replicas
 from pipeline.ray.sharding import NoReplicaLeft, resolve_replicas
 from pipeline.ray.state import ACTIVE_STATES, OVER_STATES, RestartTracker, Status, StreamState, Watch
-from pipeline.serve.requests import Conflict, Forbidden, NotFound
+from pipeline.serve.requests import Conflict, Forbidden, NotFound, OutOfRange
 from streams.errors import SourceError
 from streams.policy import admit
 
@@ -263,7 +263,7 @@ class OmniStream:
         tokens = budget.worst_case or budget.window_tokens
         text = getattr(self._model_files[1], "text_config", self._model_files[1]).to_dict()
         mib = tokens * kv_bytes_per_token(text) / 2**20
-        return (f"each stream holds up to {tokens} context tokens, {mib:,.0f} MiB of KV cache in bf16, and a "
+        return (f"each stream holds up to {tokens} context tokens, {mib:,.1f} MiB of KV cache in bf16, and a "
                 "source actor")
 
     async def _add_stream(self, name: str, source: Any, paused: bool) -> None:
@@ -425,14 +425,14 @@ class OmniStream:
     def add_watch(self, question: str, stream: str | None = None, *, every: float = 2.0,
                   threshold: float = 0.5) -> int:
         """Register a client's standing question (the HTTP API's); its evaluations come as events. Returns its
-        id. Within `limits`: `every` at least `min_watch_every` (ValueError), at most `max_watches` such
+        id. Within `limits`: `every` at least `min_watch_every` (OutOfRange), at most `max_watches` such
         questions and `max_watches_per_stream` on one stream (Forbidden, naming the numbers)."""
         check_question(question, self.config.model.max_question_tokens)
         if stream is not None:
             self._stream(stream)
         limits = self.config.limits
         if every < limits.min_watch_every:
-            raise ValueError(f"every of {every:g}s is more often than limits.min_watch_every "
+            raise OutOfRange(f"every of {every:g}s is more often than limits.min_watch_every "
                              f"({limits.min_watch_every:g}s of media)")
         ours = [w for w in self._watches.values() if w.origin == "api"]
         if len(ours) >= limits.max_watches:

@@ -12,8 +12,9 @@ thread of its own writes batches. A full queue loses the record and counts it (`
 disk never holds a chunk back. A write the database refuses (disk full, read-only, an I/O error) loses its
 records and counts them (`failed`, and `on_fail`); it is logged in one line when writes start failing and
 one when they work again, and never stops the writer or the pipeline. On `close` the writer checkpoints
-the WAL into the database file (a copy of the file alone then has every record). The same thread enforces retention: records older than `max_age_days`,
-and past `max_bytes` the oldest ones, are deleted, and the freed pages given back to the file system.
+the WAL into the database file (a copy of the file alone then has every record). The same thread enforces
+retention: records older than `max_age_days`, and past `max_bytes` the oldest ones, are deleted, and the
+freed pages given back to the file system.
 Queries open a read-only connection of their own (WAL lets them read while the writer writes).
 """
 

@@ -34,6 +34,10 @@ class Forbidden(ValueError):
     """A request asked for more than the operator's limits allow (HTTP 403), naming the limit and the numbers."""
 
 
+class OutOfRange(ValueError):
+    """A number outside what the operator's limits allow (HTTP 422, like any out-of-range field)."""
+
+
 class TooManyRequests(ValueError):
     """A client asked more often than the operator's limits allow (HTTP 429); `retry_after` in seconds."""
 

@@ -1,7 +1,8 @@
 """Errors of the HTTP API as one-line JSON (`{"error": "..."}`) with the right status, and the request
 body limit.
 
-    422  a body or parameter that does not validate (the first problem, naming the field)
+    422  a body or parameter that does not validate (the first problem, naming the field), or a number
+         outside the operator's limits (`limits.min_watch_every`)
     400  a body that is not JSON, or a value the pipeline refuses (ValueError, a bad source config)
     401  a missing or wrong bearer token          404  no such stream, watch or clip
     403  a source the operator's `runtime_sources` policy does not allow, more than `limits` allow, a Host
@@ -23,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.serve.requests import Conflict, Forbidden, NotFound, TooManyRequests
+from pipeline.serve.requests import Conflict, Forbidden, NotFound, OutOfRange, TooManyRequests
 from streams.errors import SourceRefused, StreamError
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(SourceRefused)
     async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
         return error(403, exc, request=request)
+
+    @app.exception_handler(OutOfRange)
+    async def _out_of_range(request: Request, exc: OutOfRange) -> JSONResponse:
+        return error(422, exc, request=request)
 
     @app.exception_handler(TooManyRequests)
     async def _too_many(request: Request, exc: TooManyRequests) -> JSONResponse:
