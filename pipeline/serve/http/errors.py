@@ -65,6 +65,19 @@ def describe(err: dict) -> str:
     return f"field '{where}' has bad value {shown}: {err.get('msg', 'invalid')}" if where else err.get("msg", "invalid")
 
 
+# the pipeline's refusals and their statuses; a subclass finds its own entry before its base's (Starlette
+# looks exceptions up along their class hierarchy)
+STATUS_OF: dict[type[Exception], int] = {NotFound: 404, Conflict: 409, Forbidden: 403, SourceRefused: 403,
+                                         OutOfRange: 422, ValueError: 400, StreamError: 400}
+
+
+def _answer_with(status: int):
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return error(status, exc, request=request)
+
+    return handler
+
+
 def install_handlers(app: FastAPI) -> None:
     """The exception handlers that turn every failure into one line of JSON."""
 
@@ -77,34 +90,12 @@ def install_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, exc.detail, getattr(exc, "headers", None), request)
 
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return error(404, exc, request=request)
-
-    @app.exception_handler(Conflict)
-    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return error(409, exc, request=request)
-
-    @app.exception_handler(Forbidden)
-    @app.exception_handler(SourceRefused)
-    async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
-        return error(403, exc, request=request)
-
-    @app.exception_handler(OutOfRange)
-    async def _out_of_range(request: Request, exc: OutOfRange) -> JSONResponse:
-        return error(422, exc, request=request)
+    for kind, status in STATUS_OF.items():
+        app.add_exception_handler(kind, _answer_with(status))
 
     @app.exception_handler(TooManyRequests)
     async def _too_many(request: Request, exc: TooManyRequests) -> JSONResponse:
         return error(429, exc, {"Retry-After": str(max(1, round(exc.retry_after)))}, request)
-
-    @app.exception_handler(ValueError)
-    async def _bad_value(request: Request, exc: ValueError) -> JSONResponse:
-        return error(400, exc, request=request)
-
-    @app.exception_handler(StreamError)
-    async def _bad_source(request: Request, exc: StreamError) -> JSONResponse:
-        return error(400, exc, request=request)
 
     @app.exception_handler(TimeoutError)
     async def _timeout(request: Request, exc: TimeoutError) -> JSONResponse:
