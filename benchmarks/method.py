@@ -5,7 +5,7 @@
 1. Per chunk: `stvp` on two frames of 144 / 256 / 576 tokens + `VisionGuidedAudioSelector(3584)` on the
    kept video tokens and 50 audio tokens + `select_audio`, the work the streaming path does per chunk.
 2. Whole sequences: `compress_sequence` over 1 / 5 / 15 / 30 minutes of audio+video laid out as the model
-   lays it out (DESIGN section 2: `<|vision_bos|><|audio_bos|>`, per 2-second chunk two frames of video
+   lays it out (docs/design.md section 2: `<|vision_bos|><|audio_bos|>`, per 2-second chunk two frames of video
    tokens then 50 audio tokens, TMRoPE positions `(st + 25 g, st + r, st + c)` / `st + k`), to show the
    cost grows linearly (time per minute of media stays flat).
 

@@ -1,4 +1,4 @@
-"""Qwen2.5-Omni's audio-video token layout as numbers (DESIGN section 2), defined once.
+"""Qwen2.5-Omni's audio-video token layout as numbers (docs/design.md section 2), defined once.
 
 A 2-second chunk is 2 temporal grid steps of video (one per second, two frames each at 2 fps) and
 50 audio tokens (25 per second). TMRoPE gives 25 time positions per second, so one chunk spans 50.

@@ -18,7 +18,7 @@ Where the numbers come from:
 - eval `release`: the frames cap and pixel bounds are transformers' Qwen2.5-Omni defaults, since the
   release states none: `Qwen2VLVideoProcessor.max_frames = 768` and `Qwen2_5OmniProcessor.videos_kwargs`
   `size = {shortest_edge: 128*28*28, longest_edge: 768*28*28}` (transformers 5.24). Greedy decoding is the
-  issue's. 25% retention is the paper's table (DESIGN section 3).
+  issue's. 25% retention is the paper's table (docs/design.md section 3).
 """
 
 from __future__ import annotations
