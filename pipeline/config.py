@@ -25,7 +25,6 @@ the config does not import torch), with one line naming the bad option and the c
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -45,29 +44,11 @@ from omnisift.token_layout import PIXELS_PER_TOKEN
 from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, STREAM_NAME, check_question
 from streams.config import load_source_config, read_yaml
 from streams.errors import ConfigError
+from streams.net import host_is_loopback, is_loopback
 from streams.policy import SourcePolicy
 
 DropPolicy = Literal["drop_oldest", "block"]
 MAX_REPLICAS = 256
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// endpoints on 127.0.0.0/8, ::1 or localhost."""
-    if not endpoint.startswith("tcp://"):
-        return True
-    return host_is_loopback(urlsplit(endpoint).hostname or "")
-
-
-def host_is_loopback(host: str) -> bool:
-    """True for localhost and addresses in 127.0.0.0/8, ::1 or IPv4-mapped 127.0.0.0/8 (brackets allowed)."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # '*', '0.0.0.0', an interface name or a DNS name
-    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
 
 
 class _Strict(BaseModel):

@@ -43,6 +43,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .config import SourceConfig, ZmqSourceConfig, load_source_config
 from .errors import SourceRefused
+from .net import endpoint_host, host_is_loopback
 
 SourceType = Literal["file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "combined"]
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -50,7 +51,6 @@ ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 NEVER_FROM_A_CLIENT = ("ffmpeg", "username_env", "password_env", "allow_remote")
 DEVICE_INPUT_FORMATS = ("v4l2",)
 DEVICE_BACKENDS = ("alsa", "pulse")
-LOOPBACK_NAMES = ("localhost",)
 ZMQ_DEFAULT_ENDPOINT = ZmqSourceConfig.model_fields["endpoint"].default
 
 
@@ -188,8 +188,8 @@ def _zmq(raw: dict[str, Any], policy: SourcePolicy, where: str) -> dict[str, Any
     if not bind and not policy.zmq.connect:
         raise SourceRefused(f"source field '{where}bind' is false, and runtime_sources.zmq.connect does not "
                             "allow connecting out")
-    host = urlsplit(endpoint).hostname or endpoint[len("tcp://"):].rsplit(":", 1)[0]
-    loopback = host.strip("[]") in LOOPBACK_NAMES or _is_loopback_address(host)
+    host = endpoint_host(endpoint)
+    loopback = host_is_loopback(host)
     if not loopback and not _host_in(host, policy.zmq.hosts):
         raise SourceRefused(f"source field '{where}endpoint' names host {host!r}, which is not loopback or in "
                             "runtime_sources.zmq.hosts")
@@ -214,14 +214,6 @@ def _device(rule_name: str):
 
 _CHECKS = {"rtsp": _rtsp, "file": _file, "webcam": _device("webcam"),
            "microphone": _device("microphone")}
-
-
-def _is_loopback_address(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
 
 
 def _host_in(host: str, allowed: list[str]) -> bool:

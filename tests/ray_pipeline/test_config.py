@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import PipelineConfig, host_is_loopback, is_loopback, load_pipeline_config
+from pipeline.config import PipelineConfig, load_pipeline_config
 from streams.errors import ConfigError
+from streams.net import host_is_loopback, is_loopback
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 

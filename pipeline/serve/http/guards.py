@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.config import HttpSpec, host_is_loopback
+from pipeline.config import HttpSpec
 from pipeline.serve.http.errors import error
 from pipeline.serve.requests import TooManyRequests
+from streams.net import host_is_loopback
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
