@@ -60,10 +60,6 @@ class WatchRequest(Request):
 EventKind = Literal["answer", "alert", "stream", "source", "clip", "webhook", "stats"]
 
 
-class ErrorBody(BaseModel):
-    error: str  # one line
-
-
 class Watch(BaseModel):
     id: int
     question: str

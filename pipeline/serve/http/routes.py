@@ -5,6 +5,7 @@ the schema is served at /openapi.json."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -27,8 +28,8 @@ from pipeline.serve.http.models import (
 )
 from pipeline.serve.requests import NotFound, PipelineAPI
 
+log = logging.getLogger(__name__)
 StreamName = Annotated[str, Query(min_length=1, max_length=64, pattern=STREAM_NAME)]
-KEPT_FIELDS = ("video_before", "video_after", "audio_before", "audio_after")
 
 
 def router(api: PipelineAPI, *, history: Any = None, clips: Any = None,
@@ -141,6 +142,7 @@ async def _answer_events(first: str | Answer, rest: AsyncIterator[str | Answer])
     except StopAsyncIteration:
         return
     except Exception as e:  # noqa: BLE001 - the stream is already 200: the failure is the last event
+        log.warning("streamed answer failed: %s", " ".join(str(e).split()) or type(e).__name__)
         yield sse.frame("error", {"error": " ".join(str(e).split()) or type(e).__name__})
     finally:
         await rest.aclose()
