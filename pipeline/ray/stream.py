@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -377,11 +378,13 @@ class OmniStream:
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
                                          else max_new_tokens, timeout=timeout, **generation)
         st = self._stream(stream)
-        ref = self._model_of(st).ask.remote(st.spec.name, question, settings)
+        model, ticket = self._model_of(st), uuid.uuid4().hex
+        ref = model.ask.remote(st.spec.name, question, settings, ticket=ticket)
         started = time.perf_counter()
         try:
             answer = await asyncio.wait_for(await_ref(ref), timeout)
         except (asyncio.CancelledError, TimeoutError):
+            model.cancel_ask.remote(ticket)  # the model stops generating (Ray cannot cancel the running call)
             cancel(ref)
             raise
         except Exception as e:  # noqa: BLE001 - the actor's own exception, without Ray's wrapper

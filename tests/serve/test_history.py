@@ -88,9 +88,8 @@ def test_past_max_bytes_the_oldest_records_go_and_the_file_shrinks(tmp_path):
 
 def test_a_full_queue_loses_the_record_counts_it_and_does_not_wait(tmp_path):
     h = History(HistorySpec(path=str(tmp_path / "h.sqlite3"), queue_size=3))  # not started: nothing drains
-    started = time.perf_counter()
+    # nothing drains the queue, so a submit that waited for room would never return (the test's timeout)
     results = [h.submit(answer("a", f"q{i}", time.time())) for i in range(10)]
-    assert time.perf_counter() - started < 0.5
     assert results == [True] * 3 + [False] * 7 and h.dropped == 7
 
 
