@@ -40,7 +40,7 @@ from pydantic import (
 )
 
 from omnisift.ratios import resolve_ratios
-from omnisift.token_layout import PIXELS_PER_TOKEN
+from omnisift.token_layout import DEFAULT_MODEL, PIXELS_PER_TOKEN
 from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, STREAM_NAME, check_question
 from streams.config import load_source_config, read_yaml
 from streams.errors import ConfigError
@@ -92,7 +92,7 @@ class ModelBatchSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    path: str = "Qwen/Qwen2.5-Omni-7B"  # hub id or local folder
+    path: str = DEFAULT_MODEL  # hub id or local folder
     fallback_tiny: bool = False  # weights missing -> the tiny random model, with a banner (demo only)
     compressor: str = "omnisift"
     compressor_options: dict[str, Any] = {}  # keyword options of that compressor, checked when actors start

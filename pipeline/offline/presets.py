@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from omnisift.token_layout import PIXELS_PER_TOKEN
+
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "selector_only": {},
     "release": {
@@ -44,7 +46,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 EVAL_PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
     "release": {
-        "model": {"min_pixels": 128 * 28 * 28, "max_pixels": 768 * 28 * 28, "max_frames": 768},
+        "model": {"min_pixels": 128 * PIXELS_PER_TOKEN, "max_pixels": 768 * PIXELS_PER_TOKEN, "max_frames": 768},
         "do_sample": False,
         "retention": 0.25,
     },
