@@ -22,6 +22,10 @@ DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_LIMIT = 4096
 DEFAULT_MAX_QUESTION_TOKENS = 512  # `model.max_question_tokens` unless set
 CHARS_PER_TOKEN_BOUND = 8  # a question of n tokens rarely has more characters than this times n
+# a stream's name, wherever one enters (config, HTTP, ZeroMQ, the dashboard's form): it is a URL path segment,
+# a metric label and part of clip file names, so letters, digits, '_', '-' and '.', not starting with '.'
+# (no '.' or '..'), at most 64 characters
+STREAM_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
 
 
 def check_question(question: object, max_tokens: int = DEFAULT_MAX_QUESTION_TOKENS) -> str:

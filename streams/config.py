@@ -6,7 +6,6 @@ or a mapping with a `source:` key) and raises `ConfigError` with one line naming
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -24,6 +23,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .net import endpoint_host, host_is_loopback
 from .redact import redact_url
 
 DropPolicy = Literal["drop_oldest", "block"]
@@ -159,15 +159,6 @@ class SyntheticSourceConfig(_Base):
         return v
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class ZmqSourceConfig(_Base):
     """External producers push frames and audio over ZeroMQ; wire format in `streams.zmq_source`."""
 
@@ -186,7 +177,7 @@ class ZmqSourceConfig(_Base):
         if not (v.startswith("tcp://") or v.startswith("ipc://") or v.startswith("inproc://")):
             raise ValueError("must start with tcp://, ipc:// or inproc://")
         if v.startswith("tcp://") and info.data.get("bind", True) and not info.data.get("allow_remote", False):
-            if not _is_loopback(v[len("tcp://") :].rsplit(":", 1)[0]):
+            if not host_is_loopback(endpoint_host(v)):
                 raise ValueError("binds beyond loopback; set allow_remote: true to allow it")
         return v
 

@@ -224,7 +224,9 @@ def open_file(path: str, **kw) -> AvProducer:
 
     if not os.path.exists(path):
         raise SourceError(f"file {path!r}: not found")
-    return AvProducer(lambda: av.open(path, metadata_errors="ignore"), what=f"file {path!r}", file_origin=True, **kw)
+    # only the file protocol: a playlist or concat list inside the file cannot make FFmpeg open a URL
+    return AvProducer(lambda: av.open(path, metadata_errors="ignore", options={"protocol_whitelist": "file"}),
+                      what=f"file {path!r}", file_origin=True, **kw)
 
 
 def open_rtsp(url: str, *, transport: str, connect_timeout: float, read_timeout: float, **kw) -> AvProducer:

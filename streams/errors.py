@@ -11,3 +11,8 @@ class ConfigError(StreamError):
 
 class SourceError(StreamError):
     """A source cannot be opened or decoded (missing file, no device, undecodable media)."""
+
+
+class SourceRefused(StreamError):
+    """A client asked for a source the operator's policy does not allow (`streams.policy`); names the field
+    and the rule."""

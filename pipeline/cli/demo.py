@@ -105,4 +105,5 @@ def demo_config(args: argparse.Namespace, path: str, tiny: bool) -> dict:
         "history": {"path": f"{args.data}/history.sqlite3"},
         "clips": {"dir": f"{args.data}/clips"},
         "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}},
+        "runtime_sources": {"types": ["synthetic"]},  # the dashboard may add test patterns, nothing else
     }

@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline.config import host_is_loopback
+from streams.net import host_is_loopback
 
 log = logging.getLogger(__name__)
 

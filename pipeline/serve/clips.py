@@ -23,11 +23,11 @@ import av
 import numpy as np
 
 from pipeline.config import ClipsSpec
+from streams.chunk import AUDIO_RATE
 
 log = logging.getLogger(__name__)
 
 VIDEO_FPS = 2  # the frames a chunk carries per second
-AUDIO_RATE = 16000
 CLIP_NAME = r"^[A-Za-z0-9_.-]+\.(mp4|json)$"
 
 

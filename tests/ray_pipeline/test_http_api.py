@@ -52,7 +52,8 @@ async def live(local_ray, tiny_model_path, tmp_path_factory, receiver):
         watch=[{"question": "Is the screen red?", "stream": "cam", "every": 4.0, "threshold": 0.0}],
         history={"path": str(data / "history.sqlite3")}, clips={"dir": str(data / "clips"), "chunks_before": 1},
         webhooks={"targets": [{"name": "ops", "url": receiver.url, "secret_env": "OMNISIFT_HOOK_SECRET"}],
-                  "backoff": 0.2})
+                  "backoff": 0.2},
+        runtime_sources={"types": ["file", "synthetic"], "file": {"folders": [str(tmp_path_factory.getbasetemp())]}})
     try:
         async with OmniStream.from_config(cfg) as stream:
             await next_matching(stream.stats("cam"), lambda s: True, 90)

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 
-from pipeline.config import host_is_loopback
+from streams.net import host_is_loopback
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

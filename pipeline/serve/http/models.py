@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.messages import MAX_NEW_TOKENS_LIMIT
+from pipeline.messages import MAX_NEW_TOKENS_LIMIT, STREAM_NAME
 
-STREAM_NAME = r"^[A-Za-z0-9_.-]+$"
 MAX_QUESTION = 4000  # characters of one question
+MAX_ID = 2**63 - 1  # ids (history records, standing questions) are SQLite integers
 MAX_TIMEOUT = 600.0  # seconds one question may take
 
 
@@ -58,10 +58,6 @@ class WatchRequest(Request):
 
 
 EventKind = Literal["answer", "alert", "stream", "source", "clip", "webhook", "stats"]
-
-
-class ErrorBody(BaseModel):
-    error: str  # one line
 
 
 class Watch(BaseModel):
