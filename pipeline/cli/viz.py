@@ -41,8 +41,12 @@ def run(args: argparse.Namespace) -> int:
     model, tiny = resolve_model(args.model)
     if tiny:  # its VGAS choices are random; the video choices still follow the content
         print(tiny_banner(args.model), flush=True)
-    image, _ = visualize(str(args.video), args.methods, model, args.chunks, args.rho_video, args.rho_audio,
-                         args.max_pixels)
+    try:
+        image, _ = visualize(str(args.video), args.methods, model, args.chunks, args.rho_video, args.rho_audio,
+                             args.max_pixels)
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing written ({args.out} is written once every compressor has run)", flush=True)
+        raise
     image.save(args.out, optimize=True)
     print(f"wrote {args.out} ({image.width}x{image.height})")
     return 0

@@ -56,6 +56,21 @@ def test_bench_prints_each_row_as_it_finishes_and_ctrl_c_writes_the_rows_done(tm
     assert [r["method"] for r in json.loads((tmp_path / "baselines.json").read_text())["rows"]] == ["full", "random"]
 
 
+def test_viz_interrupted_says_nothing_was_written(tmp_path, capsys, monkeypatch):
+    import pipeline.viz
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.viz, "visualize", interrupted)
+    clip = write_clip(tmp_path / "clip.mp4", seconds=2.0)
+    out = tmp_path / "kept.png"
+    assert main(["viz", str(clip), "--model", "tiny", "-o", str(out)]) == 130
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"interrupted: nothing written ({out} is written once every compressor has run)")
+    assert not out.exists()
+
+
 def test_bench_regenerates_its_section_of_benchmarks_md_and_keeps_the_rest(tmp_path):
     from pipeline.offline.comparison import BEGIN_MARK, END_MARK, update_benchmarks_md
 
