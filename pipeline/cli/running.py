@@ -67,6 +67,10 @@ def running(folder: Path | None = None) -> list[dict]:
     return sorted(found, key=lambda r: r.get("started", 0.0))
 
 
+class NotRunning(ValueError):
+    """No pipeline has announced itself here."""
+
+
 def find_rep(stream: str | None, folder: Path | None = None) -> str:
     """The REP endpoint of the one running pipeline (the one serving `stream`, if named). One-line
     ValueError saying where to point `omnisift ask` when there is none, or several to choose from."""
@@ -75,8 +79,7 @@ def find_rep(stream: str | None, folder: Path | None = None) -> str:
     if stream is not None:
         records = [r for r in records if stream in r.get("streams", [])] or records
     if not records:
-        raise ValueError(f"no running omnisift run or demo found (none has announced itself in {folder}): "
-                         "start one, or give the `rep:` endpoint it printed with --endpoint tcp://HOST:PORT")
+        raise NotRunning(f"no running omnisift run or demo found (none has announced itself in {folder})")
     if len(records) > 1:
         listed = "; ".join(f"pid {r['pid']} ({r['command']}, streams {', '.join(r['streams']) or '-'}): "
                            f"{r['endpoints']['rep']}" for r in records)

@@ -119,6 +119,10 @@ def test_ask_without_endpoint_asks_the_pipeline_running_here(tmp_path, monkeypat
 
 def test_ask_with_no_pipeline_running_says_where_to_point_it_at_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMNISIFT_RUNTIME_DIR", str(tmp_path))
+    with socket.socket() as s:  # the default endpoint: here, one where nothing listens
+        s.bind(("127.0.0.1", 0))
+        nothing = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr("pipeline.cli.ask.DEFAULT_ENDPOINT", nothing)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / f"{dead.pid}.json").write_text(json.dumps({  # left by a pipeline that was killed
@@ -127,9 +131,23 @@ def test_ask_with_no_pipeline_running_says_where_to_point_it_at_once(tmp_path, m
     assert main(["ask", "Is the door open?"]) == 2
     assert time.monotonic() - started < 10  # not the question's 120 s timeout
     err = capsys.readouterr().err
-    assert err == (f"error: no running omnisift run or demo found (none has announced itself in {tmp_path}): start "
-                   "one, or give the `rep:` endpoint it printed with --endpoint tcp://HOST:PORT\n")
+    assert err == (f"error: no running omnisift run or demo found (none has announced itself in {tmp_path}), and "
+                   f"nothing answers at {nothing} (zmq.rep's default) within 3s: start one, or give the `rep:` "
+                   "endpoint it printed with --endpoint tcp://HOST:PORT\n")
     assert not list(tmp_path.glob("*.json")), "the stale file was not removed"
+
+
+def test_ask_with_none_announced_asks_the_default_endpoint_if_it_answers(tmp_path, monkeypatch, capsys):
+    """A pipeline this machine cannot see announce itself (in a container, its REP published on the default
+    port) is still asked by default."""
+    monkeypatch.setenv("OMNISIFT_RUNTIME_DIR", str(tmp_path))
+    rep = FakeRep()
+    monkeypatch.setattr("pipeline.cli.ask.DEFAULT_ENDPOINT", rep.endpoint)
+    try:
+        assert main(["ask", "What is held?", "--timeout", "10"]) == 0
+    finally:
+        rep.close()
+    assert capsys.readouterr().out == "a red cup\n"
 
 
 def test_ask_with_several_pipelines_running_names_them(tmp_path):
