@@ -27,6 +27,7 @@ from pipeline.serve.http.models import (
     WatchRequest,
 )
 from pipeline.serve.requests import NotFound, PipelineAPI
+from streams.errors import one_line
 
 log = logging.getLogger(__name__)
 StreamName = Annotated[str, Query(min_length=1, max_length=64, pattern=STREAM_NAME)]
@@ -142,8 +143,8 @@ async def _answer_events(first: str | Answer, rest: AsyncIterator[str | Answer])
     except StopAsyncIteration:
         return
     except Exception as e:  # noqa: BLE001 - the stream is already 200: the failure is the last event
-        log.warning("streamed answer failed: %s", " ".join(str(e).split()) or type(e).__name__)
-        yield sse.frame("error", {"error": " ".join(str(e).split()) or type(e).__name__})
+        log.warning("streamed answer failed: %s", one_line(e))
+        yield sse.frame("error", {"error": one_line(e)})
     finally:
         await rest.aclose()
 
