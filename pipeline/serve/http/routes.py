@@ -108,7 +108,7 @@ def _question_routes(r: APIRouter, api: PipelineAPI, adds: RateLimit | None) -> 
     @r.post("/streams/{name}/ask", summary="Answer from the stream's live context (SSE with \"stream\": true)",
             responses={200: {"content": {"application/json": {}, "text/event-stream": {}}}})
     async def ask(name: str, body: AskRequest) -> Any:
-        if body.stream:
+        if body.sse:
             pieces = api.ask_stream(body.question, name, timeout=body.timeout, **body.settings())
             first = await anext(pieces)  # a bad stream or setting fails here, as JSON with its status
             return StreamingResponse(_answer_events(first, pieces), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
