@@ -33,7 +33,7 @@ class DatasetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = DEFAULT_MODEL  # hub id or local path
+    path: str = DEFAULT_MODEL  # hub id or local folder (the same key as a pipeline config's model.path)
     selector: Path | None = None  # separate selector checkpoint (base Qwen2.5-Omni models)
     device: str | None = None
     dtype: str | None = None
@@ -42,6 +42,13 @@ class ModelConfig(_Strict):
     max_frames: int | None = Field(default=None, ge=4)  # longer media: whole chunks spread evenly (features.py)
     system_prompt: str | None = None
     local_files_only: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "name" in data:
+            raise ValueError("model.name is now model.path (as in a pipeline config): rename the key")
+        return data
 
 
 class LoraConfig(_Strict):

@@ -213,7 +213,7 @@ def test_full_run_resumes_with_its_language_model(tiny_path, tmp_path):
 
 
 def _release_config(tmp_path, tiny_path, data, workers: int, **train):
-    cfg = {"preset": "release", "model": {"name": str(tiny_path), "device": "cpu", "dtype": "float32"},
+    cfg = {"preset": "release", "model": {"path": str(tiny_path), "device": "cpu", "dtype": "float32"},
            "dataset": {"path": str(data)}, "cache_dir": str(tmp_path / "cache"), "out_dir": str(tmp_path / "run"),
            "train": {"rho_video": 0.5, "rho_audio": 0.7, "lr": 1e-3, "global_batch_size": 2, "batch_size": 1,
                      "steps": 2, "save_every": 0, "precision": "fp32", **train},
