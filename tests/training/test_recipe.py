@@ -74,7 +74,7 @@ def test_settings_resolve_epochs_global_batch_and_warmup(tmp_path):
     # global 128 = 1 per micro-batch x 64 accumulated x 2 workers; 1 epoch of 1000 = ceil(1000 / 128) = 8 steps;
     # warm-up ceil(0.05 * 8) = 1
     assert (s.grad_accum, s.steps, s.warmup_steps, s.trainable, s.precision) == (64, 8, 1, "full", "bf16")
-    cfg.train.batch_size = 3
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": 3})})  # configs are frozen
     with pytest.raises(ValueError, match="global_batch_size"):
         train_settings(cfg, n_examples=1000, world=2)
 
