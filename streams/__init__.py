@@ -19,10 +19,10 @@ _HOMES = {
     ".chunk": ("AUDIO_RATE", "CHUNK_SECONDS", "FRAMES_PER_CHUNK", "SAMPLES_PER_CHUNK", "VIDEO_FPS", "AVChunk",
                "ChunkFlags"),
     ".chunker": ("Chunker",),
-    ".config": ("SourceConfig", "load_source_config"),
+    ".config": ("Backoff", "SourceConfig", "load_source_config"),
     ".errors": ("ConfigError", "SourceError", "StreamError"),
     ".events": ("AudioSample", "Discontinuity", "VideoSample"),
-    ".source": ("Backoff", "Source", "SourceStats", "State"),
+    ".source": ("Source", "SourceStats", "State"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = sorted(_HOME_OF)

@@ -7,6 +7,7 @@ or a mapping with a `source:` key) and raises `ConfigError` with one line naming
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
@@ -29,8 +30,13 @@ from .redact import redact_url
 DropPolicy = Literal["drop_oldest", "block"]
 
 
-class _Base(BaseModel):
+class Strict(BaseModel):
+    """The base of every config model of the project: unknown fields refused, frozen once validated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Base(Strict):
 
     name: str | None = None  # stream name on every chunk; defaults to the source type
     queue_size: int = Field(8, ge=1, le=4096)  # chunks buffered between the source thread and the consumer
@@ -47,16 +53,21 @@ class _Base(BaseModel):
         return self.drop_policy or ("drop_oldest" if self.live else "block")
 
 
-class ReconnectConfig(BaseModel):
-    """Exponential backoff with jitter: delay_n = min(max_delay, initial_delay * factor**n) * (1 +- jitter)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Backoff(Strict):
+    """Waits between tries, the one rule of the project (source reconnects, webhook deliveries): exponential
+    with jitter, delay_n = min(max_delay, initial_delay * factor**n) * (1 +- jitter), n from 0."""
 
     initial_delay: float = Field(0.5, gt=0, le=60)
-    max_delay: float = Field(10.0, gt=0, le=600)
+    max_delay: float = Field(10.0, gt=0, le=3600)
     factor: float = Field(2.0, ge=1, le=10)
     jitter: float = Field(0.2, ge=0, le=1)
     max_attempts: int | None = Field(None, ge=1)  # None: retry forever
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before try `attempt` + 1 (`attempt` from 0); `rng` draws the jitter."""
+        base = min(self.max_delay, self.initial_delay * self.factor**attempt)
+        spread = 0.0 if self.jitter == 0 else self.jitter * (rng or random).uniform(-1.0, 1.0)
+        return max(0.0, base * (1.0 + spread))
 
 
 class FileSourceConfig(_Base):
@@ -79,7 +90,7 @@ class RtspSourceConfig(_Base):
     read_timeout: float = Field(5.0, gt=0, le=120)
     username_env: str | None = None  # name of the environment variable holding the user name
     password_env: str | None = None  # name of the environment variable holding the password
-    reconnect: ReconnectConfig = ReconnectConfig()
+    reconnect: Backoff = Backoff()
 
     @field_validator("url")
     @classmethod

@@ -74,10 +74,15 @@ class _Sigterm:
         self._installed = False
 
     def __enter__(self) -> _Sigterm:
+        self.arm()
+        return self
+
+    def arm(self) -> None:
+        """(Re)install the handler: starting Ray installs a SIGTERM handler of its own in this process (it
+        prints a stack trace and ends the process), so this runs again once the pipeline is up."""
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: Ctrl-C only
             self._loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
             self._installed = True
-        return self
 
     def __exit__(self, *exc) -> None:
         if self._installed:
@@ -102,6 +107,7 @@ async def _run_pipeline(config, duration: float | None, print_stats: bool, sigte
 
     async with OmniStream(config) as stream:
         sigterm.running = True  # from now on SIGTERM ends the run through `sigterm.stop`
+        sigterm.arm()
         started = time.monotonic()  # the duration counts from when the pipeline is up
         if stream.model_is_tiny and banner:
             print(tiny_banner(config.model.path), flush=True)

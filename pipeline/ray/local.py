@@ -15,8 +15,8 @@ with `ray start --address`). Ray 2.60's token authentication guards those ports 
 
 Two warnings `ray.init` gives every such start are dropped (`_quiet_init`), because they read like
 problems and none is one here: "SIGTERM handler is not set because current thread is not the main
-thread" (`OmniStream` starts Ray from a worker thread so its event loop stays free; the handler Ray would
-set only calls `sys.exit`, and the program's own shutdown closes the actors), and "Token authentication
+thread" (`OmniStream` starts Ray from a worker thread so its event loop stays free; the Python handler Ray
+would set only calls `sys.exit`, and `omnisift run` handles SIGTERM itself, closing the actors), and "Token authentication
 is enabled ... Set RAY_AUTH_MODE=disabled to opt out" (the state docs/deployment.md asks for, with advice
 to turn it off). Every other message of those loggers passes.
 """
@@ -84,16 +84,18 @@ def _quiet_init() -> Iterator[None]:
 
 
 def start_local_ray(*, num_cpus: int | None = None, allow_remote: bool = False, **init: Any) -> str:
-    """Start Ray on this machine (`ray.init` with `init`, without `address`); returns the node's address.
-    Loopback only unless `allow_remote`; if Ray ends up on another address anyway, says so in one warning."""
+    """Start a new Ray on this machine (`ray.init(address="local")` with `init`); returns the node's address.
+    Always a new one: without "local", `ray.init` joins the latest `ray start` instance of the machine (or
+    `RAY_ADDRESS`), which is not what a config saying `ray.address: null` asks for. Loopback only unless
+    `allow_remote`; if Ray ends up on another address anyway, says so in one warning."""
     import ray
 
     with _quiet_init():
         if allow_remote:
-            ray.init(num_cpus=num_cpus, **init)
+            ray.init(address="local", num_cpus=num_cpus, **init)
         else:
             with _single_machine():
-                ray.init(num_cpus=num_cpus, **init)
+                ray.init(address="local", num_cpus=num_cpus, **init)
     node = ray.util.get_node_ip_address()
     if not allow_remote and not host_is_loopback(node):
         log.warning("Ray's node address is %s, not 127.0.0.1: its ports listen beyond this machine "

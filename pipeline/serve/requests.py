@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.messages import MAX_NEW_TOKENS_LIMIT, STREAM_NAME, Answer, Message
+from pipeline.messages import DEFAULT_TIMEOUT, MAX_NEW_TOKENS_LIMIT, MAX_TIMEOUT, STREAM_NAME, Answer, Message
 
 
 class NotFound(ValueError):
@@ -90,8 +90,6 @@ class PipelineAPI(Protocol):
 
 QUESTION_FIELDS = frozenset({"question", "stream", "max_new_tokens", "timeout"})
 COMMANDS = ("streams", "stats")
-DEFAULT_TIMEOUT = 120.0  # seconds a remote question may take unless it says otherwise
-MAX_TIMEOUT = 600.0  # seconds a remote question may ask for at most
 MAX_STREAM_NAME = 64  # characters
 
 

@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING
 import zmq
 import zmq.asyncio
 
+from streams.errors import one_line
+
 if TYPE_CHECKING:  # not at run time: `omnisift ask` loads this module without the config's imports (torch)
     from pipeline.config import CurveSpec
 
@@ -211,7 +213,7 @@ def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 def _one_line(err: BaseException) -> str:
     if isinstance(err, json.JSONDecodeError):
         return f"request is not JSON: {err.msg}"
-    return " ".join(str(err).split()) or type(err).__name__
+    return one_line(err)
 
 
 def encode_request(message: dict) -> bytes:

@@ -171,7 +171,7 @@ async def test_ask_answers_from_the_live_context(live, client):
 async def test_ask_streamed_as_sse_sends_pieces_whose_join_is_the_answer(live, client):
     events = []
     async with client.stream("POST", "/api/streams/cam/ask",
-                             json={"question": "Any sound?", "max_new_tokens": 4, "stream": True}) as r:
+                             json={"question": "Any sound?", "max_new_tokens": 4, "sse": True}) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         kind = None
         async for line in r.aiter_lines():

@@ -25,13 +25,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.serve.requests import Conflict, Forbidden, NotFound, OutOfRange, TooManyRequests
-from streams.errors import SourceRefused, StreamError
+from streams.errors import SourceRefused, StreamError, one_line
 
 log = logging.getLogger(__name__)
-
-
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())[:500]
 
 
 OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -43,7 +39,7 @@ OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 def error(status: int, message: object, headers: dict | None = None, request: Request | None = None) -> JSONResponse:
     """`{"error": "one line"}`; under /v1 OpenAI's shape, `{"error": {"message", "type", "code"}}`, which
     OpenAI clients read their exception's message from."""
-    line = one_line(message) or "error"
+    line = one_line(message, 500) or "error"
     body: dict = {"error": line}
     if request is not None and request.url.path.startswith("/v1/"):
         body = {"error": {"message": line, "type": OPENAI_TYPES.get(status, "error"), "code": status}}

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.messages import MAX_NEW_TOKENS_LIMIT, STREAM_NAME
+from pipeline.messages import (
+    DEFAULT_TIMEOUT,
+    MAX_NEW_TOKENS_LIMIT,
+    MAX_QUESTION_CHARS,
+    MAX_SEED,
+    MAX_TEMPERATURE,
+    MAX_TIMEOUT,
+    MAX_TOP_K,
+    STREAM_NAME,
+    StreamSnapshot,
+)
 
-MAX_QUESTION = 4000  # characters of one question
+MAX_QUESTION = MAX_QUESTION_CHARS  # characters of one question in a body (the OpenAI route's too)
 MAX_ID = 2**63 - 1  # ids (history records, standing questions) are SQLite integers
-MAX_TIMEOUT = 600.0  # seconds one question may take
 
 
 class Request(BaseModel):
@@ -27,10 +36,10 @@ class Generation(Request):
 
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
     do_sample: bool | None = None
-    temperature: float | None = Field(None, ge=0.0, le=100.0)
+    temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0, le=1_000_000)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    top_k: int | None = Field(None, ge=0, le=MAX_TOP_K)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
     def settings(self) -> dict[str, Any]:
         """The settings given, as keyword arguments of `OmniStream.ask` (`max_new_tokens` always)."""
@@ -40,8 +49,15 @@ class Generation(Request):
 
 class AskRequest(Generation):
     question: str = Field(min_length=1, max_length=MAX_QUESTION)
-    timeout: float = Field(120.0, gt=0.0, le=MAX_TIMEOUT)
-    stream: bool = False  # true: server-sent events (`piece` ... then `answer`)
+    timeout: float = Field(DEFAULT_TIMEOUT, gt=0.0, le=MAX_TIMEOUT)
+    sse: bool = False  # true: server-sent events (`piece` ... then `answer`)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stream" in data:
+            raise ValueError("field 'stream' is now 'sse' (true: the answer as server-sent events)")
+        return data
 
 
 class AddStreamRequest(Request):
@@ -69,22 +85,7 @@ class Watch(BaseModel):
     origin: str  # config | api | subscriber (a Python `watch()` iterator)
 
 
-class StreamInfo(BaseModel):
-    name: str
-    state: str
-    detail: str
-    chunks: int
-    dropped: int
-    lost: int
-    reconnects: int
-    gaps: int = 0  # chunks with media missing before them (an outage, a reconnect)
-    refused: dict[str, int] = {}  # messages the source refused, by reason (ZeroMQ sources)
-    lag: float | None
-    media_time: float | None
-    cache_tokens: int | None
-    kept: dict[str, int] | None  # of the newest chunk: video_before/after, audio_before/after
-    replica: dict[str, int | str | None] | None = None  # where it runs: model and encoder replica ids, node
-    moves: dict[str, int] | None = None  # moves off replicas dead for good, per kind (model: a fresh context)
+StreamInfo = StreamSnapshot  # what the API returns of a stream is the pipeline's own snapshot
 
 
 class StreamList(BaseModel):

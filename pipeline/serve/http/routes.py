@@ -27,6 +27,7 @@ from pipeline.serve.http.models import (
     WatchRequest,
 )
 from pipeline.serve.requests import NotFound, PipelineAPI
+from streams.errors import one_line
 
 log = logging.getLogger(__name__)
 StreamName = Annotated[str, Query(min_length=1, max_length=64, pattern=STREAM_NAME)]
@@ -45,11 +46,7 @@ def router(api: PipelineAPI, *, history: Any = None, clips: Any = None,
 
 
 def stream_infos(snapshot: dict) -> list[StreamInfo]:
-    return [StreamInfo(name=name, state=s["state"], detail=s["detail"], chunks=s["chunks"], dropped=s["dropped"],
-                       lost=s["lost"], reconnects=s["reconnects"], gaps=s.get("gaps", 0), refused=s.get("refused", {}),
-                       lag=s["lag"], media_time=s["media_time"], cache_tokens=s["cache_tokens"], kept=s.get("kept"),
-                       replica=s.get("replica"), moves=s.get("moves"))
-            for name, s in snapshot["streams"].items()]
+    return [StreamInfo.model_validate({"name": name, **s}) for name, s in snapshot["streams"].items()]
 
 
 def _count_add(adds: RateLimit | None, request: Request) -> None:
@@ -107,7 +104,7 @@ def _question_routes(r: APIRouter, api: PipelineAPI, adds: RateLimit | None) -> 
     @r.post("/streams/{name}/ask", summary="Answer from the stream's live context (SSE with \"stream\": true)",
             responses={200: {"content": {"application/json": {}, "text/event-stream": {}}}})
     async def ask(name: str, body: AskRequest) -> Any:
-        if body.stream:
+        if body.sse:
             pieces = api.ask_stream(body.question, name, timeout=body.timeout, **body.settings())
             first = await anext(pieces)  # a bad stream or setting fails here, as JSON with its status
             return StreamingResponse(_answer_events(first, pieces), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
@@ -142,8 +139,8 @@ async def _answer_events(first: str | Answer, rest: AsyncIterator[str | Answer])
     except StopAsyncIteration:
         return
     except Exception as e:  # noqa: BLE001 - the stream is already 200: the failure is the last event
-        log.warning("streamed answer failed: %s", " ".join(str(e).split()) or type(e).__name__)
-        yield sse.frame("error", {"error": " ".join(str(e).split()) or type(e).__name__})
+        log.warning("streamed answer failed: %s", one_line(e))
+        yield sse.frame("error", {"error": one_line(e)})
     finally:
         await rest.aclose()
 

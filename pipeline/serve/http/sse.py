@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 from pipeline.serve.http.errors import json_dumps
 from pipeline.serve.requests import PipelineAPI
+from streams.errors import one_line
 
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 KEEPALIVE = 15.0  # seconds of silence before a comment line keeps proxies and browsers from closing
@@ -46,7 +47,7 @@ async def live(api: PipelineAPI, keep: Callable[[dict], bool], *, max_pending: i
                 put(message.to_json())
         except Exception as e:
             log.exception("live event feed failed")
-            put({"type": "error", "error": " ".join(str(e).split()) or type(e).__name__})
+            put({"type": "error", "error": one_line(e)})
         finally:
             put(None)
 
