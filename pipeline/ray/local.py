@@ -16,9 +16,9 @@ with `ray start --address`). Ray 2.60's token authentication guards those ports 
 Two warnings `ray.init` gives every such start are dropped (`_quiet_init`), because they read like
 problems and none is one here: "SIGTERM handler is not set because current thread is not the main
 thread" (`OmniStream` starts Ray from a worker thread so its event loop stays free; the Python handler Ray
-would set only calls `sys.exit`, and `omnisift run` handles SIGTERM itself, closing the actors), and "Token authentication
-is enabled ... Set RAY_AUTH_MODE=disabled to opt out" (the state docs/deployment.md asks for, with advice
-to turn it off). Every other message of those loggers passes.
+would set only calls `sys.exit`, and `omnisift run` handles SIGTERM itself, closing the actors), and
+"Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt out" (the state docs/deployment.md
+asks for, with advice to turn it off). Every other message of those loggers passes.
 """
 
 from __future__ import annotations
