@@ -96,6 +96,10 @@ class Target:
         atol, rtol = value if isinstance(value, tuple) else (value, 0.0)
         return {"atol": atol, "rtol": rtol}
 
+    def atol(self, **by_dtype: float) -> float:
+        """The absolute tolerance a test states for this dtype (`pytest.approx(..., abs=target.atol(...))`)."""
+        return self.tol(**by_dtype)["atol"]
+
 
 @pytest.fixture(scope="session")
 def target(request) -> Target:
