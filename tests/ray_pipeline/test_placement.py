@@ -148,6 +148,7 @@ async def test_each_replica_gets_the_gpu_its_placement_says(gpu_ray, tiny_model_
     assert gpu_ray.available_resources().get("GPU", 0.0) == 2.0
 
 
+@pytest.mark.timeout(60)
 async def test_a_placement_the_cluster_cannot_give_fails_at_once_in_one_line(gpu_ray, tiny_model_path):
     from pipeline.ray import OmniStream
     from tests.ray_pipeline.conftest import pipeline_config
@@ -163,3 +164,24 @@ async def test_a_placement_the_cluster_cannot_give_fails_at_once_in_one_line(gpu
                                       "the Ray cluster has 2")
     assert placement.MODEL_SHARE + placement.ENCODER_SHARE == 1.0
     assert ActorResources().num_gpus is None  # unset: the default split decides
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.skipif(torch.cuda.device_count() > 0, reason="about a machine without GPUs")
+def test_run_of_the_rtsp_config_without_gpus_is_one_line_at_once(tiny_model_path, ray_tmp):
+    # issue 30, point 5: it waited up to actor_start_timeout (600 s) for GPUs this machine does not have
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": ray_tmp}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "configs/rtsp.yaml", "--model",
+                          str(tiny_model_path), "--duration", "30"], capture_output=True, text=True, timeout=180,
+                         env=env)
+    took = time.monotonic() - started
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1] == (
+        "error: the actors ask for 1 GPU (1 model x 0.6 GPU, 1 encoder x 0.4 GPU); the Ray cluster has 0: set "
+        "resources.model/encoder.num_gpus (0 runs on the CPU) or add GPUs")
+    assert took < 120, f"{took:.0f} s"  # the CLI's imports and Ray's start; no wait for the actors
