@@ -240,12 +240,18 @@ def forward_ratios(path: Path, batches: list[int], width: int, repeats: int = 5,
     about `context_tokens`; one untimed round first, then sequential and batched alternate, `repeats`
     times, medians (the shared machine's load drifts between runs). The clock is synchronised on CUDA."""
     from pipeline.ray.models import load_omni
+
+    return forward_ratios_of(load_omni(spec(path), part="language"), batches, width, repeats, context_tokens)
+
+
+def forward_ratios_of(model, batches: list[int], width: int, repeats: int = 5, context_tokens: int = 3000,
+                      log=print) -> list[dict]:
+    """`forward_ratios` on a loaded `OmniModel` (its language model is what runs)."""
     from pipeline.session import OmniSession
     from pipeline.session.batch import forward_batch
     from pipeline.session.session import append_compressed_batch
 
-    device = DEVICE["device"]
-    model = load_omni(spec(path), part="language")
+    device = str(model.device)
     rows = []
     for b in batches:
         sessions = [OmniSession.from_model(model, retention=0.25, max_pixels=640 * 480, window_seconds=None)
@@ -287,7 +293,7 @@ def forward_ratios(path: Path, batches: list[int], width: int, repeats: int = 5,
         rows.append({"streams": b, "context_tokens": context,
                      "prefill_seq_ms": 1000 * med(seq[1:]), "prefill_batched_ms": 1000 * med(bat[1:]),
                      "decode_seq_ms": 1000 * med(dseq[1:]), "decode_batched_ms": 1000 * med(dbat[1:])})
-        print(rows[-1], flush=True)
+        log(rows[-1])
     return rows
 
 

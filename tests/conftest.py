@@ -39,7 +39,8 @@ def load_check_env():
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _, failure = load_check_env().check()
+    skip = tuple(n for n in session.config.getoption("--env-check-skip").split(",") if n)
+    _, failure = load_check_env().check(skip)
     if failure:
         pytest.exit(f"environment check failed: {failure}", returncode=3)
 
@@ -47,6 +48,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-screenshot", action="store_true",
                      help="write the dashboard test's screenshot to docs/dashboard.png (the README's picture)")
+    parser.addoption("--env-check-skip", default="",
+                     help="import names the environment check leaves out, comma-separated (e.g. ray,zmq,av: "
+                          "the GPU check's device tests, which need none of them)")
     parser.addoption("--device", default="cpu",
                      help="device of the model-path tests (the `target` fixture): cpu (default), cuda, cuda:1")
     parser.addoption("--dtype", default="float32", choices=sorted(DTYPES),
