@@ -210,6 +210,31 @@ def device_tests(reduced: bool, device: str, dtype: str) -> dict:
             "seconds": round(time.monotonic() - start, 1)}
 
 
+# what a CUDA build of torch brings (or the machine has), and what the run leaves out
+NOT_WHEELS = {"torch", "triton", "sympy", "mpmath", "networkx", "setuptools", "omnisift-stream", "ray", "av",
+              "pyzmq"}
+TORCH_FAMILY = {"torchaudio", "torchvision"}  # built against one torch release: installed only where missing
+
+
+def run_requirements() -> tuple[list[str], list[str]]:
+    """(`name==version` of every distribution the run imports besides torch, the torch family's), as
+    installed here (the lock's versions): what `scripts/gpu_check.sh --prepare-wheels` downloads. Found by
+    importing what the run imports and collecting the device tests, then mapping modules to distributions."""
+    import importlib.metadata as md
+
+    import pytest
+
+    pytest.main(["-q", "-p", "no:cacheprovider", "--collect-only", "--env-check-skip", "ray,zmq,av",
+                 *DEVICE_TESTS], plugins=[])
+    run(True, [1], 300, 1, tests=False, log=lambda *a: None)
+    names = {m.split(".")[0] for m in list(sys.modules)}
+    dists = md.packages_distributions()
+    found = sorted({d for n in names for d in dists.get(n, [])} | {"pytest-timeout", "pytest-asyncio"})
+    pins = [f"{d}=={md.version(d)}" for d in found if d not in NOT_WHEELS and not d.startswith("nvidia")]
+    return ([p for p in pins if p.split("==")[0] not in TORCH_FAMILY],
+            [p for p in pins if p.split("==")[0] in TORCH_FAMILY])
+
+
 def run(reduced: bool, streams: list[int], context_tokens: int, reps: int, tests: bool, log=print) -> dict:
     """Every step above; the results as one dict (the JSON file)."""
     cuda = torch.cuda.is_available()
@@ -286,7 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-tests", action="store_true", help="skip the device tests")
     ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    ap.add_argument("--requirements", type=Path, metavar="DIR",
+                    help="write DIR/requirements.txt and DIR/torch-family.txt (what the run needs) and stop")
     args = ap.parse_args(argv)
+    if args.requirements is not None:
+        pins, family = run_requirements()
+        args.requirements.mkdir(parents=True, exist_ok=True)
+        (args.requirements / "requirements.txt").write_text("\n".join(pins) + "\n")
+        (args.requirements / "torch-family.txt").write_text("\n".join(family) + "\n")
+        print(f"{len(pins)} packages + {len(family)} of the torch family: {args.requirements}")
+        return 0
     result = run(args.reduced, args.streams, args.context_tokens, args.repeats, not args.no_tests)
     print(table(result))
     args.out.write_text(json.dumps(result, indent=2, default=str))
