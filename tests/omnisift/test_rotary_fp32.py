@@ -25,6 +25,7 @@ from omnisift.tiny import build_processor, build_tokenizer, tiny_config, write_o
 
 START, SPAN, LENGTH = 20_000, 4_000, 96
 BF16 = "bfloat16"
+SDPA = "sdpa"  # as the reference: on CUDA with flash-attn installed, FlashAttention-2 would be chosen
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,13 @@ def reference(sharp_dir, target):
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
     thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-        str(sharp_dir), dtype=torch.bfloat16, attn_implementation="sdpa")
+        str(sharp_dir), dtype=torch.bfloat16, attn_implementation=SDPA)
     return thinker.to(target.torch_device).eval()  # a device move only: dtypes stay as loaded
+
+
+def our_load(folder, target, dtype: str, part: str):
+    """Our load of `part` on the target device in `dtype`, with the reference's attention (SDPA)."""
+    return load_model(folder, device=target.device, dtype=dtype, part=part, attn_implementation=SDPA).thinker
 
 
 def positions(device) -> torch.Tensor:
@@ -77,7 +83,7 @@ def assert_buffers_match(thinker, reference) -> None:
 
 @pytest.mark.parametrize("part", ["all", "language", "towers"])
 def test_buffers_are_transformers_own_on_every_load_path(sharp_dir, reference, target, part):
-    thinker = load_model(sharp_dir, device=target.device, dtype=BF16, part=part).thinker
+    thinker = our_load(sharp_dir, target, BF16, part)
     assert_buffers_match(thinker, reference)
     rotary = [n for n, _ in thinker.named_buffers() if "inv_freq" in n]
     assert rotary and all(dict(thinker.named_buffers())[n].dtype == torch.float32 for n in rotary)
@@ -86,15 +92,15 @@ def test_buffers_are_transformers_own_on_every_load_path(sharp_dir, reference, t
 
 @pytest.mark.parametrize("part", ["all", "language"])
 def test_hidden_states_past_20000_equal_transformers_in_bf16(sharp_dir, reference, target, part):
-    thinker = load_model(sharp_dir, device=target.device, dtype=BF16, part=part).thinker
+    thinker = our_load(sharp_dir, target, BF16, part)
     ours = hidden(thinker.model.language_model, torch.bfloat16, target.torch_device)
     theirs = hidden(reference.model.language_model, torch.bfloat16, target.torch_device)
     torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
 
 
 def test_hidden_states_past_20000_stay_near_float32(sharp_dir, target):
-    fp32 = load_model(sharp_dir, device=target.device, dtype="float32", part="language").thinker
-    bf16 = load_model(sharp_dir, device=target.device, dtype=BF16, part="language").thinker
+    fp32 = our_load(sharp_dir, target, "float32", "language")
+    bf16 = our_load(sharp_dir, target, BF16, "language")
     exact = hidden(fp32.model.language_model, torch.float32, target.torch_device)
     ours = relative(hidden(bf16.model.language_model, torch.bfloat16, target.torch_device), exact)
     # the same model with its frequencies rounded to bf16: what a plain `.to(bf16)` gives
@@ -106,7 +112,7 @@ def test_hidden_states_past_20000_stay_near_float32(sharp_dir, target):
 
 
 def test_vision_tower_equals_transformers_in_bf16(sharp_dir, reference, target):
-    towers = load_model(sharp_dir, device=target.device, dtype=BF16, part="towers").thinker
+    towers = our_load(sharp_dir, target, BF16, "towers")
     config = towers.config.vision_config
     grid = torch.tensor([[2, 16, 16]], device=target.torch_device)  # 2 grid steps of 16 x 16 patches
     width = config.in_channels * config.temporal_patch_size * config.patch_size ** 2
