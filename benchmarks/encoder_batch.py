@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.offline.machine import machine
-from streams.chunk import AVChunk
+from streams.chunk import AUDIO_RATE, SAMPLES_PER_CHUNK, AVChunk
 
 
 def stream_chunks(stream: int, rounds: int, width: int, height: int) -> list[AVChunk]:
@@ -32,7 +32,7 @@ def stream_chunks(stream: int, rounds: int, width: int, height: int) -> list[AVC
     out = []
     for i in range(rounds):
         frames = rng.integers(0, 256, (4, height, width, 3), dtype=np.uint8)
-        t = np.arange(32000) / 16000 + 2 * i
+        t = np.arange(SAMPLES_PER_CHUNK) / AUDIO_RATE + 2 * i
         audio = (0.3 * np.sin(2 * np.pi * (300 + 50 * stream) * t)).astype(np.float32)
         out.append(AVChunk(f"cam{stream}", i, 2.0 * i, frames, audio))
     return out

@@ -5,7 +5,7 @@
 1. Per chunk: `stvp` on two frames of 144 / 256 / 576 tokens + `VisionGuidedAudioSelector(3584)` on the
    kept video tokens and 50 audio tokens + `select_audio`, the work the streaming path does per chunk.
 2. Whole sequences: `compress_sequence` over 1 / 5 / 15 / 30 minutes of audio+video laid out as the model
-   lays it out (DESIGN section 2: `<|vision_bos|><|audio_bos|>`, per 2-second chunk two frames of video
+   lays it out (docs/design.md section 2: `<|vision_bos|><|audio_bos|>`, per 2-second chunk two frames of video
    tokens then 50 audio tokens, TMRoPE positions `(st + 25 g, st + r, st + c)` / `st + k`), to show the
    cost grows linearly (time per minute of media stays flat).
 
@@ -29,9 +29,9 @@ from omnisift.qwen_sizes import HIDDEN_7B as D_MODEL
 from omnisift.selector import VisionGuidedAudioSelector, select_audio
 from omnisift.sequence import compress_sequence
 from omnisift.stvp import stvp
+from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK
 from pipeline.offline.machine import machine
 
-AUDIO_PER_CHUNK = 50
 VIDEO_ID, AUDIO_ID, TEXT_ID = 151656, 151646, 100
 VISION_BOS, AUDIO_BOS, AUDIO_EOS, VISION_EOS = 151652, 151647, 151648, 151653
 PREFIX_TEXT, SUFFIX_TEXT = 40, 20  # system prompt before the clip, question + assistant header after it
@@ -56,7 +56,7 @@ def bench_chunk(selector: VisionGuidedAudioSelector, tokens_per_frame: int, reps
     g = torch.Generator().manual_seed(tokens_per_frame)
     f1 = torch.randn(tokens_per_frame, D_MODEL, generator=g).to(dtype)
     f2 = (f1.float() + 0.5 * torch.randn(tokens_per_frame, D_MODEL, generator=g)).to(dtype)
-    audio = torch.randn(AUDIO_PER_CHUNK, D_MODEL, generator=g).to(dtype)
+    audio = torch.randn(AUDIO_TOKENS_PER_CHUNK, D_MODEL, generator=g).to(dtype)
     kept_video = {}
 
     def run_stvp():
@@ -91,7 +91,7 @@ def interleaved_sequence(minutes: float, tokens_per_frame: int, grid_cols: int) 
         for g in range(2 * c, min(2 * c + 2, seconds)):  # one grid step per second
             ids_t.append(torch.full((tokens_per_frame,), VIDEO_ID))
             pos_t.append(torch.stack([torch.full_like(k, st + 25 * g), st + rows, st + cols]))
-        a = torch.arange(AUDIO_PER_CHUNK * c, min(AUDIO_PER_CHUNK * (c + 1), 25 * seconds))
+        a = torch.arange(AUDIO_TOKENS_PER_CHUNK * c, min(AUDIO_TOKENS_PER_CHUNK * (c + 1), 25 * seconds))
         ids_t.append(torch.full((len(a),), AUDIO_ID))
         pos_t.append((st + a).expand(3, -1))
     end = int(torch.cat(pos_t, 1).max()) + 1

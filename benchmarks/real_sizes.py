@@ -30,6 +30,7 @@ import torch
 from omnisift.qwen_sizes import MAX_PIXELS_7B, MIN_PIXELS_7B, kv_bytes_per_token
 from omnisift.token_layout import DEFAULT_MAX_PIXELS
 from pipeline.offline.machine import machine
+from streams.chunk import AUDIO_RATE, SAMPLES_PER_CHUNK
 
 GIB = 2**30
 PARTS = {"vision tower": "model.visual", "audio tower": "model.audio_tower", "selector (VGAS)": "compressor",
@@ -121,7 +122,7 @@ def chunk_640x480(index: int = 0):
     from streams.chunk import AVChunk
 
     rng = np.random.default_rng(index)
-    t = np.arange(32000) / 16000 + 2 * index
+    t = np.arange(SAMPLES_PER_CHUNK) / AUDIO_RATE + 2 * index
     return AVChunk("bench", index, 2.0 * index, rng.integers(0, 256, (4, 480, 640, 3), dtype=np.uint8),
                    (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
 

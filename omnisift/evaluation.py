@@ -6,7 +6,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from omnisift.counts import TokenCounts
 from omnisift.data import LETTERS
@@ -59,16 +59,13 @@ class MethodMetrics:
     open_answers: int = 0
     tokens: TokenCounts = TokenCounts()
     prefill_seconds: float = 0.0
-    encode_seconds: float = 0.0
     failed: int = 0
-    notes: list[str] = field(default_factory=list)
 
     def add(self, *, generated: str | None, scored: str | None, answer: str, multiple_choice: bool,
-            counts: TokenCounts, prefill: float, encode: float = 0.0) -> None:
+            counts: TokenCounts, prefill: float) -> None:
         self.n += 1
         self.tokens += counts
         self.prefill_seconds += prefill
-        self.encode_seconds += encode
         if not multiple_choice:
             self.open_answers += 1
             return

@@ -14,9 +14,9 @@ import numpy as np
 from transformers import BatchFeature
 
 from omnisift.loading import DEFAULT_SYSTEM_PROMPT, OmniModel
+from streams.chunk import AUDIO_RATE
 
 VIDEO_FPS = 2.0
-AUDIO_RATE = 16_000
 HOP_LENGTH = 160  # Whisper log-mel hop: 100 feature frames per second
 
 

@@ -1,6 +1,6 @@
 """Attention with a per-key gate: the "attention" straight-through estimator for training the selector.
 
-DESIGN section 3 trains VGAS by multiplying the straight-through mask into the kept audio embeddings and
+docs/design.md section 3 trains VGAS by multiplying the straight-through mask into the kept audio embeddings and
 removing the dropped tokens. That gradient only says how the loss changes when a *kept* token is scaled,
 and the backbone's first RMSNorm makes a token's scale almost irrelevant; a *dropped* token gets no
 gradient at all, so nothing tells the selector that a token it dropped was the one the answer needed.

@@ -17,8 +17,8 @@ from omnisift.checkpoint import CheckpointError, read_selector_state, selector_f
 from omnisift.device import cast_module, pick_attention, pick_device, pick_dtype
 from omnisift.parts import PARTS, load_part
 from omnisift.thinker import OmniSIFTThinker
+from omnisift.token_layout import DEFAULT_MODEL
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-Omni-7B"
 DEFAULT_SYSTEM_PROMPT = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
     "auditory and visual inputs, as well as generating text and speech."

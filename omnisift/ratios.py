@@ -15,8 +15,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK
+
 RELEASE_RHO_VIDEO = 0.7
 RELEASE_RHO_AUDIO = 0.3
+RHO_VIDEO_25 = 0.8  # with RELEASE_RHO_AUDIO, about 25% of audio+video tokens kept (the paper's main table)
 
 
 def check_ratio(name: str, value: float) -> float:
@@ -74,7 +77,7 @@ def resolve_ratios(retention: float | None = None, rho_video: float | None = Non
 
 
 def ratios_for_retention(
-    retention: float, tokens_per_frame: int, frames_per_chunk: int = 2, audio_per_chunk: int = 50,
+    retention: float, tokens_per_frame: int, frames_per_chunk: int = 2, audio_per_chunk: int = AUDIO_TOKENS_PER_CHUNK,
     rho_audio: float = RELEASE_RHO_AUDIO,
 ) -> Ratios:
     """Drop ratios that keep about `retention` of a chunk's audio + video tokens.

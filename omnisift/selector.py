@@ -1,4 +1,4 @@
-"""VGAS: the vision-guided audio selector (OmniSIFT, DESIGN section 3).
+"""VGAS: the vision-guided audio selector (OmniSIFT, docs/design.md section 3).
 
 A 4.85M-parameter module (at D = 3584) that scores each audio token of a chunk by cross-attending from
 the audio tokens to the chunk's *kept* video tokens. Submodule names and shapes are exactly those of

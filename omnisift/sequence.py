@@ -1,7 +1,7 @@
 """OmniSIFT over whole offline Qwen2.5-Omni sequences: the public release's decisions, in batched tensor calls.
 
 The model interleaves a clip between `<|audio_bos|>` and `<|audio_eos|>` in windows of 50 time positions
-(DESIGN section 2). The chunks OmniSIFT prunes are formed as the release forms them, per row (sample),
+(docs/design.md section 2). The chunks OmniSIFT prunes are formed as the release forms them, per row (sample),
 from the TMRoPE time values (`position_ids[0]`), so they are right at any frame rate:
 
 - a *frame* is the set of a row's video tokens sharing one time value t;

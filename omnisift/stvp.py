@@ -1,4 +1,4 @@
-"""STVP: spatio-temporal video pruning by cosine saliency (OmniSIFT, DESIGN section 3).
+"""STVP: spatio-temporal video pruning by cosine saliency (OmniSIFT, docs/design.md section 3).
 
 Per chunk, the first visual frame is scored by *spatial* saliency (how far each token is from the
 frame's mean token) and the second by *temporal* saliency (how far each token moved from the token at

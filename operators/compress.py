@@ -1,7 +1,7 @@
 """Compress: one registry of per-chunk token compressors, each a small stateful object.
 
 Every compressor turns an `EncodedChunk` into a `CompressedChunk` holding the kept tokens with their
-original TMRoPE positions (DESIGN section 2): video token at grid step g, row r, column c sits at
+original TMRoPE positions (docs/design.md section 2): video token at grid step g, row r, column c sits at
 (25 g, r, c) and audio token k at (k, k, k), relative to the stream's first audio-video position.
 Ratios count what is dropped per frame (`rho_video`) and per chunk (`rho_audio`), `int(n * rho)` in float
 arithmetic as the OmniSIFT release counts (`omnisift.ratios`); `rho_audio = 1` keeps all audio.

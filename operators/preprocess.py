@@ -20,11 +20,11 @@ import torchaudio
 
 from omnisift.token_layout import DEFAULT_MAX_PIXELS
 from operators.chunks import PreprocessedChunk
+from streams.chunk import AUDIO_RATE
 
 N_FFT = 400
 HOP = 160
 N_MELS = 128
-RATE = 16_000
 
 
 def log_mel(audio: torch.Tensor, mel_filters: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ class Preprocessor:
             "longest_edge": max_pixels or min(own, DEFAULT_MAX_PIXELS),
         }
         self.mel_filters = torchaudio.functional.melscale_fbanks(
-            N_FFT // 2 + 1, 0.0, 8000.0, N_MELS, RATE, norm="slaney", mel_scale="slaney",
+            N_FFT // 2 + 1, 0.0, 8000.0, N_MELS, AUDIO_RATE, norm="slaney", mel_scale="slaney",
         ).to(self.device)  # [201, 128]
 
     def process(self, index: int, frames: np.ndarray | None, audio: np.ndarray | None) -> PreprocessedChunk:

@@ -25,7 +25,6 @@ the config does not import torch), with one line naming the bad option and the c
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -41,32 +40,15 @@ from pydantic import (
 )
 
 from omnisift.ratios import resolve_ratios
-from omnisift.token_layout import PIXELS_PER_TOKEN
-from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, check_question
+from omnisift.token_layout import DEFAULT_MODEL, PIXELS_PER_TOKEN
+from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, STREAM_NAME, check_question
 from streams.config import load_source_config, read_yaml
 from streams.errors import ConfigError
+from streams.net import host_is_loopback, is_loopback
+from streams.policy import SourcePolicy
 
 DropPolicy = Literal["drop_oldest", "block"]
 MAX_REPLICAS = 256
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// endpoints on 127.0.0.0/8, ::1 or localhost."""
-    if not endpoint.startswith("tcp://"):
-        return True
-    return host_is_loopback(urlsplit(endpoint).hostname or "")
-
-
-def host_is_loopback(host: str) -> bool:
-    """True for localhost and addresses in 127.0.0.0/8, ::1 or IPv4-mapped 127.0.0.0/8 (brackets allowed)."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # '*', '0.0.0.0', an interface name or a DNS name
-    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
 
 
 class _Strict(BaseModel):
@@ -76,7 +58,7 @@ class _Strict(BaseModel):
 class StreamSpec(_Strict):
     """One stream: a unique name and its source (a mapping or a source YAML path, resolved on load)."""
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=64, pattern=STREAM_NAME)
     source: dict[str, Any]
     paused: bool = False
 
@@ -110,7 +92,7 @@ class ModelBatchSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    path: str = "Qwen/Qwen2.5-Omni-7B"  # hub id or local folder
+    path: str = DEFAULT_MODEL  # hub id or local folder
     fallback_tiny: bool = False  # weights missing -> the tiny random model, with a banner (demo only)
     compressor: str = "omnisift"
     compressor_options: dict[str, Any] = {}  # keyword options of that compressor, checked when actors start
@@ -241,6 +223,11 @@ class HttpSpec(_Strict):
     host: str = Field("127.0.0.1", min_length=1)
     token_env: str = Field("OMNISIFT_HTTP_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)  # larger requests get 413
+    # names the server answers to besides its bound address (and, on loopback, localhost/127.0.0.1/[::1]): a
+    # request whose Host header names anything else is refused (DNS rebinding); e.g. [omnisift.lan]
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # origins (scheme://host[:port]) whose pages may change state (POST, DELETE) besides the server's own
+    allowed_origins: list[str] = Field(default_factory=list)
 
     @property
     def loopback(self) -> bool:
@@ -309,6 +296,19 @@ class WebhooksSpec(_Strict):
         return self
 
 
+class LimitsSpec(_Strict):
+    """Bounds on what clients may add to a running pipeline (`docs/security.md`). Streams in the config
+    file count against `max_streams` but are never refused by it; every stream's source must open within
+    `source_open_timeout` seconds, or it is refused and its actor ended."""
+
+    max_streams: int = Field(16, ge=1, le=4096)  # streams at once; a client's add beyond it is refused (403)
+    max_watches: int = Field(64, ge=0, le=100_000)  # standing questions clients added, in all
+    max_watches_per_stream: int = Field(8, ge=0, le=10_000)  # of them on one stream (or on every stream)
+    min_watch_every: float = Field(2.0, ge=0.0, le=86400.0)  # seconds of media; a client's watch more often: 422
+    adds_per_minute: int = Field(30, ge=1, le=100_000)  # stream and watch adds per client address (then 429)
+    source_open_timeout: float = Field(30.0, gt=0.0, le=3600.0)  # seconds for a new stream's source to open
+
+
 class RaySpec(_Strict):
     address: str | None = None  # None: start Ray locally; "auto" or ray://host:10001 joins a cluster
     num_cpus: int | None = Field(None, ge=1)  # local Ray only
@@ -341,6 +341,8 @@ class PipelineConfig(_Strict):
     clips: ClipsSpec = ClipsSpec()
     webhooks: WebhooksSpec = WebhooksSpec()
     ray: RaySpec = RaySpec()
+    runtime_sources: SourcePolicy = SourcePolicy()  # what clients may add while running; nothing unless said
+    limits: LimitsSpec = LimitsSpec()
 
     @model_validator(mode="after")
     def _unique(self) -> PipelineConfig:

@@ -22,6 +22,18 @@ DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_LIMIT = 4096
 DEFAULT_MAX_QUESTION_TOKENS = 512  # `model.max_question_tokens` unless set
 CHARS_PER_TOKEN_BOUND = 8  # a question of n tokens rarely has more characters than this times n
+# A question's limits, wherever it enters (the Python API, ZeroMQ, HTTP, the OpenAI route): one set, here.
+MAX_QUESTION_CHARS = CHARS_PER_TOKEN_BOUND * DEFAULT_MAX_QUESTION_TOKENS  # a request body's bound (4096); the
+# pipeline's own, from `model.max_question_tokens`, is `check_question`'s
+DEFAULT_TIMEOUT = 120.0  # seconds a question may take when it does not say
+MAX_TIMEOUT = 600.0  # seconds a question may ask for at most
+MAX_TEMPERATURE = 2.0  # OpenAI's range; sampling hotter than this is noise
+MAX_TOP_K = 1_000_000
+MAX_SEED = 2**63 - 1
+# a stream's name, wherever one enters (config, HTTP, ZeroMQ, the dashboard's form): it is a URL path segment,
+# a metric label and part of clip file names, so letters, digits, '_', '-' and '.', not starting with '.'
+# (no '.' or '..'), at most 64 characters
+STREAM_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
 
 
 def check_question(question: object, max_tokens: int = DEFAULT_MAX_QUESTION_TOKENS) -> str:
@@ -64,13 +76,13 @@ class GenerationSettings:
         _check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
         if not isinstance(self.do_sample, bool):
             raise ValueError(f"do_sample must be true or false, got {self.do_sample!r}")
-        _check_float("temperature", self.temperature, 0.0, None)
+        _check_float("temperature", self.temperature, 0.0, MAX_TEMPERATURE)
         _check_float("top_p", self.top_p, 0.0, 1.0)
-        _check_int("top_k", self.top_k, 0, None)
+        _check_int("top_k", self.top_k, 0, MAX_TOP_K)
         if self.seed is not None:
-            _check_int("seed", self.seed, 0, None)
+            _check_int("seed", self.seed, 0, MAX_SEED)
         if self.timeout is not None:
-            _check_float("timeout", self.timeout, 0.0, None)
+            _check_float("timeout", self.timeout, 0.0, MAX_TIMEOUT)
             if self.timeout == 0:
                 raise ValueError(f"timeout must be a number > 0, got {self.timeout!r}")
 

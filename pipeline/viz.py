@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from omnisift.ratios import RHO_VIDEO_25
 from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK, GRID_STEPS_PER_CHUNK, POSITIONS_PER_SECOND
 from operators.chunks import CompressedChunk
 
@@ -147,7 +148,7 @@ def _waveform(area: np.ndarray, samples: np.ndarray) -> None:
         area[lo:hi + 1, x] = (90, 90, 90)
 
 
-def visualize(video: str, methods: list[str], model: str, n_chunks: int = 3, rho_video: float = 0.8,
+def visualize(video: str, methods: list[str], model: str, n_chunks: int = 3, rho_video: float = RHO_VIDEO_25,
               rho_audio: float = 0.3, max_pixels: int | None = None, **session_options) -> tuple[Image.Image, dict]:
     """Run each method live over the first `n_chunks` chunks of `video` and draw what it kept."""
     from itertools import islice

@@ -9,6 +9,7 @@ from typing import Any
 from .chunk import AVChunk
 from .combined import CombinedProducer
 from .config import (
+    Backoff,
     CombinedSourceConfig,
     FileSourceConfig,
     MicrophoneSourceConfig,
@@ -20,7 +21,7 @@ from .config import (
     load_source_config,
 )
 from .redact import redact_url
-from .source import Backoff, ProducerFactory, Source
+from .source import ProducerFactory, Source
 
 
 def producer_factory(config: SourceConfig) -> ProducerFactory:
@@ -85,7 +86,7 @@ def open_source(
     config = load_source_config(config)
     reconnect = None
     if isinstance(config, RtspSourceConfig):
-        reconnect = Backoff(**config.reconnect.model_dump())
+        reconnect = config.reconnect
     elif isinstance(config, (WebcamSourceConfig, MicrophoneSourceConfig)) or (
         isinstance(config, CombinedSourceConfig) and config.live
     ):

@@ -6,8 +6,8 @@ or a mapping with a `source:` key) and raises `ConfigError` with one line naming
 
 from __future__ import annotations
 
-import ipaddress
 import os
+import random
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .net import endpoint_host, host_is_loopback
 from .redact import redact_url
 
 DropPolicy = Literal["drop_oldest", "block"]
@@ -47,16 +48,23 @@ class _Base(BaseModel):
         return self.drop_policy or ("drop_oldest" if self.live else "block")
 
 
-class ReconnectConfig(BaseModel):
-    """Exponential backoff with jitter: delay_n = min(max_delay, initial_delay * factor**n) * (1 +- jitter)."""
+class Backoff(BaseModel):
+    """Waits between tries, the one rule of the project (source reconnects, webhook deliveries): exponential
+    with jitter, delay_n = min(max_delay, initial_delay * factor**n) * (1 +- jitter), n from 0."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     initial_delay: float = Field(0.5, gt=0, le=60)
-    max_delay: float = Field(10.0, gt=0, le=600)
+    max_delay: float = Field(10.0, gt=0, le=3600)
     factor: float = Field(2.0, ge=1, le=10)
     jitter: float = Field(0.2, ge=0, le=1)
     max_attempts: int | None = Field(None, ge=1)  # None: retry forever
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before try `attempt` + 1 (`attempt` from 0); `rng` draws the jitter."""
+        base = min(self.max_delay, self.initial_delay * self.factor**attempt)
+        spread = 0.0 if self.jitter == 0 else self.jitter * (rng or random).uniform(-1.0, 1.0)
+        return max(0.0, base * (1.0 + spread))
 
 
 class FileSourceConfig(_Base):
@@ -79,7 +87,7 @@ class RtspSourceConfig(_Base):
     read_timeout: float = Field(5.0, gt=0, le=120)
     username_env: str | None = None  # name of the environment variable holding the user name
     password_env: str | None = None  # name of the environment variable holding the password
-    reconnect: ReconnectConfig = ReconnectConfig()
+    reconnect: Backoff = Backoff()
 
     @field_validator("url")
     @classmethod
@@ -159,15 +167,6 @@ class SyntheticSourceConfig(_Base):
         return v
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class ZmqSourceConfig(_Base):
     """External producers push frames and audio over ZeroMQ; wire format in `streams.zmq_source`."""
 
@@ -186,7 +185,7 @@ class ZmqSourceConfig(_Base):
         if not (v.startswith("tcp://") or v.startswith("ipc://") or v.startswith("inproc://")):
             raise ValueError("must start with tcp://, ipc:// or inproc://")
         if v.startswith("tcp://") and info.data.get("bind", True) and not info.data.get("allow_remote", False):
-            if not _is_loopback(v[len("tcp://") :].rsplit(":", 1)[0]):
+            if not host_is_loopback(endpoint_host(v)):
                 raise ValueError("binds beyond loopback; set allow_remote: true to allow it")
         return v
 

@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 from .chunk import AUDIO_RATE
-from .errors import SourceError
+from .errors import SourceError, one_line
 from .events import AudioSample, Event, VideoSample
 from .redact import redact_url
 
@@ -35,10 +35,6 @@ def capped_size(width: int, height: int, max_width: int | None, max_height: int 
     if scale >= 1.0:
         return width, height
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
-
-
-def _one_line(e: BaseException) -> str:
-    return redact_url(" ".join(str(e).split()))
 
 
 class AvProducer:
@@ -65,7 +61,7 @@ class AvProducer:
         except FileNotFoundError:
             raise SourceError(f"{what}: file not found") from None
         except av.error.FFmpegError as e:
-            raise SourceError(f"{what}: cannot open: {_one_line(e)}") from None
+            raise SourceError(f"{what}: cannot open: {one_line(e)}") from None
         c = self._container
         self._vstream = c.streams.video[0] if c.streams.video else None
         self._astream = c.streams.audio[0] if c.streams.audio else None
@@ -118,16 +114,16 @@ class AvProducer:
                         break
                     raise SourceError(f"{self.what}: read timed out") from None
                 except av.error.FFmpegError as e:
-                    raise SourceError(f"{self.what}: read failed: {_one_line(e)}") from None
+                    raise SourceError(f"{self.what}: read failed: {one_line(e)}") from None
                 try:
                     frames = packet.decode()
                     errors = 0
                 except av.error.FFmpegError as e:
                     errors += 1
                     self.decode_errors += 1
-                    log.debug("%s: dropped undecodable packet: %s", self.what, _one_line(e))
+                    log.debug("%s: dropped undecodable packet: %s", self.what, one_line(e))
                     if errors > MAX_CONSECUTIVE_ERRORS:
-                        raise SourceError(f"{self.what}: undecodable data ({_one_line(e)})") from None
+                        raise SourceError(f"{self.what}: undecodable data ({one_line(e)})") from None
                     continue
                 for frame in frames:
                     yield from self._frame_events(frame)
@@ -159,7 +155,7 @@ class AvProducer:
             try:
                 outs = self._resampler.resample(frame)
             except (av.error.FFmpegError, ValueError) as e:  # a layout/rate change mid-stream: start over
-                log.debug("%s: audio format changed (%s); new resampler", self.what, _one_line(e))
+                log.debug("%s: audio format changed (%s); new resampler", self.what, one_line(e))
                 self._resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
                 outs = self._resampler.resample(frame)
             for out in outs:
@@ -224,7 +220,9 @@ def open_file(path: str, **kw) -> AvProducer:
 
     if not os.path.exists(path):
         raise SourceError(f"file {path!r}: not found")
-    return AvProducer(lambda: av.open(path, metadata_errors="ignore"), what=f"file {path!r}", file_origin=True, **kw)
+    # only the file protocol: a playlist or concat list inside the file cannot make FFmpeg open a URL
+    return AvProducer(lambda: av.open(path, metadata_errors="ignore", options={"protocol_whitelist": "file"}),
+                      what=f"file {path!r}", file_origin=True, **kw)
 
 
 def open_rtsp(url: str, *, transport: str, connect_timeout: float, read_timeout: float, **kw) -> AvProducer:

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from .chunk import AVChunk
 from .chunker import Chunker
+from .config import Backoff
 from .errors import SourceError, StreamError
 from .events import Discontinuity, Event
 
@@ -105,19 +106,6 @@ class StepResult:
     events: int = 0
     chunks: int = 0
     done: bool = False
-
-
-@dataclass(frozen=True)
-class Backoff:
-    initial_delay: float = 0.5
-    max_delay: float = 10.0
-    factor: float = 2.0
-    jitter: float = 0.2
-    max_attempts: int | None = None
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.max_delay, self.initial_delay * self.factor**attempt)
-        return max(0.0, base * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
 
 
 class ChunkQueue:

@@ -19,4 +19,4 @@ if [ -n "$missing" ]; then
 fi
 
 bash scripts/install.sh --dev --fresh     # ends with the import smoke check (scripts/check_env.py)
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest --durations=25 "$@"   # the 25 slowest tests listed at the end

@@ -1,12 +1,12 @@
-"""Offline training of the VGAS selector on cached tower outputs (DESIGN section 3).
+"""Offline training of the VGAS selector on cached tower outputs (docs/design.md section 3).
 
 The frozen towers ran once (the feature cache in `pipeline.offline.features`); here each clip's per-chunk
 vision and audio tokens are laid out as Qwen2.5-Omni lays them out (`[chunk 0 video][chunk 0 audio]...`
 between the bos and eos tokens, then the question and the answer) with TMRoPE positions by the rules of
-DESIGN section 2 (a test checks them against `get_rope_index`). `compressed_forward` decides what to
+docs/design.md section 2 (a test checks them against `get_rope_index`). `compressed_forward` decides what to
 keep with `decide_sequence`, runs the frozen language model on the kept tokens at their original
 positions and takes the next-token loss on the answer; the straight-through mask carries the gradient
-to the selector either through the kept audio embeddings (`gate="embedding"`, DESIGN section 3) or
+to the selector either through the kept audio embeddings (`gate="embedding"`, docs/design.md section 3) or
 through every attention layer's keys (`gate="attention"`, `omnisift.key_gate`), and the scores pass it
 to the selector's logits centred per chunk (`omnisift.sequence.straight_through_scores`). The selector
 learns; with `TrainSettings.trainable` "full" or "lora" the language model learns with it (the release

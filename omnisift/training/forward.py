@@ -56,7 +56,7 @@ def compressed_forward(thinker, batch: Batch, ratios: Ratios | None, selector: n
     `ratios=None` keeps every token (the full model). `selector` defaults to `thinker.compressor`; a
     `RandomScorer` gives random audio selection. When grad is enabled and the selector has trainable
     weights, the straight-through mask (1 in value at kept tokens) carries the gradient to its scores:
-    `gate="embedding"` multiplies it into the kept audio embeddings (DESIGN section 3; dropped tokens are
+    `gate="embedding"` multiplies it into the kept audio embeddings (docs/design.md section 3; dropped tokens are
     removed), `gate="attention"` keeps every token and weighs each attention key by it
     (`omnisift.key_gate`: the forward is the same, dropped tokens get a gradient too).
     """

@@ -1,4 +1,4 @@
-"""The token layout of one training example, as Qwen2.5-Omni lays it out (DESIGN section 2).
+"""The token layout of one training example, as Qwen2.5-Omni lays it out (docs/design.md section 2).
 
 Each clip's cached per-chunk vision and audio tokens go between the bos and eos tokens as
 `[chunk 0 video][chunk 0 audio]...`, then the question and the answer, with TMRoPE positions (a test
@@ -103,7 +103,7 @@ def build_example(template: PromptTemplate, features: ClipFeatures, question_ids
                   answer_ids: list[int] | None) -> Example:
     """Lay out `prefix, bos, [video, audio] per chunk, eos, question, assistant header, answer, <|im_end|>`.
 
-    Positions (DESIGN section 2): text 0..n-1, both bos tokens at n, `st = n + 1`; video token at grid
+    Positions (docs/design.md section 2): text 0..n-1, both bos tokens at n, `st = n + 1`; video token at grid
     step g, row r, column c at (st + 25 g, st + r, st + c); audio token k at st + k; both eos tokens at
     one past the largest audio-video position; text after them counts on. `answer_ids=None` ends the
     sequence after the assistant header (for generation and option scoring).

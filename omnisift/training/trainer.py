@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from omnisift.checkpoint import load_selector, save_selector, selector_from_state
-from omnisift.ratios import Ratios
+from omnisift.ratios import RHO_VIDEO_25, Ratios
 from omnisift.training.layout import Batch, Example, collate
 from omnisift.training.sharding import full_state, is_sharded
 from omnisift.training.trainable import LoraSettings, TrainableCore, set_trainable
@@ -43,7 +43,7 @@ class TrainSettings:
     min_lr_ratio: float = 0.1
     max_grad_norm: float = 1.0
     gate: str = "embedding"  # how the straight-through mask reaches the scores: see `compressed_forward`
-    rho_video: float = 0.8
+    rho_video: float = RHO_VIDEO_25
     rho_audio: float = 0.3
     save_every: int = 200
     log_every: int = 10

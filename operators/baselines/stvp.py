@@ -1,6 +1,6 @@
 """STVP alone, for ablations: OmniSIFT's video pruning with audio kept without VGAS.
 
-Paper: OmniSIFT (ICML 2026, arXiv 2602.04804), section "STVP"; DESIGN.md section 3.
+Paper: OmniSIFT (ICML 2026, arXiv 2602.04804), section "STVP"; docs/design.md section 3.
 
 Video is exactly the `omnisift` compressor's (spatial saliency on a chunk's first frame, temporal on the
 second, `kept_count(n_p, rho_video)` per frame; `carry_previous_frame` and `saliency_dtype` as there,

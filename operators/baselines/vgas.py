@@ -1,6 +1,6 @@
 """VGAS alone, for ablations: OmniSIFT's vision-guided audio selection with a content-blind video choice.
 
-Paper: OmniSIFT (ICML 2026, arXiv 2602.04804), section "VGAS"; DESIGN.md section 3.
+Paper: OmniSIFT (ICML 2026, arXiv 2602.04804), section "VGAS"; docs/design.md section 3.
 
 Video keeps `kept_count(n_p, rho_video)` tokens per frame, evenly spaced over the grid in raster order
 (`video="uniform"`, default) or a seeded random subset (`video="random"`); audio is exactly the

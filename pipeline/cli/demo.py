@@ -85,6 +85,7 @@ def run_ray(args: argparse.Namespace) -> int:
         "history": {"path": f"{args.data}/history.sqlite3"},
         "clips": {"dir": f"{args.data}/clips"},
         "resources": {"source": {"num_cpus": 0}, "encoder": {"num_cpus": 0.5}, "model": {"num_cpus": 0.5}},
+        "runtime_sources": {"types": ["synthetic"]},  # the dashboard may add test patterns, nothing else
     })
     if tiny:
         print(TINY_BANNER.format(model=args.model), flush=True)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
+import sys
 import time
 
 HELP = "run the Ray pipeline of a config (streams, model, watches, ZeroMQ, metrics)"
@@ -29,11 +32,65 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def run_pipeline(config, duration: float | None, *, print_stats: bool = True) -> int:
-    """Run until `duration` seconds pass or every stream ends; print what happens; close cleanly."""
+    """Run until `duration` seconds pass, every stream ends or SIGTERM comes; print what happens; close
+    cleanly (streams closed with their `closed` events, the history written and checkpointed, the actors
+    and a Ray this run started stopped). SIGTERM (what `docker stop` sends) while the pipeline starts
+    stops the start the way Ctrl-C does; once it runs, it ends the run as the end of `duration` would."""
+    with _Sigterm() as sigterm:
+        try:
+            return await _run_pipeline(config, duration, print_stats, sigterm)
+        except asyncio.CancelledError:
+            if not sigterm.came:
+                raise
+            print("stopped by SIGTERM while starting", file=sys.stderr, flush=True)
+            return 0
+
+
+class _Sigterm:
+    """While entered (in the event loop's thread): SIGTERM cancels the task that entered it until
+    `running` is set, and sets `stop` after. Later SIGTERMs are ignored: the close is under way."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.running = False
+        self.came = False
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._installed = False
+
+    def __enter__(self) -> _Sigterm:
+        self.arm()
+        return self
+
+    def arm(self) -> None:
+        """(Re)install the handler: starting Ray installs a SIGTERM handler of its own in this process (it
+        prints a stack trace and ends the process), so this runs again once the pipeline is up."""
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: Ctrl-C only
+            self._loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+            self._installed = True
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            self._loop.remove_signal_handler(signal.SIGTERM)
+
+    def _on_sigterm(self) -> None:
+        if self.came:
+            return
+        self.came = True
+        print("SIGTERM: stopping (closing streams, writing the history, stopping Ray)", file=sys.stderr, flush=True)
+        if self.running:
+            self.stop.set()
+        else:
+            self._task.cancel()
+
+
+async def _run_pipeline(config, duration: float | None, print_stats: bool, sigterm: _Sigterm) -> int:
     from omnisift.tiny import TINY_BANNER
     from pipeline.ray import OmniStream
 
     async with OmniStream(config) as stream:
+        sigterm.running = True  # from now on SIGTERM ends the run through `sigterm.stop`
+        sigterm.arm()
         started = time.monotonic()  # the duration counts from when the pipeline is up
         if stream.model_is_tiny:
             print(TINY_BANNER.format(model=config.model.path), flush=True)
@@ -54,14 +111,14 @@ async def run_pipeline(config, duration: float | None, *, print_stats: bool = Tr
                 print(f"[{s.name}] on model replica {placed['model']} (node {(placed['node'] or '?')[:12]}), "
                       f"encoder replica {placed['encoder']}", flush=True)
         printer = asyncio.create_task(_print_events(stream, config, print_stats))
+        stopped = asyncio.create_task(sigterm.stop.wait())
         remaining = None if duration is None else max(0.0, duration - (time.monotonic() - started))
         try:
-            await asyncio.wait_for(asyncio.shield(printer), remaining)
-        except TimeoutError:
-            pass
+            await asyncio.wait({printer, stopped}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            printer.cancel()
-            await asyncio.gather(printer, return_exceptions=True)
+            for task in (printer, stopped):
+                task.cancel()
+            await asyncio.gather(printer, stopped, return_exceptions=True)
         snap = stream.snapshot()
     for name, s in snap["streams"].items():
         moved = sum((s["moves"] or {}).values())

@@ -36,7 +36,7 @@ from operators.chunks import EncodedChunk
 from operators.compress import COMPRESSORS, make_compressor
 from pipeline.offline.machine import machine
 from pipeline.session import OmniSession
-from streams.chunk import AVChunk
+from streams.chunk import AUDIO_RATE, SAMPLES_PER_CHUNK, AVChunk
 
 METHODS = ("full", "random", "omnisift", "stvp", "vgas", "dycoke", "timechat", "vidcom2", "omnizip")
 KV_BYTES_PER_TOKEN_7B = 28 * 2 * 4 * 128 * 2
@@ -103,7 +103,7 @@ def noise_chunks(n: int, size: int, seed: int = 0) -> list[AVChunk]:
     out = []
     for i in range(n):
         frames = rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)
-        t = np.arange(32000) / 16000 + 2 * i
+        t = np.arange(SAMPLES_PER_CHUNK) / AUDIO_RATE + 2 * i
         audio = (0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t) * (1 + (i % 3))).astype(np.float32)
         out.append(AVChunk("bench", i, 2.0 * i, frames, audio))
     return out

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from omnisift.data import LAYOUTS
+from omnisift.ratios import RHO_VIDEO_25
+from omnisift.token_layout import DEFAULT_MODEL, PIXELS_PER_TOKEN
 from pipeline.offline.presets import EVAL_PRESETS, TRAIN_PRESETS, with_preset
 from streams.config import read_yaml
 
@@ -31,12 +33,12 @@ class DatasetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = "Qwen/Qwen2.5-Omni-7B"  # hub id or local path
+    name: str = DEFAULT_MODEL  # hub id or local path
     selector: Path | None = None  # separate selector checkpoint (base Qwen2.5-Omni models)
     device: str | None = None
     dtype: str | None = None
-    min_pixels: int | None = Field(default=None, ge=28 * 28)
-    max_pixels: int | None = Field(default=None, ge=28 * 28)
+    min_pixels: int | None = Field(default=None, ge=PIXELS_PER_TOKEN)
+    max_pixels: int | None = Field(default=None, ge=PIXELS_PER_TOKEN)
     max_frames: int | None = Field(default=None, ge=4)  # longer media: whole chunks spread evenly (features.py)
     system_prompt: str | None = None
     local_files_only: bool = False
@@ -65,7 +67,7 @@ class OptimConfig(_Strict):
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
     max_grad_norm: float = Field(default=1.0, ge=0)
     gate: Literal["embedding", "attention"] = "embedding"  # omnisift.training.compressed_forward
-    rho_video: float = Field(default=0.8, ge=0, le=1)
+    rho_video: float = Field(default=RHO_VIDEO_25, ge=0, le=1)
     rho_audio: float = Field(default=0.3, ge=0, le=1)
     save_every: int = Field(default=200, ge=0)
     log_every: int = Field(default=10, ge=1)

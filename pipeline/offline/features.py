@@ -42,7 +42,7 @@ from operators import Encoder, Preprocessor
 from operators.chunk_encoder import ChunkEncoder
 from streams import read_chunks
 from streams.chunk import CHUNK_SECONDS, FRAMES_PER_CHUNK
-from streams.errors import StreamError
+from streams.errors import StreamError, one_line
 
 log = logging.getLogger(__name__)
 INDEX = "index.json"
@@ -157,7 +157,7 @@ class FeatureCache:
             try:
                 features = encode(Path(path))
             except (StreamError, ValueError, OSError) as err:
-                reason = " ".join(str(err).split()) or type(err).__name__
+                reason = one_line(err)
                 log.warning("feature cache: skipping %s: %s", path, reason)
                 self.failed[key] = reason
                 summary.failed[path] = reason

@@ -51,11 +51,6 @@ def unwrap(e: BaseException) -> BaseException:
     return e
 
 
-def one_line(e: BaseException) -> str:
-    """An error as one line of at most 300 characters, for stream states and logs."""
-    return " ".join(str(e).split())[:300] or type(e).__name__
-
-
 _RAISED = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception): (.+)$")  # "pkg.SomeError: message"
 
 

@@ -73,7 +73,8 @@ class Frontends:
         if cfg.history.path is not None:
             from pipeline.serve.history import History
 
-            self.history = History(cfg.history, on_drop=self.metrics.history_dropped.inc)
+            self.history = History(cfg.history, on_drop=self.metrics.history_dropped.inc,
+                                   on_fail=self.metrics.history_failed.inc)
             self.history.start()
         if cfg.clips.dir is not None:
             from pipeline.serve.clips import ClipWriter
@@ -90,12 +91,14 @@ class Frontends:
 
     async def _start_http(self, api: PipelineAPI) -> None:
         from pipeline.serve.http import HttpServer, check_exposure, create_app
+        from pipeline.serve.http.guards import allowed_hosts
 
         spec = self.config.http
         token = self.env.get(spec.token_env) or None
         check_exposure(spec, token)
         app = create_app(api, token=token, max_body_bytes=spec.max_body_bytes, history=self.history,
-                         clips=self.clips, status=self.status)
+                         clips=self.clips, status=self.status, hosts=allowed_hosts(spec),
+                         origins=spec.allowed_origins, adds_per_minute=self.config.limits.adds_per_minute)
         self.http = HttpServer(app, spec.host, spec.port)
         await self.http.start()
         self.endpoints["http"] = self.http.url

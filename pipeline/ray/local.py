@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline.config import host_is_loopback
+from streams.net import host_is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,17 @@ def _single_machine() -> Iterator[None]:
 
 
 def start_local_ray(*, num_cpus: int | None = None, allow_remote: bool = False, **init: Any) -> str:
-    """Start Ray on this machine (`ray.init` with `init`, without `address`); returns the node's address.
-    Loopback only unless `allow_remote`; if Ray ends up on another address anyway, says so in one warning."""
+    """Start a new Ray on this machine (`ray.init(address="local")` with `init`); returns the node's address.
+    Always a new one: without "local", `ray.init` joins the latest `ray start` instance of the machine (or
+    `RAY_ADDRESS`), which is not what a config saying `ray.address: null` asks for. Loopback only unless
+    `allow_remote`; if Ray ends up on another address anyway, says so in one warning."""
     import ray
 
     if allow_remote:
-        ray.init(num_cpus=num_cpus, **init)
+        ray.init(address="local", num_cpus=num_cpus, **init)
     else:
         with _single_machine():
-            ray.init(num_cpus=num_cpus, **init)
+            ray.init(address="local", num_cpus=num_cpus, **init)
     node = ray.util.get_node_ip_address()
     if not allow_remote and not host_is_loopback(node):
         log.warning("Ray's node address is %s, not 127.0.0.1: its ports listen beyond this machine "

@@ -42,15 +42,16 @@ from pipeline.ray.calls import (
     actor_id,
     actor_restarting,
     failed_actor,
-    one_line,
     unwrap,
 )
 from pipeline.ray.events import EventHub
 from pipeline.ray.policy import FailurePolicy, Verdict
 from pipeline.ray.sharding import NoReplicaLeft
 from pipeline.ray.state import RestartTracker, Status, StreamState, Watch
+from streams.errors import one_line
 
 log = logging.getLogger(__name__)
+LINE = 300  # characters of an error in a stream's state and the log
 
 RETRY_SECONDS = 0.3  # between calls to an actor that is restarting
 GIVE_UP_SECONDS = 60.0  # a source actor unreachable this long fails the stream
@@ -59,7 +60,7 @@ GIVE_UP_SECONDS = 60.0  # a source actor unreachable this long fails the stream
 def _source_failure(e: BaseException, why: str) -> str:
     """Why the source actor's call failed the stream, in one line (`why`: the policy's reason)."""
     if why == "raised":
-        return one_line(unwrap(e))  # the source raised: its own message
+        return one_line(unwrap(e), LINE)  # the source raised: its own message
     if why == "dead":
         return f"the source actor is dead for good ({type(e).__name__})"
     return "source actor unreachable"
@@ -349,8 +350,8 @@ class StreamLoops:
 
     def _failed(self, e: BaseException) -> None:
         """An actor raised: the stream shows the error and goes on."""
-        self.events.set_state(self.st, Status.ERROR, one_line(unwrap(e)))
-        log.error("%s: %s", self.name, one_line(unwrap(e)))
+        self.events.set_state(self.st, Status.ERROR, one_line(unwrap(e), LINE))
+        log.error("%s: %s", self.name, one_line(unwrap(e), LINE))
 
     def _seen_pid(self, actor: str, pid: int) -> None:
         if self.restarts.seen(actor, self.name, pid, self.replica.get(actor, 0)):

@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.messages import KeptLayout, WatchEvent
 from pipeline.ray.state import StreamState
 from pipeline.serve.requests import NotFound
+from streams.chunk import AUDIO_RATE
 
 JPEG_QUALITY = 85
 
@@ -71,7 +72,7 @@ async def clip_media(refs: list) -> tuple[np.ndarray | None, np.ndarray | None, 
     frames = None if last.frames is None else np.concatenate([c.frames for c in keep])
     audio = None
     if last.audio is not None:
-        audio = np.concatenate([c.audio if c.audio is not None else np.zeros(round(c.duration * 16000), np.float32)
+        audio = np.concatenate([c.audio if c.audio is not None else np.zeros(round(c.duration * AUDIO_RATE), np.float32)
                                 for c in keep])
     return frames, audio, [c.index for c in keep]
 

@@ -75,6 +75,8 @@ class ModelWorker:
         self.model = model if model is not None else load_omni(self.spec, part="language")
         self.contexts: dict[str, _StreamContext] = {}
         self._lock = threading.Lock()
+        self._asking: dict[str, Any] = {}  # ticket -> the answer job of an `ask` in progress
+        self._called_off: set[str] = set()  # tickets cancelled before their `ask` arrived
         batching = self.spec.model_batch  # `batch_prefill` given here overrides the spec's (benchmarks compare both)
         if batch_prefill is None:
             batch_prefill = batching.batch_prefill
@@ -139,16 +141,42 @@ class ModelWorker:
             encoder_pid=encoded.pid, duplicate=duplicate, encode_batch=encoded.batch, prefill_batch=batch,
         )
 
-    def ask(self, stream: str, question: str, settings: GenerationSettings | None = None, **generation) -> Answer:
+    def ask(self, stream: str, question: str, settings: GenerationSettings | None = None, *,
+            ticket: str | None = None, **generation) -> Answer:
         """Answer from the stream's live context as it is now. `settings`, or the keyword options they are
-        made from; `max_new_tokens` defaults to the spec's."""
+        made from; `max_new_tokens` defaults to the spec's. `ticket`: a name the caller may cancel the
+        answer by (`cancel_ask`), from another call (this one blocks until the answer ends; Ray cannot
+        cancel a running call of a threaded actor)."""
         ctx = self._context(stream)
         started = time.perf_counter()
         if generation.get("max_new_tokens") is None:
             generation["max_new_tokens"] = self.spec.max_new_tokens
         job = self.scheduler.ask(stream, ctx.session, question, settings or GenerationSettings.of(**generation))
-        text = job.future.result()
+        if ticket is not None:
+            with self._lock:
+                self._asking[ticket] = job
+                if ticket in self._called_off:
+                    self._called_off.discard(ticket)
+                    job.cancel()
+        try:
+            text = job.future.result()
+        finally:
+            if ticket is not None:
+                with self._lock:
+                    self._asking.pop(ticket, None)
         return self._answer(ctx, stream, question, text, time.perf_counter() - started)
+
+    def cancel_ask(self, ticket: str) -> None:
+        """Stop the answer of the `ask` call holding `ticket` (its asker went away or gave up); one not
+        arrived yet is stopped when it does, one already ended is left alone."""
+        with self._lock:
+            job = self._asking.get(ticket)
+            if job is None:
+                self._called_off.add(ticket)
+                if len(self._called_off) > 1024:  # tickets of asks that never came: forget one
+                    self._called_off.pop()
+                return
+        job.cancel()
 
     def yes_probability(self, stream: str, question: str) -> float:
         """p("Yes") / (p("Yes") + p("No")) as the answer to `question` on the live context."""

@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -61,7 +62,9 @@ from pipeline.ray.models import model_files, stream_budget
 from pipeline.ray.replicas import Replicas
 from pipeline.ray.sharding import NoReplicaLeft
 from pipeline.ray.state import ACTIVE_STATES, OVER_STATES, RestartTracker, Status, StreamState, Watch
-from pipeline.serve.requests import Conflict, NotFound
+from pipeline.serve.requests import Conflict, Forbidden, NotFound, OutOfRange
+from streams.errors import SourceError
+from streams.policy import admit
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class OmniStream:
         self._tracker = RestartTracker()
         self.restarts: dict[str, int] = self._tracker.counts  # actor kind -> restarts seen
         self._watches: dict[int, Watch] = {}
+        self._adding: set[str] = set()  # names of streams being added (a second add of one is a Conflict)
         self._ids = itertools.count(1)
         self._events = EventHub()
         self._owns_ray = False
@@ -232,18 +236,59 @@ class OmniStream:
     # ---- streams ----------------------------------------------------------------------------------
 
     async def add_stream(self, name: str, source: Any, *, paused: bool = False) -> None:
-        """Start a stream while running: `source` is a source config mapping or YAML path."""
+        """Start a stream while running: `source` is a source config mapping or YAML path, taken as the
+        operator's (any source type, any field). A client's request goes through `add_client_stream`.
+        The source must open within `limits.source_open_timeout` seconds; one that does not is refused and
+        its actor ended. Adds of one name are serialized: while one runs, another is a Conflict."""
+        if name in self.streams or name in self._adding:
+            raise Conflict(f"stream {name!r} already runs" if name in self.streams
+                           else f"stream {name!r} is being added")
+        self._adding.add(name)
+        try:
+            await self._add_stream(name, source, paused)
+        finally:
+            self._adding.discard(name)
+
+    async def add_client_stream(self, name: str, source: Any, *, paused: bool = False) -> None:
+        """Start a stream a client asked for (the HTTP API): its source must be a mapping the operator's
+        `runtime_sources` policy allows (`streams.policy.admit`: SourceRefused otherwise, naming the field
+        and the rule), and the pipeline must run fewer than `limits.max_streams` streams (Forbidden)."""
+        if not isinstance(source, dict):
+            raise ValueError("a runtime source must be a source config mapping, not a file path")
+        admitted = admit(source, self.config.runtime_sources).model_dump(mode="json")
+        limit = self.config.limits.max_streams
+        running = len(self.streams) + len(self._adding)
+        if running >= limit and name not in self.streams and name not in self._adding:
+            raise Forbidden(f"cannot add stream {name!r}: {running} streams run, limits.max_streams is {limit} "
+                            f"({self._stream_memory(name, admitted)})")
+        await self.add_stream(name, admitted, paused=paused)
+
+    def _stream_memory(self, name: str, source: dict) -> str:
+        """What one more stream costs, for a refusal: its worst-case context and that context's KV cache."""
+        from omnisift.qwen_sizes import kv_bytes_per_token
+
+        budget = stream_budget(self.model_spec, source, *self._model_files)
+        tokens = budget.worst_case or budget.window_tokens
+        text = getattr(self._model_files[1], "text_config", self._model_files[1]).to_dict()
+        mib = tokens * kv_bytes_per_token(text) / 2**20
+        return (f"each stream holds up to {tokens} context tokens, {mib:,.1f} MiB of KV cache in bf16, and a "
+                "source actor")
+
+    async def _add_stream(self, name: str, source: Any, paused: bool) -> None:
         from pipeline.ray.actors import kill, start_source
 
-        if name in self.streams:
-            raise Conflict(f"stream {name!r} already runs")
         spec = StreamSpec(name=name, source=source_mapping(source), paused=paused)
         self.budget(name, spec.source)
         clips = self.config.clips
         st = StreamState(spec, keep_media=clips.chunks_before + 1 if clips.dir is not None else 1)
         st.source = start_source(spec, self.config)
-        try:
-            st.source_where = await st.source.where.remote()  # the source opened (a missing file raises here)
+        timeout = self.config.limits.source_open_timeout
+        try:  # the source opened (a missing file raises here); a FIFO or a dead host may never answer
+            st.source_where = await asyncio.wait_for(st.source.where.remote(), timeout)
+        except TimeoutError:
+            kill(st.source)
+            raise SourceError(f"stream {name!r}: the source did not open within {timeout:g}s "
+                              "(limits.source_open_timeout); refused") from None
         except Exception as e:  # noqa: BLE001 - any failure to open: the source's own one-line reason
             kill(st.source)
             raise creation_error(name, e) from None
@@ -340,11 +385,13 @@ class OmniStream:
         settings = GenerationSettings.of(self.config.model.max_new_tokens if max_new_tokens is None
                                          else max_new_tokens, timeout=timeout, **generation)
         st = self._stream(stream)
-        ref = self._model_of(st).ask.remote(st.spec.name, question, settings)
+        model, ticket = self._model_of(st), uuid.uuid4().hex
+        ref = model.ask.remote(st.spec.name, question, settings, ticket=ticket)
         started = time.perf_counter()
         try:
             answer = await asyncio.wait_for(await_ref(ref), timeout)
         except (asyncio.CancelledError, TimeoutError):
+            model.cancel_ask.remote(ticket)  # the model stops generating (Ray cannot cancel the running call)
             cancel(ref)
             raise
         except Exception as e:  # noqa: BLE001 - the actor's own exception, without Ray's wrapper
@@ -387,10 +434,24 @@ class OmniStream:
 
     def add_watch(self, question: str, stream: str | None = None, *, every: float = 2.0,
                   threshold: float = 0.5) -> int:
-        """Register a standing question (the HTTP API's); its evaluations come as events. Returns its id."""
+        """Register a client's standing question (the HTTP API's); its evaluations come as events. Returns its
+        id. Within `limits`: `every` at least `min_watch_every` (OutOfRange), at most `max_watches` such
+        questions and `max_watches_per_stream` on one stream (Forbidden, naming the numbers)."""
         check_question(question, self.config.model.max_question_tokens)
         if stream is not None:
             self._stream(stream)
+        limits = self.config.limits
+        if every < limits.min_watch_every:
+            raise OutOfRange(f"every of {every:g}s is more often than limits.min_watch_every "
+                             f"({limits.min_watch_every:g}s of media)")
+        ours = [w for w in self._watches.values() if w.origin == "api"]
+        if len(ours) >= limits.max_watches:
+            raise Forbidden(f"{len(ours)} standing questions were added, limits.max_watches is {limits.max_watches}")
+        on_it = sum(w.spec.stream == stream for w in ours)
+        if on_it >= limits.max_watches_per_stream:
+            where = "every stream" if stream is None else f"stream {stream!r}"
+            raise Forbidden(f"{on_it} standing questions on {where}, limits.max_watches_per_stream is "
+                            f"{limits.max_watches_per_stream}")
         wid = next(self._ids)
         spec = WatchSpec(question=question, stream=stream, every=every, threshold=threshold)
         self._watches[wid] = Watch(wid, spec, origin="api")

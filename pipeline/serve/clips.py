@@ -23,11 +23,12 @@ import av
 import numpy as np
 
 from pipeline.config import ClipsSpec
+from streams.chunk import AUDIO_RATE
+from streams.errors import one_line
 
 log = logging.getLogger(__name__)
 
 VIDEO_FPS = 2  # the frames a chunk carries per second
-AUDIO_RATE = 16000
 CLIP_NAME = r"^[A-Za-z0-9_.-]+\.(mp4|json)$"
 
 
@@ -161,7 +162,7 @@ class ClipWriter:
             tmp.unlink(missing_ok=True)
             self.failed += 1
             log.error("clip %s not written: %s", job.name, e)
-            return ClipResult(job.name, False, error=" ".join(str(e).split()) or type(e).__name__,
+            return ClipResult(job.name, False, error=one_line(e),
                               sidecar=job.sidecar)
         self.written += 1
         return ClipResult(job.name, True, mp4.stat().st_size, seconds, sidecar=sidecar)

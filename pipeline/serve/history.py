@@ -9,8 +9,12 @@ columns, indexed by stream and time and by kind and time.
 
 Writes never touch the event loop: `History.submit` puts the record in a bounded queue and returns; one
 thread of its own writes batches. A full queue loses the record and counts it (`dropped`), so a slow
-disk never holds a chunk back. The same thread enforces retention: records older than `max_age_days`,
-and past `max_bytes` the oldest ones, are deleted, and the freed pages given back to the file system.
+disk never holds a chunk back. A write the database refuses (disk full, read-only, an I/O error) loses its
+records and counts them (`failed`, and `on_fail`); it is logged in one line when writes start failing and
+one when they work again, and never stops the writer or the pipeline. On `close` the writer checkpoints
+the WAL into the database file (a copy of the file alone then has every record). The same thread enforces
+retention: records older than `max_age_days`, and past `max_bytes` the oldest ones, are deleted, and the
+freed pages given back to the file system.
 Queries open a read-only connection of their own (WAL lets them read while the writer writes).
 """
 
@@ -101,14 +105,17 @@ class History:
     """The writer thread and the queries. `start()`, `submit(event)` from anywhere, `close()` to flush."""
 
     def __init__(self, spec: HistorySpec, *, clock: Callable[[], float] = time.time,
-                 on_drop: Callable[[], None] | None = None) -> None:
+                 on_drop: Callable[[], None] | None = None, on_fail: Callable[[int], None] | None = None) -> None:
         if spec.path is None:
             raise ValueError("history.path is not set")
         self.spec = spec
         self.path = Path(spec.path)
         self.clock = clock
         self.on_drop = on_drop
+        self.on_fail = on_fail
         self.dropped = 0  # records lost to a full queue
+        self.failed = 0  # records the database refused (disk full, read-only, I/O error)
+        self._failing = False  # writes fail now (said once, and once again when they work)
         self.written = 0
         self.pruned = 0  # records deleted by retention
         try:
@@ -146,22 +153,44 @@ class History:
     # ---- the writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        conn = connect(self.path)
+        conn = None
         last_prune = 0.0
         try:
             while True:
                 batch = self._take()
                 stop = batch and batch[-1] is None
                 rows = [r.row() for r in batch if r is not None]
+                conn = conn or self._attempt("open the database", connect, self.path)
                 if rows:
                     self._write(conn, rows)
-                if stop or time.monotonic() - last_prune >= PRUNE_EVERY:
-                    self.prune(conn)
+                if conn is not None and (stop or time.monotonic() - last_prune >= PRUNE_EVERY):
+                    self._attempt("apply retention", self.prune, conn)
                     last_prune = time.monotonic()
                 if stop:
+                    if conn is not None:
+                        self._attempt("checkpoint", conn.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _attempt(self, what: str, fn: Callable, *args: Any) -> Any:
+        """`fn(*args)`, or None when the database fails it (said once while failures last)."""
+        try:
+            result = fn(*args)
+        except (sqlite3.Error, OSError) as e:
+            self._failed(f"cannot {what}: {e}")
+            return None
+        return result
+
+    def _failed(self, why: str, records: int = 0) -> None:
+        if records:
+            self.failed += records
+            if self.on_fail is not None:
+                self.on_fail(records)
+        if not self._failing:
+            self._failing = True
+            log.error("history %s: %s; records are lost (counted) until it works again", self.path, why)
 
     def _take(self) -> list[Record | None]:
         """The next records: waits for one (at most PRUNE_EVERY seconds), then takes what else is queued."""
@@ -176,15 +205,21 @@ class History:
                 break
         return batch
 
-    def _write(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    def _write(self, conn: sqlite3.Connection | None, rows: list[tuple]) -> None:
+        if conn is None:
+            self._failed("no database", len(rows))
+            return
         try:
             with conn:
                 conn.executemany(f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                                  rows)
-            self.written += len(rows)
-        except sqlite3.Error as e:
-            self.dropped += len(rows)
-            log.error("history: %d records not written: %s", len(rows), e)
+        except (sqlite3.Error, OSError) as e:
+            self._failed(f"{len(rows)} records not written: {e}", len(rows))
+            return
+        self.written += len(rows)
+        if self._failing:
+            self._failing = False
+            log.warning("history %s: writes work again (%d records lost meanwhile)", self.path, self.failed)
 
     def prune(self, conn: sqlite3.Connection) -> int:
         """Delete records older than `max_age_days`, then the oldest until the data fits in `max_bytes`;
@@ -232,8 +267,8 @@ class History:
         return [{"id": i, "time": t, **json.loads(data)} for i, t, data in rows]
 
     def stats(self) -> dict[str, Any]:
-        return {"path": str(self.path), "written": self.written, "dropped": self.dropped, "pruned": self.pruned,
-                "queued": self._queue.qsize()}
+        return {"path": str(self.path), "written": self.written, "dropped": self.dropped, "failed": self.failed,
+                "pruned": self.pruned, "queued": self._queue.qsize()}
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:

@@ -59,6 +59,9 @@ class PipelineMetrics:
         self.restarts = Counter("omnisift_actor_restarts", "Actor restarts seen", ["actor"], registry=r)
         self.history_dropped = Counter("omnisift_history_dropped", "History records lost to a full queue",
                                        registry=r)
+        self.history_failed = Counter("omnisift_history_write_failed",
+                                      "History records the database refused (disk full, read-only, I/O error)",
+                                      registry=r)
         self.webhooks = Counter("omnisift_webhook_deliveries", "Webhook deliveries by outcome", ["target", "result"],
                                 registry=r)
         self.clips = Counter("omnisift_clips", "Alert clips by outcome", ["result"], registry=r)
@@ -126,7 +129,16 @@ class PipelineMetrics:
                 pass
 
     def remove(self, stream: str) -> None:
+        """Forget a removed stream: every series labelled with it goes from /metrics (a pipeline that adds
+        and removes streams for days keeps only the live ones)."""
         self._seen.pop(stream, None)
+        for metric in (self.stage, self.lag, self.tokens, self.chunks, self.dropped, self.lost, self.reconnects,
+                       self.cache, self.stream_replica, self.moves):
+            names = metric._labelnames  # prometheus_client has no public accessor for them
+            keys = {tuple(sample.labels[n] for n in names) for family in metric.collect()
+                    for sample in family.samples if sample.labels.get("stream") == stream}
+            for key in keys:
+                metric.remove(*key)
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()

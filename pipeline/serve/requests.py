@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.messages import MAX_NEW_TOKENS_LIMIT, Answer, Message
+from pipeline.messages import DEFAULT_TIMEOUT, MAX_NEW_TOKENS_LIMIT, MAX_TIMEOUT, STREAM_NAME, Answer, Message
 
 
 class NotFound(ValueError):
@@ -27,6 +28,22 @@ class NotFound(ValueError):
 
 class Conflict(ValueError):
     """A request asked for something the pipeline's state does not allow now (HTTP 409)."""
+
+
+class Forbidden(ValueError):
+    """A request asked for more than the operator's limits allow (HTTP 403), naming the limit and the numbers."""
+
+
+class OutOfRange(ValueError):
+    """A number outside what the operator's limits allow (HTTP 422, like any out-of-range field)."""
+
+
+class TooManyRequests(ValueError):
+    """A client asked more often than the operator's limits allow (HTTP 429); `retry_after` in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PipelineAPI(Protocol):
@@ -45,7 +62,10 @@ class PipelineAPI(Protocol):
         """The answer's text pieces as they are generated, then the whole `Answer`."""
         ...
 
-    async def add_stream(self, name: str, source: Any, *, paused: bool = False) -> None: ...
+    async def add_client_stream(self, name: str, source: Any, *, paused: bool = False) -> None:
+        """Add a stream a client asked for: its source under the operator's `runtime_sources` policy
+        (`streams.policy.SourceRefused` otherwise) and within `limits` (Forbidden otherwise)."""
+        ...
 
     async def pause_stream(self, name: str) -> None: ...
 
@@ -54,7 +74,9 @@ class PipelineAPI(Protocol):
     async def remove_stream(self, name: str) -> None: ...
 
     def add_watch(self, question: str, stream: str | None = None, *, every: float = 2.0,
-                  threshold: float = 0.5) -> int: ...
+                  threshold: float = 0.5) -> int:
+        """A client's standing question, within `limits` (Forbidden, or ValueError for `every`)."""
+        ...
 
     def remove_watch(self, watch_id: int) -> None: ...
 
@@ -68,8 +90,6 @@ class PipelineAPI(Protocol):
 
 QUESTION_FIELDS = frozenset({"question", "stream", "max_new_tokens", "timeout"})
 COMMANDS = ("streams", "stats")
-DEFAULT_TIMEOUT = 120.0  # seconds a remote question may take unless it says otherwise
-MAX_TIMEOUT = 600.0  # seconds a remote question may ask for at most
 MAX_STREAM_NAME = 64  # characters
 
 
@@ -180,8 +200,9 @@ def _stream(request: dict) -> str | None:
     if request.get("stream") is None:
         return None
     name = _field(request, "stream", (str,), "a stream name (a string) or null")
-    if not 0 < len(name) <= MAX_STREAM_NAME:
-        raise BadRequest("bad_value", f"field 'stream' must be 1 to {MAX_STREAM_NAME} characters")
+    if not re.fullmatch(STREAM_NAME, name):
+        raise BadRequest("bad_value", f"field 'stream' must be 1 to {MAX_STREAM_NAME} letters, digits, '_', '-' "
+                                      "or '.', not starting with '.'")
     return name
 
 

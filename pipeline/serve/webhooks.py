@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import httpx
 
 from pipeline.config import WebhooksSpec, WebhookTarget
+from streams.config import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class WebhookSender:
         self.secrets = secrets
         self.on_result = on_result or (lambda r: None)
         self.sleep = sleep
+        # the waits between tries: backoff, 2x, 4x ... at most backoff_max (no jitter: one sender per target)
+        self._backoff = Backoff(initial_delay=spec.backoff, max_delay=spec.backoff_max, factor=2.0, jitter=0.0)
         self.queues: dict[str, asyncio.Queue] = {}
         self.counts: dict[tuple[str, str], int] = {}
         self._tasks: list[asyncio.Task] = []
@@ -127,7 +130,7 @@ class WebhookSender:
                 error = f"{type(e).__name__}: {e}".strip().rstrip(":")
             if attempt < self.spec.max_attempts:
                 self._report(DeliveryResult(target.name, "retried", attempt, event, error))
-                await self.sleep(min(self.spec.backoff_max, self.spec.backoff * 2 ** (attempt - 1)))
+                await self.sleep(self._backoff.delay(attempt - 1))
         return DeliveryResult(target.name, "failed", self.spec.max_attempts, event, error)
 
     def _report(self, result: DeliveryResult) -> None:

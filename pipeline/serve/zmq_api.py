@@ -48,6 +48,7 @@ import zmq
 import zmq.asyncio
 
 from pipeline.config import CurveSpec
+from streams.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 def _one_line(err: BaseException) -> str:
     if isinstance(err, json.JSONDecodeError):
         return f"request is not JSON: {err.msg}"
-    return " ".join(str(err).split()) or type(err).__name__
+    return one_line(err)
 
 
 def request(endpoint: str, message: dict, timeout: float = 60.0, *, server_public_file: str | None = None,

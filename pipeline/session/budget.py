@@ -21,12 +21,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from omnisift.token_layout import AUDIO_TOKENS_PER_CHUNK, DEFAULT_MAX_PIXELS, GRID_STEPS_PER_CHUNK, PIXELS_PER_TOKEN
+from omnisift.token_layout import (
+    AUDIO_TOKENS_PER_CHUNK,
+    DEFAULT_MAX_PIXELS,
+    GRID_STEPS_PER_CHUNK,
+    PATCH_SIDE,
+    PIXELS_PER_TOKEN,
+)
 from operators import COMPRESSORS, Compression
 from pipeline.messages import DEFAULT_MAX_QUESTION_TOKENS
 from streams.chunk import CHUNK_SECONDS
 
-FACTOR = 28  # frame sides are resized to multiples of 28 pixels (14-pixel patches, 2 x 2 merge)
 QUESTION_TEMPLATE_TOKENS = 16  # the closing eos tokens and the chat turn around a question (at most)
 
 
@@ -39,9 +44,9 @@ def frame_tokens(max_pixels: int, min_pixels: int | None = None, frame_size: tup
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     width, height = frame_size
-    h, w = smart_resize(height, width, factor=FACTOR, min_pixels=min_pixels or PIXELS_PER_TOKEN,
+    h, w = smart_resize(height, width, factor=PATCH_SIDE, min_pixels=min_pixels or PIXELS_PER_TOKEN,
                         max_pixels=max_pixels)
-    return min(bound, (h // FACTOR) * (w // FACTOR))
+    return min(bound, (h // PATCH_SIDE) * (w // PATCH_SIDE))
 
 
 def effective_max_pixels(max_pixels: int | None, processor_max: int) -> int:

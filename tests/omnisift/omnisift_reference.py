@@ -1,4 +1,4 @@
-"""Independent re-implementations of DESIGN section 2 and 3, used as oracles by the omnisift tests.
+"""Independent re-implementations of docs/design.md section 2 and 3, used as oracles by the omnisift tests.
 
 Written from the formulas, not from `omnisift/`: float64 numpy for STVP, plain functional ops for VGAS,
 the release's count (`int(n * rho)` in Python floats) and a walk over the token layout for chunking at
@@ -89,7 +89,7 @@ def select_audio(scores: torch.Tensor, rho: float, kept_video: int | None = None
 
 def av_chunks(input_ids: list[int], video_token_id: int, audio_token_id: int, tokens_per_frame: int,
               frames: int) -> list[dict]:
-    """Slice one row's audio-video segment into chunks by the DESIGN section 2 layout at 2 fps.
+    """Slice one row's audio-video segment into chunks by the docs/design.md section 2 layout at 2 fps.
 
     Walks the tokens: each chunk is up to 2 frames of `tokens_per_frame` video tokens, then up to 50 audio
     tokens; audio that outlasts the video joins the last chunk with frames (the release's last pair takes

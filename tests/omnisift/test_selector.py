@@ -1,4 +1,4 @@
-"""VGAS and select_audio (DESIGN section 3) against functional re-implementations from the same weights."""
+"""VGAS and select_audio (docs/design.md section 3) against functional re-implementations from the same weights."""
 
 from __future__ import annotations
 

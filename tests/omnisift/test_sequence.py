@@ -1,4 +1,4 @@
-"""compress_sequence over real processor layouts equals the per-chunk decisions (DESIGN sections 2, 3).
+"""compress_sequence over real processor layouts equals the per-chunk decisions (docs/design.md sections 2, 3).
 
 Sequences come from the real Qwen2.5-Omni processor (`omnisift.inputs.processor_inputs` with the tiny
 model) and positions from the thinker's own `get_rope_index(..., use_audio_in_video=True)`. The expected

@@ -1,4 +1,4 @@
-"""STVP (DESIGN section 3) against a float64 plain-loop re-implementation and the release's count rule."""
+"""STVP (docs/design.md section 3) against a float64 plain-loop re-implementation and the release's count rule."""
 
 from __future__ import annotations
 

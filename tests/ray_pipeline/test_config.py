@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import PipelineConfig, host_is_loopback, is_loopback, load_pipeline_config
+from pipeline.config import PipelineConfig, load_pipeline_config
 from streams.errors import ConfigError
+from streams.net import host_is_loopback, is_loopback
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -110,3 +111,27 @@ def test_remote_zmq_needs_curve_or_an_explicit_opt_out(tmp_path):
 ])
 def test_loopback_hosts_include_ipv4_mapped_loopback(host, loopback):
     assert host_is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(("section", "words"), [
+    ({"runtime_sources": {"types": ["vhs"]}}, "runtime_sources.types.0"),
+    ({"runtime_sources": {"rtsp": {"hosts": ["*.lan"]}}}, "not a host name, an address or a network"),
+    ({"runtime_sources": {"rtsp": {"credentials": {"door": {"username_env": "A B", "hosts": ["10.0.0.5"]}}}}},
+     "username_env"),
+    ({"limits": {"max_streams": 0}}, "limits.max_streams"),
+    ({"limits": {"min_watch_every": -1}}, "limits.min_watch_every"),
+])
+def test_a_bad_runtime_policy_or_limit_is_one_line_naming_it(section, words):
+    from pipeline.config import load_pipeline_config
+    from streams.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_pipeline_config({"streams": [], **section})
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_without_a_runtime_policy_no_source_type_may_be_added():
+    from pipeline.config import load_pipeline_config
+
+    config = load_pipeline_config({"streams": []})
+    assert config.runtime_sources.types == [] and config.limits.max_streams == 16

@@ -52,7 +52,8 @@ async def live(local_ray, tiny_model_path, tmp_path_factory):
     data = tmp_path_factory.mktemp("dashboard")
     cfg = pipeline_config(tiny_model_path, [{"name": "door", "source": synthetic(width=320, height=240)}],
                           history={"path": str(data / "history.sqlite3")},
-                          clips={"dir": str(data / "clips"), "chunks_before": 1})
+                          clips={"dir": str(data / "clips"), "chunks_before": 1},
+                          limits={"min_watch_every": 0.0})  # the alert test's watch evaluates every chunk
     async with OmniStream.from_config(cfg) as stream:
         await next_matching(stream.stats("door"), lambda s: True, 90)
         yield stream

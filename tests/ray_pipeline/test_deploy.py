@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import is_loopback, load_pipeline_config
+from pipeline.config import load_pipeline_config
+from streams.net import is_loopback
 
 ROOT = Path(__file__).parents[2]
 

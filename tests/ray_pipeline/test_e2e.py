@@ -41,8 +41,7 @@ async def _sub(endpoint: str) -> zmq.asyncio.Socket:
     sock = zmq.asyncio.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(endpoint)
-    await asyncio.sleep(0.3)  # ZeroMQ's slow joiner: let the subscription reach the publisher
+    sock.connect(endpoint)  # the stream publishes all the time: waits for messages cover ZeroMQ's slow joiner
     return sock
 
 
@@ -179,9 +178,12 @@ async def test_second_stream_added_paused_resumed_and_removed_while_running(live
 
     await live.pause_stream("cam2")
     assert live.snapshot()["streams"]["cam2"]["state"] == "paused"
-    before = live.snapshot()["streams"]["cam2"]["chunks"]
-    await asyncio.sleep(4.5)
-    assert live.snapshot()["streams"]["cam2"]["chunks"] <= before + 2  # at most what was already in flight
+    # the running stream is the clock: after two of its chunks what cam2 had in flight has landed; over the
+    # next three chunk periods a paused cam2 gains nothing (one that never paused gains about three)
+    await _chunks_of(live, "cam", 2)
+    paused_at = live.snapshot()["streams"]["cam2"]["chunks"]
+    await _chunks_of(live, "cam", 3)
+    assert live.snapshot()["streams"]["cam2"]["chunks"] == paused_at
     await live.resume_stream("cam2")
     await next_matching(live.stats("cam2"), lambda s: True, 30)
 
@@ -247,11 +249,16 @@ async def test_bad_requests_give_clear_errors(live, tmp_path):
 
 
 async def test_cancelled_and_timed_out_questions_leave_the_stream_working(live):
-    task = asyncio.create_task(live.ask("What now?", "cam", max_new_tokens=64))
-    await asyncio.sleep(0)
+    before = await live.model.scheduler_stats.remote()
+    task = asyncio.create_task(live.ask("What now?", "cam", max_new_tokens=4096))
+    # cancel once the model is generating the answer (a decode forward beyond those before it)
+    await until_async(lambda: _stats(live), lambda s: s["decode_forwards"] > before["decode_forwards"], 60)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    after = await until_async(lambda: _stats(live), lambda s: s["cancelled"] > before["cancelled"], 60)
+    assert after["cancelled"] == before["cancelled"] + 1  # the cancel reached the model: it stopped there
+    assert after["tokens"] - before["tokens"] < 4096
     with pytest.raises(TimeoutError):
         await live.ask("What now?", "cam", max_new_tokens=64, timeout=1e-6)
     answer = await live.ask("And now?", "cam", timeout=60)
@@ -272,3 +279,32 @@ async def test_chunks_pass_through_the_object_store_without_piling_up(live):
             break
     after = len(core.get_all_reference_counts())
     assert after <= before + 4, (before, after)  # in flight only: max_in_flight chunks, not every chunk
+
+
+async def _chunks_of(live, stream: str, n: int) -> None:
+    """Return once `stream` has put `n` more chunks in its context (bounded)."""
+    async def count() -> None:
+        seen = 0
+        async with contextlib.aclosing(live.stats(stream)) as stats:
+            async for _ in stats:
+                seen += 1
+                if seen == n:
+                    return
+
+    await asyncio.wait_for(count(), 30 * n)
+
+
+async def _stats(live) -> dict:
+    return await live.model.scheduler_stats.remote()
+
+
+async def until_async(get, pred, timeout: float):
+    """The first value of `await get()` that `pred` accepts, polled to a deadline."""
+    end = time.monotonic() + timeout
+    while True:
+        value = await get()
+        if pred(value):
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {timeout:g}s: {value}")
+        await asyncio.sleep(0.05)

@@ -30,8 +30,12 @@ async def test_the_history_of_one_run_is_served_by_the_next(local_ray, tiny_mode
         async with httpx.AsyncClient(base_url=p.endpoints["http"]) as c:
             rows = (await c.get("/api/events", params={"stream": "clip", "limit": 1000})).json()["events"]
             await p.add_stream("again", {"type": "file", "path": str(av_file)})
-            await asyncio.sleep(0.5)
-            newer = (await c.get("/api/events", params={"stream": "again"})).json()["events"]
+            newer = []
+            for _ in range(300):  # until the writer thread has committed the new stream's first record
+                newer = (await c.get("/api/events", params={"stream": "again"})).json()["events"]
+                if newer:
+                    break
+                await asyncio.sleep(0.05)
     kinds = [r["type"] for r in rows]
     answers = [r for r in rows if r["type"] == "answer"]
     assert [(a["question"], a["text"], a["media_time"]) for a in answers] == [

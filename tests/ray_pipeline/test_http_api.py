@@ -52,7 +52,8 @@ async def live(local_ray, tiny_model_path, tmp_path_factory, receiver):
         watch=[{"question": "Is the screen red?", "stream": "cam", "every": 4.0, "threshold": 0.0}],
         history={"path": str(data / "history.sqlite3")}, clips={"dir": str(data / "clips"), "chunks_before": 1},
         webhooks={"targets": [{"name": "ops", "url": receiver.url, "secret_env": "OMNISIFT_HOOK_SECRET"}],
-                  "backoff": 0.2})
+                  "backoff": 0.2},
+        runtime_sources={"types": ["file", "synthetic"], "file": {"folders": [str(tmp_path_factory.getbasetemp())]}})
     try:
         async with OmniStream.from_config(cfg) as stream:
             await next_matching(stream.stats("cam"), lambda s: True, 90)
@@ -170,7 +171,7 @@ async def test_ask_answers_from_the_live_context(live, client):
 async def test_ask_streamed_as_sse_sends_pieces_whose_join_is_the_answer(live, client):
     events = []
     async with client.stream("POST", "/api/streams/cam/ask",
-                             json={"question": "Any sound?", "max_new_tokens": 4, "stream": True}) as r:
+                             json={"question": "Any sound?", "max_new_tokens": 4, "sse": True}) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         kind = None
         async for line in r.aiter_lines():

@@ -55,6 +55,28 @@ def test_a_timed_out_question_stops_in_the_model_and_the_next_starts_right_after
     assert model.scheduler_stats()["tokens"] == stats["tokens"] + 3
 
 
+def test_an_ask_cancelled_by_its_ticket_stops_in_the_model(worker):
+    """What the driver does when its asker is cancelled or gives up: Ray cannot cancel a running call of a
+    threaded actor, so the answer is stopped by the ticket the call carries (before the fix, measured
+    through a pipeline: all 4096 tokens generated after the asker had gone)."""
+    model, _ = worker
+    replies = []
+    asking = threading.Thread(target=lambda: replies.append(model.ask("a", QUESTION, max_new_tokens=4096,
+                                                                      ticket="t1")))
+    asking.start()
+    for _ in range(2400):  # until the model is generating this answer (bounded)
+        if model.scheduler_stats()["decode_forwards"] > 0:
+            break
+        threading.Event().wait(0.05)
+    model.cancel_ask("t1")
+    asking.join(60)
+    stats = model.scheduler_stats()
+    assert not asking.is_alive() and stats["cancelled"] == 1 and 0 < stats["tokens"] < 4096
+    model.cancel_ask("t2")  # before its ask arrives: the ask stops at once
+    assert model.ask("a", QUESTION, max_new_tokens=4096, ticket="t2").text == ""
+    assert model.scheduler_stats()["cancelled"] == 2
+
+
 def test_bs_chunks_enter_while_a_long_answer_runs_on_a_and_a_reader_leaving_cancels_it(worker):
     model, encoded = worker
     started, release, pieces = threading.Event(), threading.Event(), []

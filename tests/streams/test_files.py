@@ -160,4 +160,5 @@ def test_realtime_file_is_paced_by_timestamps(clip_dir):
     elapsed = time.monotonic() - t0
     assert chunks[0].duration == 2.0
     assert all(c.flags.partial and c.duration < 0.05 for c in chunks[1:])  # at most AAC's padding left over
-    assert 0.8 <= elapsed <= 2.5  # 2 s of media at twice real time
+    assert elapsed >= 0.9  # 2 s of media at twice real time takes at least 1 s (less a frame); no upper bound:
+    # a loaded machine may take longer, and that is not what this tests

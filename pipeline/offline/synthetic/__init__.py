@@ -19,7 +19,7 @@ encoded by `operators`' towers into the feature cache, laid out by `omnisift.tra
 3. Evaluate at about 25% retention (rho_video 0.5 of 4 tokens per frame, rho_audio 0.8 of 50 per
    chunk: 14 of 58 tokens per chunk kept) with random audio selection (mean of `--random-draws`), the
    untrained selector, and the selector trained with `Trainer` (hard top-k, straight-through
-   estimator through the gate `--gate`: `embedding` as in DESIGN section 3, or `attention`, see
+   estimator through the gate `--gate`: `embedding` as in docs/design.md section 3, or `attention`, see
    `omnisift.key_gate`); also full tokens. The selector's first `--selector-warmup` training steps use a lower
    audio drop ratio (`--warmup-rho-audio`); evaluation always uses the ratios above.
    The selector is trained from `--inits` initialisations (the seed's own and fresh ones) on the

@@ -89,7 +89,7 @@ def whiten_projection(proj: torch.nn.Linear, z: torch.Tensor, eps: float = 1e-6)
     """Re-initialise the audio tower's final projection as PCA whitening of its inputs `z` [N, d].
 
     The tiny model's random tower barely encodes its input: over 96% of its output is the audio
-    position embedding, identical in every clip, and what a sound changes is about 1% of it (DESIGN:
+    position embedding, identical in every clip, and what a sound changes is about 1% of it (docs/design.md section 5:
     the real tower is pretrained and does not have this problem). Whitening (statistics of the
     training clips' audio tokens only, no labels) gives every direction of z unit variance, so the
     directions in which sounds differ become as large as the position ones; training then goes on

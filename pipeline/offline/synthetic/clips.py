@@ -13,12 +13,12 @@ import numpy as np
 from omnisift.data import Sample
 from omnisift.ratios import Ratios
 from omnisift.token_layout import AUDIO_TOKENS_PER_SECOND
+from streams.chunk import AUDIO_RATE
 
 PITCHES = (300.0, 600.0, 1200.0, 2400.0)
 NAMES = ("low", "medium", "high", "very high")
 QUESTION = "What is the pitch of the beep?"
 CLIP_SECONDS = 4
-RATE = 16_000
 SIZE = 56
 FPS = 4
 BEEP_SECONDS = 0.08  # 2 audio tokens (25 per second)
@@ -26,7 +26,7 @@ BURST_SECONDS = 0.08  # distractors: loud noise bursts as short as the beep
 N_BURSTS = 2
 # The audio track ends one AAC frame early: the encoder's padding would otherwise make the decoder
 # emit a third, 32 ms chunk after the two 2-second ones.
-AUDIO_SAMPLES = CLIP_SECONDS * RATE - 1024
+AUDIO_SAMPLES = CLIP_SECONDS * AUDIO_RATE - 1024
 COLOURS = np.array([(220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 220, 40), (240, 240, 240), (20, 20, 20)])
 RATIOS = Ratios(rho_video=0.5, rho_audio=0.8)
 
@@ -40,7 +40,7 @@ class ClipSpec:
 
 
 def random_spec(rng: np.random.Generator) -> ClipSpec:
-    latest = AUDIO_SAMPLES / RATE - BEEP_SECONDS - 0.1
+    latest = AUDIO_SAMPLES / AUDIO_RATE - BEEP_SECONDS - 0.1
     beep = float(rng.uniform(0.1, latest))
     bursts = []
     while len(bursts) < N_BURSTS:  # distractors never overlap the beep
@@ -57,10 +57,10 @@ def clip_audio(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
     """[AUDIO_SAMPLES] float32: noise floor, short loud noise bursts, one beep."""
     audio = 0.01 * rng.standard_normal(AUDIO_SAMPLES)
     for t in spec.bursts:
-        s, m = int(t * RATE), int(BURST_SECONDS * RATE)
+        s, m = int(t * AUDIO_RATE), int(BURST_SECONDS * AUDIO_RATE)
         audio[s:s + m] += 0.3 * rng.standard_normal(len(audio[s:s + m]))
-    s, m = int(spec.beep_start * RATE), int(BEEP_SECONDS * RATE)
-    tt = np.arange(m) / RATE
+    s, m = int(spec.beep_start * AUDIO_RATE), int(BEEP_SECONDS * AUDIO_RATE)
+    tt = np.arange(m) / AUDIO_RATE
     audio[s:s + m] += 0.8 * np.sin(2 * np.pi * PITCHES[spec.pitch] * tt) * np.hanning(m) ** 0.25
     return np.clip(audio, -1, 1).astype(np.float32)
 
@@ -72,7 +72,7 @@ def write_clip(path: Path, spec: ClipSpec, seed: int) -> Path:
     with av.open(str(path), "w") as container:
         vs = container.add_stream("libx264", rate=FPS)
         vs.width, vs.height, vs.pix_fmt = SIZE, SIZE, "yuv420p"
-        aus = container.add_stream("aac", rate=RATE, layout="mono")
+        aus = container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
         for i in range(CLIP_SECONDS * FPS):
             frame = np.empty((SIZE, SIZE, 3), np.uint8)
             frame[:] = COLOURS[spec.colours[i // FPS]]
@@ -83,7 +83,7 @@ def write_clip(path: Path, spec: ClipSpec, seed: int) -> Path:
         step = aus.codec_context.frame_size or 1024
         for start in range(0, len(audio), step):
             frame = av.AudioFrame.from_ndarray(audio[None, start:start + step], format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = RATE, start
+            frame.sample_rate, frame.pts = AUDIO_RATE, start
             for packet in aus.encode(frame):
                 container.mux(packet)
         for packet in aus.encode():

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from pipeline.serve.http.auth import bearer
 from pipeline.serve.http.errors import BodyLimit, install_handlers
+from pipeline.serve.http.guards import RateLimit, SameOrigin
 from pipeline.serve.http.openai import router as openai_router
 from pipeline.serve.http.routes import router as api_router
 from pipeline.serve.requests import PipelineAPI
@@ -29,13 +30,18 @@ STATIC = Path(__file__).resolve().parents[1] / "static"
 
 
 def create_app(api: PipelineAPI, *, token: str | None = None, max_body_bytes: int = 64 * 1024,
-               history: Any = None, clips: Any = None, status: Callable[[], dict] | None = None) -> FastAPI:
-    """The app over `api`. `token`: the bearer token every `/api` and `/v1` request must carry (None: none)."""
+               history: Any = None, clips: Any = None, status: Callable[[], dict] | None = None,
+               hosts: frozenset[str] | None = None, origins: Iterable[str] = (),
+               adds_per_minute: int = 30) -> FastAPI:
+    """The app over `api`. `token`: the bearer token every `/api` and `/v1` request must carry (None: none).
+    `hosts`: the names a request's Host may give (None: any); `origins`: other origins whose pages may change
+    state (`pipeline.serve.http.guards`); `adds_per_minute`: stream and watch adds per client address."""
     app = FastAPI(title="OmniSIFT Stream", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Live audio-video question answering: streams, questions, alerts, history.")
     install_handlers(app)
     guard = [Depends(bearer(token))]
-    app.include_router(api_router(api, history=history, clips=clips, status=status), dependencies=guard)
+    adds = RateLimit(adds_per_minute, "adds")
+    app.include_router(api_router(api, history=history, clips=clips, status=status, adds=adds), dependencies=guard)
     app.include_router(openai_router(api), dependencies=guard)
 
     @app.get("/healthz", summary="The server answers")
@@ -53,4 +59,5 @@ def create_app(api: PipelineAPI, *, token: str | None = None, max_body_bytes: in
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(SameOrigin, hosts=hosts, origins=origins)  # added last: the outermost, runs first
     return app

@@ -1,10 +1,14 @@
 """Errors of the HTTP API as one-line JSON (`{"error": "..."}`) with the right status, and the request
 body limit.
 
-    422  a body or parameter that does not validate (the first problem, naming the field)
+    422  a body or parameter that does not validate (the first problem, naming the field), or a number
+         outside the operator's limits (`limits.min_watch_every`)
     400  a body that is not JSON, or a value the pipeline refuses (ValueError, a bad source config)
     401  a missing or wrong bearer token          404  no such stream, watch or clip
+    403  a source the operator's `runtime_sources` policy does not allow, more than `limits` allow, a Host
+         or Origin the server does not answer to (`pipeline.serve.http.guards`)
     409  not possible in the stream's state now    413  a body over `http.max_body_bytes`
+    429  more adds from one client than `limits.adds_per_minute` (with Retry-After)
     504  the answer took longer than the request's timeout
 Nothing of a failed request reaches the pipeline's state: it is validated first.
 """
@@ -20,17 +24,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.serve.requests import Conflict, NotFound
-from streams.errors import StreamError
+from pipeline.serve.requests import Conflict, Forbidden, NotFound, OutOfRange, TooManyRequests
+from streams.errors import SourceRefused, StreamError, one_line
 
 log = logging.getLogger(__name__)
 
 
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())[:500]
-
-
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 429: "rate_limit_error",
                 409: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
                 504: "timeout", 500: "server_error"}
 
@@ -38,7 +39,7 @@ OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
 def error(status: int, message: object, headers: dict | None = None, request: Request | None = None) -> JSONResponse:
     """`{"error": "one line"}`; under /v1 OpenAI's shape, `{"error": {"message", "type", "code"}}`, which
     OpenAI clients read their exception's message from."""
-    line = one_line(message) or "error"
+    line = one_line(message, 500) or "error"
     body: dict = {"error": line}
     if request is not None and request.url.path.startswith("/v1/"):
         body = {"error": {"message": line, "type": OPENAI_TYPES.get(status, "error"), "code": status}}
@@ -60,6 +61,19 @@ def describe(err: dict) -> str:
     return f"field '{where}' has bad value {shown}: {err.get('msg', 'invalid')}" if where else err.get("msg", "invalid")
 
 
+# the pipeline's refusals and their statuses; a subclass finds its own entry before its base's (Starlette
+# looks exceptions up along their class hierarchy)
+STATUS_OF: dict[type[Exception], int] = {NotFound: 404, Conflict: 409, Forbidden: 403, SourceRefused: 403,
+                                         OutOfRange: 422, ValueError: 400, StreamError: 400}
+
+
+def _answer_with(status: int):
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return error(status, exc, request=request)
+
+    return handler
+
+
 def install_handlers(app: FastAPI) -> None:
     """The exception handlers that turn every failure into one line of JSON."""
 
@@ -72,21 +86,12 @@ def install_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, exc.detail, getattr(exc, "headers", None), request)
 
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return error(404, exc, request=request)
+    for kind, status in STATUS_OF.items():
+        app.add_exception_handler(kind, _answer_with(status))
 
-    @app.exception_handler(Conflict)
-    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return error(409, exc, request=request)
-
-    @app.exception_handler(ValueError)
-    async def _bad_value(request: Request, exc: ValueError) -> JSONResponse:
-        return error(400, exc, request=request)
-
-    @app.exception_handler(StreamError)
-    async def _bad_source(request: Request, exc: StreamError) -> JSONResponse:
-        return error(400, exc, request=request)
+    @app.exception_handler(TooManyRequests)
+    async def _too_many(request: Request, exc: TooManyRequests) -> JSONResponse:
+        return error(429, exc, {"Retry-After": str(max(1, round(exc.retry_after)))}, request)
 
     @app.exception_handler(TimeoutError)
     async def _timeout(request: Request, exc: TimeoutError) -> JSONResponse:

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.messages import MAX_NEW_TOKENS_LIMIT
+from pipeline.messages import (
+    DEFAULT_TIMEOUT,
+    MAX_NEW_TOKENS_LIMIT,
+    MAX_QUESTION_CHARS,
+    MAX_SEED,
+    MAX_TEMPERATURE,
+    MAX_TIMEOUT,
+    MAX_TOP_K,
+    STREAM_NAME,
+)
 
-STREAM_NAME = r"^[A-Za-z0-9_.-]+$"
-MAX_QUESTION = 4000  # characters of one question
-MAX_TIMEOUT = 600.0  # seconds one question may take
+MAX_QUESTION = MAX_QUESTION_CHARS  # characters of one question in a body (the OpenAI route's too)
+MAX_ID = 2**63 - 1  # ids (history records, standing questions) are SQLite integers
 
 
 class Request(BaseModel):
@@ -27,10 +35,10 @@ class Generation(Request):
 
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
     do_sample: bool | None = None
-    temperature: float | None = Field(None, ge=0.0, le=100.0)
+    temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0, le=1_000_000)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    top_k: int | None = Field(None, ge=0, le=MAX_TOP_K)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
     def settings(self) -> dict[str, Any]:
         """The settings given, as keyword arguments of `OmniStream.ask` (`max_new_tokens` always)."""
@@ -40,8 +48,15 @@ class Generation(Request):
 
 class AskRequest(Generation):
     question: str = Field(min_length=1, max_length=MAX_QUESTION)
-    timeout: float = Field(120.0, gt=0.0, le=MAX_TIMEOUT)
-    stream: bool = False  # true: server-sent events (`piece` ... then `answer`)
+    timeout: float = Field(DEFAULT_TIMEOUT, gt=0.0, le=MAX_TIMEOUT)
+    sse: bool = False  # true: server-sent events (`piece` ... then `answer`)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stream" in data:
+            raise ValueError("field 'stream' is now 'sse' (true: the answer as server-sent events)")
+        return data
 
 
 class AddStreamRequest(Request):
@@ -58,10 +73,6 @@ class WatchRequest(Request):
 
 
 EventKind = Literal["answer", "alert", "stream", "source", "clip", "webhook", "stats"]
-
-
-class ErrorBody(BaseModel):
-    error: str  # one line
 
 
 class Watch(BaseModel):

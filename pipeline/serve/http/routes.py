@@ -5,17 +5,19 @@ the schema is served at /openapi.json."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 import pipeline.serve.http.sse as sse
-from pipeline.messages import Answer
+from pipeline.messages import STREAM_NAME, Answer
+from pipeline.serve.http.guards import RateLimit
 from pipeline.serve.http.models import (
-    STREAM_NAME,
+    MAX_ID,
     AddStreamRequest,
     AskRequest,
     EventKind,
@@ -25,18 +27,20 @@ from pipeline.serve.http.models import (
     WatchRequest,
 )
 from pipeline.serve.requests import NotFound, PipelineAPI
+from streams.errors import one_line
 
+log = logging.getLogger(__name__)
 StreamName = Annotated[str, Query(min_length=1, max_length=64, pattern=STREAM_NAME)]
-KEPT_FIELDS = ("video_before", "video_after", "audio_before", "audio_after")
 
 
 def router(api: PipelineAPI, *, history: Any = None, clips: Any = None,
-           status: Callable[[], dict] | None = None) -> APIRouter:
+           status: Callable[[], dict] | None = None, adds: RateLimit | None = None) -> APIRouter:
     """The `/api` routes over a running pipeline; `history` (`pipeline.serve.history.History`) and
-    `clips` (`pipeline.serve.clips.ClipWriter`) are None when off."""
+    `clips` (`pipeline.serve.clips.ClipWriter`) are None when off; `adds` bounds how often one client
+    adds streams and standing questions (None: no bound)."""
     r = APIRouter(prefix="/api")
-    _stream_routes(r, api)
-    _question_routes(r, api)
+    _stream_routes(r, api, adds)
+    _question_routes(r, api, adds)
     _record_routes(r, api, history, clips, status)
     return r
 
@@ -49,15 +53,21 @@ def stream_infos(snapshot: dict) -> list[StreamInfo]:
             for name, s in snapshot["streams"].items()]
 
 
-def _stream_routes(r: APIRouter, api: PipelineAPI) -> None:
+def _count_add(adds: RateLimit | None, request: Request) -> None:
+    if adds is not None:
+        adds.take(request.client.host if request.client is not None else "unknown")
+
+
+def _stream_routes(r: APIRouter, api: PipelineAPI, adds: RateLimit | None) -> None:
     @r.get("/streams", response_model=StreamList, summary="Every stream with its state and live figures")
     async def list_streams() -> StreamList:
         snap = api.snapshot()
         return StreamList(streams=stream_infos(snap), model_is_tiny=snap["model_is_tiny"], restarts=snap["restarts"])
 
     @r.post("/streams", status_code=201, response_model=StreamInfo, summary="Add a stream while running")
-    async def add_stream(body: AddStreamRequest) -> StreamInfo:
-        await api.add_stream(body.name, body.source, paused=body.paused)
+    async def add_stream(body: AddStreamRequest, request: Request) -> StreamInfo:
+        _count_add(adds, request)
+        await api.add_client_stream(body.name, body.source, paused=body.paused)
         return _info(api, body.name)
 
     @r.get("/streams/{name}", response_model=StreamInfo, summary="One stream's state and live figures")
@@ -94,11 +104,11 @@ def _info(api: PipelineAPI, name: str) -> StreamInfo:
     raise NotFound(f"no stream {name!r}")
 
 
-def _question_routes(r: APIRouter, api: PipelineAPI) -> None:
+def _question_routes(r: APIRouter, api: PipelineAPI, adds: RateLimit | None) -> None:
     @r.post("/streams/{name}/ask", summary="Answer from the stream's live context (SSE with \"stream\": true)",
             responses={200: {"content": {"application/json": {}, "text/event-stream": {}}}})
     async def ask(name: str, body: AskRequest) -> Any:
-        if body.stream:
+        if body.sse:
             pieces = api.ask_stream(body.question, name, timeout=body.timeout, **body.settings())
             first = await anext(pieces)  # a bad stream or setting fails here, as JSON with its status
             return StreamingResponse(_answer_events(first, pieces), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
@@ -110,7 +120,8 @@ def _question_routes(r: APIRouter, api: PipelineAPI) -> None:
         return api.watches()
 
     @r.post("/watches", status_code=201, response_model=Watch, summary="Add a standing question")
-    async def add_watch(body: WatchRequest) -> dict:
+    async def add_watch(body: WatchRequest, request: Request) -> dict:
+        _count_add(adds, request)
         wid = api.add_watch(body.question, body.stream, every=body.every, threshold=body.threshold)
         return next(w for w in api.watches() if w["id"] == wid)
 
@@ -132,7 +143,8 @@ async def _answer_events(first: str | Answer, rest: AsyncIterator[str | Answer])
     except StopAsyncIteration:
         return
     except Exception as e:  # noqa: BLE001 - the stream is already 200: the failure is the last event
-        yield sse.frame("error", {"error": " ".join(str(e).split()) or type(e).__name__})
+        log.warning("streamed answer failed: %s", one_line(e))
+        yield sse.frame("error", {"error": one_line(e)})
     finally:
         await rest.aclose()
 
@@ -143,7 +155,7 @@ def _record_routes(r: APIRouter, api: PipelineAPI, history: Any, clips: Any,
     async def events(stream: StreamName | None = None, kind: Annotated[list[EventKind] | None, Query()] = None,
                      since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
                      until: Annotated[float | None, Query(allow_inf_nan=False)] = None,
-                     before_id: Annotated[int | None, Query(ge=1)] = None,
+                     before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
         if history is None:
             raise NotFound("the event history is off (history.path is not set)")

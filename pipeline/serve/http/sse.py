@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from pipeline.serve.http.errors import json_dumps
 from pipeline.serve.requests import PipelineAPI
+from streams.errors import one_line
 
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 KEEPALIVE = 15.0  # seconds of silence before a comment line keeps proxies and browsers from closing
 MEDIA_TYPE = "text/event-stream"
+
+log = logging.getLogger(__name__)
 
 
 def frame(event: str | None, data: object) -> bytes:
@@ -27,7 +31,9 @@ def frame(event: str | None, data: object) -> bytes:
 async def live(api: PipelineAPI, keep: Callable[[dict], bool], *, max_pending: int = 256,
                keepalive: float = KEEPALIVE) -> AsyncIterator[bytes]:
     """The pipeline's events as they happen (those `keep` passes), as SSE; ends when the pipeline closes.
-    A client that falls `max_pending` events behind loses the oldest (the pipeline never waits for it)."""
+    A client that falls `max_pending` events behind loses the oldest (the pipeline never waits for it).
+    If reading the pipeline's events fails, the feed's last event is `error` (one line) and the log says
+    why; the client then knows to reconnect rather than wait."""
     queue: asyncio.Queue = asyncio.Queue(max_pending)
 
     def put(item: dict | None) -> None:
@@ -39,6 +45,9 @@ async def live(api: PipelineAPI, keep: Callable[[dict], bool], *, max_pending: i
         try:
             async for message in api.events(max_pending=max_pending):
                 put(message.to_json())
+        except Exception as e:
+            log.exception("live event feed failed")
+            put({"type": "error", "error": one_line(e)})
         finally:
             put(None)
 
@@ -53,9 +62,9 @@ async def live(api: PipelineAPI, keep: Callable[[dict], bool], *, max_pending: i
                 continue
             if data is None:
                 return
-            if keep(data):
+            if data["type"] == "error" or keep(data):
                 yield frame(data["type"], data)
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        with contextlib.suppress(asyncio.CancelledError):
             await task
