@@ -31,8 +31,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -42,7 +40,7 @@ from pydantic import (
 from omnisift.ratios import resolve_ratios
 from omnisift.token_layout import DEFAULT_MODEL, PIXELS_PER_TOKEN
 from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, STREAM_NAME, check_question
-from streams.config import load_source_config, read_yaml
+from streams.config import Strict, load_source_config, read_yaml
 from streams.errors import ConfigError
 from streams.net import host_is_loopback, is_loopback
 from streams.policy import SourcePolicy
@@ -51,11 +49,7 @@ DropPolicy = Literal["drop_oldest", "block"]
 MAX_REPLICAS = 256
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StreamSpec(_Strict):
+class StreamSpec(Strict):
     """One stream: a unique name and its source (a mapping or a source YAML path, resolved on load)."""
 
     name: str = Field(min_length=1, max_length=64, pattern=STREAM_NAME)
@@ -63,7 +57,7 @@ class StreamSpec(_Strict):
     paused: bool = False
 
 
-class WatchSpec(_Strict):
+class WatchSpec(Strict):
     """A standing yes/no question evaluated as a stream's chunks arrive; an alert when p(yes) >= threshold."""
 
     question: str = Field(min_length=1)
@@ -72,7 +66,7 @@ class WatchSpec(_Strict):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
-class EncoderBatchSpec(_Strict):
+class EncoderBatchSpec(Strict):
     """How the encoder actor gathers the chunks of several streams into one forward of each tower
     (`pipeline.ray.batching.MicroBatcher`): at most `max_batch` chunks (one per stream), waiting at most
     `max_wait_ms` for a batch to fill (not at all when only one stream uses the encoder). `max_batch: 1`
@@ -82,7 +76,7 @@ class EncoderBatchSpec(_Strict):
     max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
 
 
-class ModelBatchSpec(_Strict):
+class ModelBatchSpec(Strict):
     """How the model actor's scheduler (`pipeline.session.scheduler.ModelScheduler`) runs the work of several
     streams: with `batch_prefill` the waiting chunks of up to `max_batch` streams go through one forward (and
     the decode steps of their answers through another); without it, one forward per chunk and per answer."""
@@ -91,7 +85,7 @@ class ModelBatchSpec(_Strict):
     max_batch: int = Field(16, ge=1, le=64, strict=True)
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     path: str = DEFAULT_MODEL  # hub id or local folder
     fallback_tiny: bool = False  # weights missing -> the tiny random model, with a banner (demo only)
     compressor: str = "omnisift"
@@ -133,7 +127,7 @@ class ModelSpec(_Strict):
         return self
 
 
-class ActorResources(_Strict):
+class ActorResources(Strict):
     num_cpus: float = Field(0.0, ge=0.0)
     # None: the default split when the Ray cluster has GPUs (model 0.75 of a GPU of its own, encoder 0.25
     # beside it; pipeline/ray/placement.py), none otherwise. A number is taken as given, 0 included.
@@ -142,13 +136,13 @@ class ActorResources(_Strict):
     max_restarts: int = Field(3, ge=-1)
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(Strict):
     source: ActorResources = ActorResources(num_cpus=0.1)
     encoder: ActorResources = ActorResources(num_cpus=0.5)
     model: ActorResources = ActorResources(num_cpus=0.5)
 
 
-class BackpressureSpec(_Strict):
+class BackpressureSpec(Strict):
     """How much of a stream is in flight, what a full queue drops, and how long a chunk waits for an
     actor that is restarting.
 
@@ -164,7 +158,7 @@ class BackpressureSpec(_Strict):
     restart_wait: float = Field(30.0, ge=0.0, le=3600.0)  # seconds; see above
 
 
-class CurveSpec(_Strict):
+class CurveSpec(Strict):
     """CURVE for the ZeroMQ sockets: the server's secret certificate and a folder of allowed client public
     certificates (`zmq.auth.create_certificates` format); None for `clients_dir` accepts any client."""
 
@@ -172,7 +166,7 @@ class CurveSpec(_Strict):
     clients_dir: str | None = None
 
 
-class ZmqSpec(_Strict):
+class ZmqSpec(Strict):
     pub: str | None = "tcp://127.0.0.1:5560"  # answers, alerts, stats (JSON); None: off
     rep: str | None = "tcp://127.0.0.1:5561"  # questions from other processes; None: off
     curve: CurveSpec | None = None
@@ -197,7 +191,7 @@ class ZmqSpec(_Strict):
         return self
 
 
-class MetricsSpec(_Strict):
+class MetricsSpec(Strict):
     """Prometheus /metrics. Loopback unless `host` says otherwise; the endpoint has no authentication, so
     any other host needs `allow_remote: true` (you put it behind something that guards it)."""
 
@@ -213,7 +207,7 @@ class MetricsSpec(_Strict):
         return self
 
 
-class HttpSpec(_Strict):
+class HttpSpec(Strict):
     """The HTTP API and the dashboard (`pipeline.serve.http`). Loopback unless `host` says otherwise; any
     other host needs a bearer token, read from the environment variable `token_env` when the server
     starts (never from the config, never logged): without one the server refuses to start. A token set
@@ -234,7 +228,7 @@ class HttpSpec(_Strict):
         return host_is_loopback(self.host)
 
 
-class HistorySpec(_Strict):
+class HistorySpec(Strict):
     """The persistent event history (`pipeline.serve.history`): SQLite in WAL mode, written by a thread
     of its own from a bounded queue (a full queue loses the record and counts it; chunks never wait).
     Retention: records older than `max_age_days` and, past `max_bytes`, the oldest ones are deleted."""
@@ -246,7 +240,7 @@ class HistorySpec(_Strict):
     stats: bool = False  # also one record per chunk (large: one row every 2 s per stream)
 
 
-class ClipsSpec(_Strict):
+class ClipsSpec(Strict):
     """Alert clips (`pipeline.serve.clips`): the media of the alert's chunk and `chunks_before` chunks
     before it as MP4 (H.264 + AAC) with a JSON sidecar; the oldest are deleted past `max_bytes`. The
     driver keeps each stream's last `chunks_before + 1` chunks in Ray's object store for this."""
@@ -257,7 +251,7 @@ class ClipsSpec(_Strict):
     queue_size: int = Field(8, ge=1, le=256)  # clips waiting to be encoded; more are skipped and counted
 
 
-class WebhookTarget(_Strict):
+class WebhookTarget(Strict):
     """One receiver: `url` gets a POST of each event's JSON, signed `X-OmniSIFT-Signature: sha256=<hex>`
     (HMAC-SHA256 of the body with the secret in the environment variable `secret_env`, if given)."""
 
@@ -275,7 +269,7 @@ class WebhookTarget(_Strict):
         return v
 
 
-class WebhooksSpec(_Strict):
+class WebhooksSpec(Strict):
     """Webhook delivery (`pipeline.serve.webhooks`): a bounded queue per target (full: the event is
     dropped and counted), `max_attempts` tries with exponential backoff from `backoff` seconds (doubling,
     at most `backoff_max`), each bounded by `timeout` seconds."""
@@ -296,7 +290,7 @@ class WebhooksSpec(_Strict):
         return self
 
 
-class LimitsSpec(_Strict):
+class LimitsSpec(Strict):
     """Bounds on what clients may add to a running pipeline (`docs/security.md`). Streams in the config
     file count against `max_streams` but are never refused by it; every stream's source must open within
     `source_open_timeout` seconds, or it is refused and its actor ended."""
@@ -309,7 +303,7 @@ class LimitsSpec(_Strict):
     source_open_timeout: float = Field(30.0, gt=0.0, le=3600.0)  # seconds for a new stream's source to open
 
 
-class RaySpec(_Strict):
+class RaySpec(Strict):
     address: str | None = None  # None: start Ray locally; "auto" or ray://host:10001 joins a cluster
     num_cpus: int | None = Field(None, ge=1)  # local Ray only
     namespace: str = "omnisift"
@@ -326,7 +320,7 @@ class RaySpec(_Strict):
         return self
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(Strict):
     streams: list[StreamSpec] = Field(default_factory=list)
     model: ModelSpec = ModelSpec()
     watch: list[WatchSpec] = Field(default_factory=list)

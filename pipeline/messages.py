@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 import numpy as np
+from pydantic import BaseModel
 
 from omnisift.counts import TokenCounts
 
@@ -264,3 +265,25 @@ class KeptLayout:
 
 
 Message = ChunkStats | Answer | WatchEvent | StreamChange | SourceEvent
+
+
+class StreamSnapshot(BaseModel):
+    """One stream's state and counters now: an entry of `OmniStream.snapshot()["streams"]` (as a dict) and
+    what the HTTP API returns for a stream, the one shape of both."""
+
+    name: str
+    state: str
+    detail: str
+    chunks: int
+    dropped: int
+    lost: int
+    reconnects: int
+    gaps: int = 0  # chunks with media missing before them (an outage, a reconnect)
+    refused: dict[str, int] = {}  # messages the source refused, by reason (ZeroMQ sources)
+    lag: float | None
+    media_time: float | None
+    cache_tokens: int | None
+    kept: dict[str, int] | None  # of the newest chunk: video_before/after, audio_before/after
+    replica: dict[str, int | str | None] | None = None  # where it runs: model and encoder replica ids, node
+    moves: dict[str, int] | None = None  # moves off replicas dead for good, per kind (model: a fresh context)
+    source: dict | None = None  # the source's final counters, once it is closed (the stream ended or failed)

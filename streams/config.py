@@ -30,8 +30,13 @@ from .redact import redact_url
 DropPolicy = Literal["drop_oldest", "block"]
 
 
-class _Base(BaseModel):
+class Strict(BaseModel):
+    """The base of every config model of the project: unknown fields refused, frozen once validated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Base(Strict):
 
     name: str | None = None  # stream name on every chunk; defaults to the source type
     queue_size: int = Field(8, ge=1, le=4096)  # chunks buffered between the source thread and the consumer
@@ -48,11 +53,9 @@ class _Base(BaseModel):
         return self.drop_policy or ("drop_oldest" if self.live else "block")
 
 
-class Backoff(BaseModel):
+class Backoff(Strict):
     """Waits between tries, the one rule of the project (source reconnects, webhook deliveries): exponential
     with jitter, delay_n = min(max_delay, initial_delay * factor**n) * (1 +- jitter), n from 0."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     initial_delay: float = Field(0.5, gt=0, le=60)
     max_delay: float = Field(10.0, gt=0, le=3600)

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
-from .config import SourceConfig, ZmqSourceConfig, load_source_config
+from .config import SourceConfig, Strict, ZmqSourceConfig, load_source_config
 from .errors import SourceRefused
 from .net import endpoint_host, host_is_loopback
 
@@ -52,10 +52,6 @@ NEVER_FROM_A_CLIENT = ("ffmpeg", "username_env", "password_env", "allow_remote")
 DEVICE_INPUT_FORMATS = ("v4l2",)
 DEVICE_BACKENDS = ("alsa", "pulse")
 ZMQ_DEFAULT_ENDPOINT = ZmqSourceConfig.model_fields["endpoint"].default
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_hosts(hosts: list[str]) -> list[str]:
@@ -70,7 +66,7 @@ def _check_hosts(hosts: list[str]) -> list[str]:
 Hosts = Annotated[list[str], AfterValidator(_check_hosts)]  # names, addresses and networks (10.0.0.0/24)
 
 
-class Credentials(_Strict):
+class Credentials(Strict):
     """User name and password of a camera, read from the operator's environment when the source opens,
     and sent only to `hosts`."""
 
@@ -79,25 +75,25 @@ class Credentials(_Strict):
     hosts: Hosts = Field(min_length=1)
 
 
-class RtspRule(_Strict):
+class RtspRule(Strict):
     hosts: Hosts = Field(default_factory=list)  # names and networks a client's RTSP URL may point at
     credentials: dict[str, Credentials] = Field(default_factory=dict)  # named sets a client may ask for
 
 
-class FileRule(_Strict):
+class FileRule(Strict):
     folders: list[str] = Field(default_factory=list)  # a client's file must resolve to a regular file under one
 
 
-class ZmqRule(_Strict):
+class ZmqRule(Strict):
     hosts: Hosts = Field(default_factory=list)  # tcp hosts besides loopback a client's endpoint may name
     connect: bool = False  # may a client's source connect (`bind: false`) to a producer
 
 
-class DeviceRule(_Strict):
+class DeviceRule(Strict):
     devices: list[str] = Field(default_factory=list)  # device names a client may open, exactly as written
 
 
-class SourcePolicy(_Strict):
+class SourcePolicy(Strict):
     """What a client may add to a running pipeline (see the module docstring); empty: nothing."""
 
     types: list[SourceType] = Field(default_factory=list)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     cfg: EvalConfig = load_config(args.config, EvalConfig, overrides)
     m = cfg.model
     session = OmniSession.from_pretrained(
-        m.name, compressor="omnisift" if "omnisift" in cfg.methods else "full", selector=m.selector,
+        m.path, compressor="omnisift" if "omnisift" in cfg.methods else "full", selector=m.selector,
         device=m.device, dtype=m.dtype, system_prompt=m.system_prompt or DEFAULT_SYSTEM_PROMPT,
         min_pixels=m.min_pixels, max_pixels=m.max_pixels, local_files_only=m.local_files_only,
     )

@@ -9,31 +9,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from omnisift.data import LAYOUTS
 from omnisift.ratios import RHO_VIDEO_25
 from omnisift.token_layout import DEFAULT_MODEL, PIXELS_PER_TOKEN
 from pipeline.offline.presets import EVAL_PRESETS, TRAIN_PRESETS, with_preset
-from streams.config import read_yaml
+from streams.config import Strict, read_yaml
 
 Layout = Literal["auto", "jsonl", "worldsense", "videomme", "dailyomni", "omnivideobench", "video_salmonn"]
 assert set(LAYOUTS) <= set(Layout.__args__)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(Strict):
     path: Path  # metadata file (JSONL or JSON list)
     layout: Layout = "auto"
     base: Path | None = None  # media folder; default: the metadata file's folder
     limit: int | None = Field(default=None, ge=1)
 
 
-class ModelConfig(_Strict):
-    name: str = DEFAULT_MODEL  # hub id or local path
+class ModelConfig(Strict):
+    path: str = DEFAULT_MODEL  # hub id or local folder (the same key as a pipeline config's model.path)
     selector: Path | None = None  # separate selector checkpoint (base Qwen2.5-Omni models)
     device: str | None = None
     dtype: str | None = None
@@ -43,8 +39,15 @@ class ModelConfig(_Strict):
     system_prompt: str | None = None
     local_files_only: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "name" in data:
+            raise ValueError("model.name is now model.path (as in a pipeline config): rename the key")
+        return data
 
-class LoraConfig(_Strict):
+
+class LoraConfig(Strict):
     """LoRA of `trainable: lora` (this project's choice of values: the release has no LoRA variant)."""
 
     rank: int = Field(default=16, ge=1)
@@ -53,7 +56,7 @@ class LoraConfig(_Strict):
     targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class OptimConfig(_Strict):
+class OptimConfig(Strict):
     trainable: Literal["selector", "full", "lora"] = "selector"  # omnisift.training.set_trainable
     steps: int | None = Field(default=1000, ge=1)  # optimizer steps; or:
     epochs: float | None = Field(default=None, gt=0)  # passes over the data (steps = ceil(epochs * n / global))
@@ -84,12 +87,12 @@ class OptimConfig(_Strict):
         return self
 
 
-class RayConfig(_Strict):
+class RayConfig(Strict):
     num_workers: int = Field(default=0, ge=0)  # 0: train in this process without Ray
     use_gpu: bool = False
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     preset: Literal["selector_only", "release"] = "selector_only"  # pipeline.offline.presets
     model: ModelConfig = ModelConfig()
     dataset: DatasetConfig
@@ -108,7 +111,7 @@ class TrainConfig(_Strict):
         return data
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     preset: Literal["none", "release"] = "none"  # pipeline.offline.presets
     model: ModelConfig = ModelConfig()
     dataset: DatasetConfig

@@ -26,15 +26,15 @@ def load_trainable_model(cfg):
     """The model with a selector to train: the given selector file, the checkpoint's own, or a fresh one."""
     m = cfg.model
     try:
-        model = load_model(m.name, selector=m.selector, device=m.device, dtype=m.dtype,
+        model = load_model(m.path, selector=m.selector, device=m.device, dtype=m.dtype,
                            local_files_only=m.local_files_only)
     except ValueError as err:  # no selector in the checkpoint: start from a fresh one
         if "no OmniSIFT selector" not in str(err):
             raise
-        model = load_model(m.name, compress=False, device=m.device, dtype=m.dtype, local_files_only=m.local_files_only)
+        model = load_model(m.path, compress=False, device=m.device, dtype=m.dtype, local_files_only=m.local_files_only)
         d_model = model.thinker.config.text_config.hidden_size
         model.thinker.compressor = VisionGuidedAudioSelector(d_model).to(model.device)
-        log.warning("%s has no selector: training a freshly initialised one", m.name)
+        log.warning("%s has no selector: training a freshly initialised one", m.path)
     thinker = model.thinker
     thinker.compressor.float()  # fp32 master weights; bf16 autocast on GPU
     if cfg.train.trainable == "full":
@@ -108,7 +108,7 @@ def train_local(cfg, *, progress: bool = True) -> Trainer:
     """Train in this process; resumes from the newest checkpoint in `out_dir` (or `resume` path)."""
     model, examples, pad_id = load_for_training(cfg, progress=progress)
     settings = train_settings(cfg, len(examples))
-    trainer = Trainer(model.thinker, settings, out_dir=cfg.out_dir, base_model=cfg.model.name)
+    trainer = Trainer(model.thinker, settings, out_dir=cfg.out_dir, base_model=cfg.model.path)
     resume = latest_checkpoint(cfg.out_dir) if cfg.resume is True else (cfg.resume or None)
     if resume:
         trainer.resume(resume)

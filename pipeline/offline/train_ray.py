@@ -53,7 +53,7 @@ def train_loop_per_worker(config: dict) -> None:
     selector, core = distribute(model, cfg)
     settings = train_settings(cfg, len(examples), world)
     trainer = Trainer(model.thinker, settings, selector=selector, core=core, out_dir=cfg.out_dir, is_main=rank == 0,
-                      base_model=cfg.model.name)
+                      base_model=cfg.model.path)
     trainer.run(batch_stream(examples, settings.batch_size, pad_id, seed=settings.seed, rank=rank, world=world),
                 progress=rank == 0)
     losses = [loss for _, loss in trainer.history.train]

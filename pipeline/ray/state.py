@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from pipeline.config import StreamSpec, WatchSpec
-from pipeline.messages import ChunkMeta, ChunkStats
+from pipeline.messages import ChunkMeta, ChunkStats, StreamSnapshot
 from pipeline.serve.requests import Conflict
 
 
@@ -140,19 +140,19 @@ class StreamState:
         self.last = replace(stats, lost=self.lost, gap_before=meta.gap_before, gaps=self.gaps)
         return self.last
 
-    def snapshot(self) -> dict:
-        """This stream's counters now (one entry of `OmniStream.snapshot()`)."""
+    def snapshot(self, **placement) -> StreamSnapshot:
+        """This stream's counters now (as a dict, one entry of `OmniStream.snapshot()`); `placement`: its
+        `replica` and `moves`, which the replicas know."""
         last = self.last
-        return {
-            "state": str(self.state), "detail": self.detail, "chunks": self.chunks, "dropped": self.dropped,
-            "lost": self.lost, "reconnects": self.reconnects, "gaps": self.gaps, "refused": dict(self.refused),
-            "lag": None if last is None else last.lag,
-            "media_time": None if last is None else last.media_time + last.duration,
-            "cache_tokens": None if last is None else last.cache_tokens,
-            "kept": None if last is None else {"video_before": last.video_before, "video_after": last.video_after,
-                                               "audio_before": last.audio_before, "audio_after": last.audio_after},
-            "source": self.source_final,  # None until the source is closed (the stream ended or failed)
-        }
+        return StreamSnapshot(
+            name=self.spec.name, state=str(self.state), detail=self.detail, chunks=self.chunks, dropped=self.dropped,
+            lost=self.lost, reconnects=self.reconnects, gaps=self.gaps, refused=dict(self.refused),
+            lag=None if last is None else last.lag,
+            media_time=None if last is None else last.media_time + last.duration,
+            cache_tokens=None if last is None else last.cache_tokens,
+            kept=None if last is None else {"video_before": last.video_before, "video_after": last.video_after,
+                                            "audio_before": last.audio_before, "audio_after": last.audio_after},
+            source=self.source_final, **placement)
 
 
 class RestartTracker:

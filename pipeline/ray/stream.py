@@ -560,8 +560,8 @@ class OmniStream:
         off replicas dead for good; actor restarts; per replica of each kind: node, alive, streams, load, context
         tokens; the REP socket's requests (served, refused by reason, in progress)."""
         reps, zmq = self.replicas, self.frontends.zmq
-        streams = {name: {**st.snapshot(), "replica": None if reps is None else reps.placement(name),
-                          "moves": None if reps is None else reps.moves_of(name)}
+        streams = {name: st.snapshot(replica=None if reps is None else reps.placement(name),
+                                     moves=None if reps is None else reps.moves_of(name)).model_dump()
                    for name, st in self.streams.items()}
         return {"streams": streams, "restarts": dict(self.restarts), "model_is_tiny": self.model_is_tiny,
                 "replicas": {} if reps is None else reps.view(), "requests": None if zmq is None else zmq.stats()}

@@ -224,7 +224,7 @@ async def test_an_actor_dead_for_good_fails_the_stream_and_stops_pulling_from_it
     reason = f"the {actor} actor is dead for good (ActorDiedError)"
     assert [s.index for s in stats] == [0, 2] == model.context
     assert (st.state, st.detail) == ("failed", reason) and states[-1] == ("failed", reason)
-    snap = st.snapshot()
+    snap = st.snapshot().model_dump()
     assert (snap["state"], snap["detail"], snap["chunks"], snap["dropped"]) == ("failed", reason, 2, 1)
     # the source is asked no more: lost are only the chunk that found the actor dead (3) and those already
     # past the source (4 in the queue of 1, 5 held by the pump), not every later chunk
@@ -324,7 +324,7 @@ async def test_a_stream_that_ends_or_fails_closes_its_source_at_once(how):
     assert st.state == ("ended" if how == "ended" else "failed")
     # closed once the pump stopped asking: after every chunk it took (the stream is not removed yet)
     assert source.closed_after == source.delivered
-    assert st.snapshot()["source"] == {"chunks_emitted": 6, "chunks_dropped": 0}  # its last word is kept
+    assert st.snapshot().source == {"chunks_emitted": 6, "chunks_dropped": 0}  # its last word is kept
     assert not ray.is_initialized()  # ending a source actor never starts Ray (these run without it)
 
 
@@ -489,7 +489,7 @@ async def test_a_failing_source_has_every_chunk_it_delivered_in_the_context_befo
     st, stats, _, _ = await _run(source, _Encoder(clock), model, clock, st=st, states=states)
 
     assert [s.index for s in stats] == [0, 1, 2, 3, 4] == model.context
-    snap = st.snapshot()
+    snap = st.snapshot().model_dump()
     assert (snap["state"], snap["chunks"], snap["lost"]) == ("failed", 5, 0)
     assert states[-1] == ("failed", "cam: connection lost")
 
@@ -518,5 +518,5 @@ async def test_a_gap_and_refused_messages_are_in_the_stats_and_the_snapshot():
     st, stats, _, _ = await _run(source, _Encoder(clock), _Model(clock), clock)
     assert [(s.index, s.gap_before, s.gaps) for s in stats] == [(0, False, 0), (1, False, 0), (2, False, 0),
                                                                  (3, True, 1), (4, False, 1)]
-    snap = st.snapshot()
+    snap = st.snapshot().model_dump()
     assert (snap["gaps"], snap["reconnects"], snap["refused"]) == (1, 1, {"bad_time": 2})

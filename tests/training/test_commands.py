@@ -26,7 +26,7 @@ def _dataset(folder, paths):
 
 
 def _train_config(tmp_path, tiny_path, data, steps=3, workers=0):
-    cfg = {"model": {"name": str(tiny_path), "device": "cpu", "dtype": "float32"},
+    cfg = {"model": {"path": str(tiny_path), "device": "cpu", "dtype": "float32"},
            "dataset": {"path": str(data)}, "cache_dir": str(tmp_path / "cache"), "out_dir": str(tmp_path / "run"),
            "train": {"steps": steps, "batch_size": 2, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 1,
                      "rho_video": 0.5, "rho_audio": 0.7, "save_every": 2},
@@ -108,7 +108,7 @@ def test_ray_train_runs_two_cpu_workers(tmp_path, tiny_path, clips):
 def test_eval_command_writes_the_comparison_table(tmp_path, tiny_path, clips, capsys):
     folder, paths = clips
     data = _dataset(folder, paths)
-    cfg = {"model": {"name": str(tiny_path), "device": "cpu", "dtype": "float32"},
+    cfg = {"model": {"path": str(tiny_path), "device": "cpu", "dtype": "float32"},
            "dataset": {"path": str(data)}, "cache_dir": str(tmp_path / "cache"), "out_dir": str(tmp_path / "eval"),
            "methods": ["full", "random", "omnisift"], "retention": 0.25, "max_new_tokens": 3}
     config = tmp_path / "eval.yaml"
@@ -133,7 +133,7 @@ def test_eval_command_writes_the_comparison_table(tmp_path, tiny_path, clips, ca
 def test_eval_writes_open_answers_for_judges(tmp_path, tiny_path, clips):
     folder, paths = clips
     data = _dataset(folder, paths)
-    cfg = {"model": {"name": str(tiny_path), "device": "cpu", "dtype": "float32"},
+    cfg = {"model": {"path": str(tiny_path), "device": "cpu", "dtype": "float32"},
            "dataset": {"path": str(data)}, "cache_dir": str(tmp_path / "cache"), "out_dir": str(tmp_path / "eval"),
            "methods": ["omnisift"], "max_new_tokens": 2, "score_options": False}
     config = tmp_path / "eval.yaml"
@@ -150,7 +150,7 @@ def test_eval_saliency_dtype_reaches_the_omnisift_compressor(tmp_path, tiny_path
     real = evaluate.make_compressor
     monkeypatch.setattr(evaluate, "make_compressor", lambda *a, **kw: built.append(real(*a, **kw)) or built[-1])
     folder, paths = clips
-    cfg = {"model": {"name": str(tiny_path), "device": "cpu", "dtype": "float32"},
+    cfg = {"model": {"path": str(tiny_path), "device": "cpu", "dtype": "float32"},
            "dataset": {"path": str(_dataset(folder, paths))}, "cache_dir": str(tmp_path / "cache"),
            "out_dir": str(tmp_path / "eval"), "methods": ["random", "omnisift"], "max_new_tokens": 1,
            "score_options": False, "saliency_dtype": "input"}

@@ -29,8 +29,8 @@ def test_release_eval_preset_is_the_paper_setting(tmp_path):
 
 
 def test_yaml_overrides_the_eval_preset_field_by_field(tmp_path):
-    cfg = _eval_config(tmp_path, {"preset": "release", "model": {"name": "m", "max_pixels": 200704}})
-    assert (cfg.model.name, cfg.model.max_pixels, cfg.model.max_frames) == ("m", 200704, 768)
+    cfg = _eval_config(tmp_path, {"preset": "release", "model": {"path": "m", "max_pixels": 200704}})
+    assert (cfg.model.path, cfg.model.max_pixels, cfg.model.max_frames) == ("m", 200704, 768)
     assert _eval_config(tmp_path, {}).model.max_frames is None  # no preset: nothing capped
 
 
@@ -80,3 +80,11 @@ def test_shipped_configs_validate_with_their_presets():
     release = load_config(configs / "eval-release.yaml", EvalConfig)
     assert (release.model.max_frames, release.model.max_pixels, release.do_sample) == (768, 768 * 28 * 28, False)
     assert release.saliency_dtype == "input"  # the release's STVP arithmetic for bf16 tokens
+
+
+def test_the_old_model_key_is_refused_naming_the_new_one(tmp_path):
+    from pipeline.offline.config import EvalConfig
+
+    with pytest.raises(ValueError, match=r"model.name is now model.path \(as in a pipeline config\)"):
+        EvalConfig.model_validate({"model": {"name": "Qwen/Qwen2.5-Omni-7B"},
+                                   "dataset": {"path": str(tmp_path / "d.jsonl")}})

@@ -74,7 +74,7 @@ def test_settings_resolve_epochs_global_batch_and_warmup(tmp_path):
     # global 128 = 1 per micro-batch x 64 accumulated x 2 workers; 1 epoch of 1000 = ceil(1000 / 128) = 8 steps;
     # warm-up ceil(0.05 * 8) = 1
     assert (s.grad_accum, s.steps, s.warmup_steps, s.trainable, s.precision) == (64, 8, 1, "full", "bf16")
-    cfg.train.batch_size = 3
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": 3})})  # configs are frozen
     with pytest.raises(ValueError, match="global_batch_size"):
         train_settings(cfg, n_examples=1000, world=2)
 
@@ -213,7 +213,7 @@ def test_full_run_resumes_with_its_language_model(tiny_path, tmp_path):
 
 
 def _release_config(tmp_path, tiny_path, data, workers: int, **train):
-    cfg = {"preset": "release", "model": {"name": str(tiny_path), "device": "cpu", "dtype": "float32"},
+    cfg = {"preset": "release", "model": {"path": str(tiny_path), "device": "cpu", "dtype": "float32"},
            "dataset": {"path": str(data)}, "cache_dir": str(tmp_path / "cache"), "out_dir": str(tmp_path / "run"),
            "train": {"rho_video": 0.5, "rho_audio": 0.7, "lr": 1e-3, "global_batch_size": 2, "batch_size": 1,
                      "steps": 2, "save_every": 0, "precision": "fp32", **train},

@@ -20,6 +20,7 @@ from pipeline.messages import (
     MAX_TIMEOUT,
     MAX_TOP_K,
     STREAM_NAME,
+    StreamSnapshot,
 )
 
 MAX_QUESTION = MAX_QUESTION_CHARS  # characters of one question in a body (the OpenAI route's too)
@@ -84,22 +85,7 @@ class Watch(BaseModel):
     origin: str  # config | api | subscriber (a Python `watch()` iterator)
 
 
-class StreamInfo(BaseModel):
-    name: str
-    state: str
-    detail: str
-    chunks: int
-    dropped: int
-    lost: int
-    reconnects: int
-    gaps: int = 0  # chunks with media missing before them (an outage, a reconnect)
-    refused: dict[str, int] = {}  # messages the source refused, by reason (ZeroMQ sources)
-    lag: float | None
-    media_time: float | None
-    cache_tokens: int | None
-    kept: dict[str, int] | None  # of the newest chunk: video_before/after, audio_before/after
-    replica: dict[str, int | str | None] | None = None  # where it runs: model and encoder replica ids, node
-    moves: dict[str, int] | None = None  # moves off replicas dead for good, per kind (model: a fresh context)
+StreamInfo = StreamSnapshot  # what the API returns of a stream is the pipeline's own snapshot
 
 
 class StreamList(BaseModel):

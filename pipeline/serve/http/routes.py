@@ -46,11 +46,7 @@ def router(api: PipelineAPI, *, history: Any = None, clips: Any = None,
 
 
 def stream_infos(snapshot: dict) -> list[StreamInfo]:
-    return [StreamInfo(name=name, state=s["state"], detail=s["detail"], chunks=s["chunks"], dropped=s["dropped"],
-                       lost=s["lost"], reconnects=s["reconnects"], gaps=s.get("gaps", 0), refused=s.get("refused", {}),
-                       lag=s["lag"], media_time=s["media_time"], cache_tokens=s["cache_tokens"], kept=s.get("kept"),
-                       replica=s.get("replica"), moves=s.get("moves"))
-            for name, s in snapshot["streams"].items()]
+    return [StreamInfo.model_validate({"name": name, **s}) for name, s in snapshot["streams"].items()]
 
 
 def _count_add(adds: RateLimit | None, request: Request) -> None:
