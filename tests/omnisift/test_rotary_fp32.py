@@ -125,10 +125,10 @@ def test_vision_tower_equals_transformers_in_bf16(sharp_dir, reference, target):
 
 
 def test_training_load_keeps_float32_frequencies(sharp_dir, reference, target):
+    from pipeline.offline.config import ModelConfig
     from pipeline.offline.train_local import load_trainable_model
 
-    model = SimpleNamespace(name=str(sharp_dir), selector=None, device=target.device, dtype=BF16,
-                            local_files_only=True)
+    model = ModelConfig(path=str(sharp_dir), device=target.device, dtype=BF16, local_files_only=True)
     cfg = SimpleNamespace(model=model, train=SimpleNamespace(trainable="full"))
     thinker = load_trainable_model(cfg).thinker
     for name, buf in thinker.named_buffers():
