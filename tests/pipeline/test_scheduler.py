@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 
 from pipeline.messages import GenerationSettings
 from pipeline.session import OmniSession
@@ -19,8 +18,8 @@ LONG = GenerationSettings(max_new_tokens=64)
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_path):
-    return OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=torch.float32).model
+def model(tiny_model_path, target):
+    return OmniSession.from_pretrained(str(tiny_model_path), **target.load()).model
 
 
 @pytest.fixture(autouse=True)

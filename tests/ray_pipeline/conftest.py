@@ -55,10 +55,12 @@ def local_ray():
 
 def pipeline_config(model_path, streams, **extra) -> dict:
     """A pipeline config for tests: tiny model, loopback ZeroMQ, metrics and HTTP on free ports; no history
-    and no clips unless a test gives them a folder."""
+    and no clips unless a test gives them a folder. The model runs on the CPU in float32 whatever `--device`
+    says: these tests check the Ray system around the model, whose numbers the `target` tests check."""
     cfg = {
         "streams": streams,
-        "model": {"path": str(model_path), "max_new_tokens": 4, "window_seconds": 60},
+        "model": {"path": str(model_path), "max_new_tokens": 4, "window_seconds": 60, "device": "cpu",
+                  "dtype": "float32"},
         "zmq": {"pub": "tcp://127.0.0.1:*", "rep": "tcp://127.0.0.1:*"},
         "metrics": {"port": 0},
         "http": {"port": 0},
