@@ -124,3 +124,12 @@ def ray_tmp() -> Iterator[str]:
     path = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """The tiny random Qwen2.5-Omni (selector inside, the OmniSIFT-7B layout), built once per test session
+    and shared by every folder's tests (read only: a test that changes a model folder makes its own)."""
+    from omnisift.tiny import make_tiny_omni
+
+    return make_tiny_omni(tmp_path_factory.mktemp("tiny-omni"))

@@ -18,9 +18,9 @@ from omnisift.tiny import make_tiny_omni
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    """Tiny Qwen2.5-Omni in the OmniSIFT-7B layout (selector inside the checkpoint)."""
-    return make_tiny_omni(tmp_path_factory.mktemp("tiny_omni"))
+def tiny_dir(tiny_model_path):
+    """Tiny Qwen2.5-Omni in the OmniSIFT-7B layout (selector inside the checkpoint): the session's one."""
+    return tiny_model_path
 
 
 @pytest.fixture(scope="session")

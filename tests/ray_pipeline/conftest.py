@@ -16,16 +16,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from omnisift.tiny import make_tiny_omni
 from tests.pipeline.media import write_clip
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SERVER = Path(__file__).parents[1] / "streams" / "rtsp_server.py"
-
-
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory) -> Path:
-    return make_tiny_omni(tmp_path_factory.mktemp("tiny-omni"))
 
 
 @pytest.fixture(scope="session")
