@@ -2,6 +2,7 @@
 replicas (two model workers in two Ray actors, streams split), side by side in one run.
 
     python -m benchmarks.scale [--streams 1 2 4 8] [--chunks 4] [--width 1024] [--layers 2] [--out results.json]
+    python -m benchmarks.scale --device cuda --dtype bfloat16 --width 3584 --layers 28 --streams 1 4 16
 
 Model: a random Qwen2.5-Omni language model, fp32 on the CPU. `--width 3584` is the real 7B widths (28
 heads, 4 KV heads, MLP 18944) with `--layers` layers; the default is a mid-size one (hidden 1024, 8 heads,
@@ -15,6 +16,14 @@ not part of this benchmark (batched encoding is measured on its own).
 Each configuration runs `S` live streams in real time: stream `s` offers chunk `k` at `t0 + 2k` seconds
 (its capture time) and waits for the model worker's `append` (as the driver's loop does). Stream 0 also
 asks a 16-token question when its second chunk is in, while the others keep appending.
+
+On CUDA every timed region starts and ends with `torch.cuda.synchronize()` (kernels run asynchronously: the
+clock would otherwise read launch times), and the forward-level part runs each batch size once untimed first
+(kernel selection, allocator warm-up). Its contexts are of realistic length: `--context-tokens` (default
+3,000, about 14 chunks at 209 kept tokens) give or take a chunk per stream, so the KV cache a forward reads is
+what a stream a minute into a camera holds. Replicas: two model actors; with `--gpus` N (default: the GPUs
+torch sees) each asks `min(1, N / 2)` GPUs, so on one GPU the two share it (half each) instead of each asking
+for a whole one and waiting for ever; a placement the Ray cluster cannot give is refused in one line.
 
 Figures per configuration: model chunks/s (chunks / seconds from the first offer to the last chunk in);
 per-stream real-time factor (seconds until the stream's last chunk is in / its media seconds; <= 1 keeps
@@ -82,6 +91,13 @@ class RunResult:
     lag_p50: float
     lag_p95: float
     question_s: float
+
+
+def clock(device: str) -> float:
+    """`time.perf_counter()` after the device's queued work is done (CUDA kernels run asynchronously)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -152,6 +168,28 @@ def spec(path: Path) -> dict:
             "max_new_tokens": QUESTION_TOKENS, **DEVICE}
 
 
+def replica_gpus(device: str, gpus: int | None, replicas: int) -> float:
+    """GPUs each model replica asks Ray for: none on the CPU; one each when there are enough, else an equal
+    share of the GPUs there are (one GPU: half each), so two replicas never wait for a second GPU."""
+    if not device.startswith("cuda"):
+        return 0.0
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if gpus < 1:
+        raise SystemExit(f"--device {device}: no GPU to place {replicas} replicas on (torch sees "
+                         f"{torch.cuda.device_count()}, --gpus {gpus})")
+    return min(1.0, gpus / replicas)
+
+
+def check_placement(per_replica: float, replicas: int) -> None:
+    """One line, at once, when the Ray cluster has fewer GPUs than the replicas ask for (Ray would wait)."""
+    import ray
+
+    have = ray.cluster_resources().get("GPU", 0.0)
+    if per_replica * replicas > have:
+        raise SystemExit(f"{replicas} replicas x {per_replica:g} GPU = {per_replica * replicas:g} GPUs asked; "
+                         f"the Ray cluster has {have:g}")
+
+
 def local_worker(path: Path, batch: bool, threads: int) -> ModelWorker:
     from pipeline.ray.models import load_omni
 
@@ -161,7 +199,12 @@ def local_worker(path: Path, batch: bool, threads: int) -> ModelWorker:
 
 def run_local(worker: ModelWorker, n: int, chunks: int, width: int) -> dict:
     settings = GenerationSettings(max_new_tokens=QUESTION_TOKENS)
-    figures = run_streams(n, chunks, width, worker.append, lambda s, q: worker.ask(s, q, settings))
+    device = DEVICE["device"]
+
+    def append(meta, enc):  # a chunk is in when its kernels are done, not when they are queued
+        worker.append(meta, enc)
+        clock(device)
+    figures = run_streams(n, chunks, width, append, lambda s, q: worker.ask(s, q, settings))
     for s in range(n):
         worker.remove(f"s{s}")
     return figures
@@ -181,51 +224,76 @@ def run_replicas(actors: list, n: int, chunks: int, width: int) -> dict:
     return figures
 
 
-def forward_ratios(path: Path, batches: list[int], width: int, repeats: int = 5) -> list[dict]:
+CHUNK_TOKENS = 2 * VIDEO_KEPT + AUDIO_KEPT  # 209 kept tokens per synthetic chunk
+
+
+def context_chunks(stream: int, context_tokens: int) -> int:
+    """Chunks in stream `stream`'s context before the timed forwards: `context_tokens` worth, give or take
+    one chunk by stream (contexts of different lengths), at least one."""
+    return max(1, round(context_tokens / CHUNK_TOKENS) + stream % 3 - 1)
+
+
+def forward_ratios(path: Path, batches: list[int], width: int, repeats: int = 5,
+                   context_tokens: int = 3000) -> list[dict]:
     """The model work alone, without threads or pacing: B streams' chunks prefilled one forward each vs in
-    one batched forward, and one decode token of B answers one forward each vs batched; sequential and
-    batched alternate, `repeats` times, medians (the shared machine's load drifts between runs)."""
+    one batched forward, and one decode token of B answers one forward each vs batched, over contexts of
+    about `context_tokens`; one untimed round first, then sequential and batched alternate, `repeats`
+    times, medians (the shared machine's load drifts between runs). The clock is synchronised on CUDA."""
     from pipeline.ray.models import load_omni
+
+    return forward_ratios_of(load_omni(spec(path), part="language"), batches, width, repeats, context_tokens)
+
+
+def forward_ratios_of(model, batches: list[int], width: int, repeats: int = 5, context_tokens: int = 3000,
+                      log=print) -> list[dict]:
+    """`forward_ratios` on a loaded `OmniModel` (its language model is what runs)."""
     from pipeline.session import OmniSession
     from pipeline.session.batch import forward_batch
     from pipeline.session.session import append_compressed_batch
 
-    model = load_omni(spec(path), part="language")
+    device = str(model.device)
     rows = []
     for b in batches:
-        sessions = [OmniSession.from_model(model, retention=0.25, max_pixels=640 * 480) for _ in range(b)]
-        for s, session in enumerate(sessions):  # contexts of different lengths: 1 to 3 chunks
-            for k in range(1 + s % 3):
+        sessions = [OmniSession.from_model(model, retention=0.25, max_pixels=640 * 480, window_seconds=None)
+                    for _ in range(b)]
+        start_at = []
+        for s, session in enumerate(sessions):
+            start_at.append(context_chunks(s, context_tokens))
+            for k in range(start_at[-1]):
                 session.append_compressed(synthetic_chunk(k, width, seed=100 * s + k))
+        context = round(statistics.mean(len(s.context) for s in sessions))  # prompt prefix included
         seq, bat, dseq, dbat = [], [], [], []
-        for r in range(repeats):
-            chunks = [synthetic_chunk(3 + r, width, seed=7 * s + r) for s in range(b)]
+        for r in range(repeats + 1):  # round 0 is the warm-up, not counted
+            chunks = [synthetic_chunk(start_at[s] + r, width, seed=7 * s + r) for s in range(b)]
             marks = [s.context.fork() for s in sessions]
-            start = time.perf_counter()
+            start = clock(device)
             for session, chunk in zip(sessions, chunks, strict=True):
                 session.context.forward_embeds(chunk.tokens, session.context.place(chunk))
-            seq.append(time.perf_counter() - start)
+            seq.append(clock(device) - start)
             for session, mark in zip(sessions, marks, strict=True):
                 session.context.rollback(mark)
-            bat.append(append_compressed_batch(sessions, chunks))
+            start = clock(device)
+            append_compressed_batch(sessions, chunks)
+            bat.append(clock(device) - start)
             contexts = [s.context for s in sessions]
-            token = [c.embed(torch.tensor([5])) for c in contexts]
-            pos = [torch.full((3, 1), 10_000) for _ in contexts]
-            start = time.perf_counter()
+            token = [c.embed(torch.tensor([5], device=model.device)) for c in contexts]
+            pos = [torch.full((3, 1), 10_000, device=model.device) for _ in contexts]
+            start = clock(device)
             for c, e, p in zip(contexts, token, pos, strict=True):
                 c.forward_embeds(e, p, logits=1)
-            dseq.append(time.perf_counter() - start)
+            dseq.append(clock(device) - start)
             for c in contexts:
                 c.rollback(len(c) - 1)
-            start = time.perf_counter()
+            start = clock(device)
             forward_batch(contexts, token, pos, logits=True)
-            dbat.append(time.perf_counter() - start)
+            dbat.append(clock(device) - start)
             for c in contexts:
                 c.rollback(len(c) - 1)
         med = statistics.median
-        rows.append({"streams": b, "prefill_seq_ms": 1000 * med(seq), "prefill_batched_ms": 1000 * med(bat),
-                     "decode_seq_ms": 1000 * med(dseq), "decode_batched_ms": 1000 * med(dbat)})
-        print(rows[-1], flush=True)
+        rows.append({"streams": b, "context_tokens": context,
+                     "prefill_seq_ms": 1000 * med(seq[1:]), "prefill_batched_ms": 1000 * med(bat[1:]),
+                     "decode_seq_ms": 1000 * med(dseq[1:]), "decode_batched_ms": 1000 * med(dbat[1:])})
+        log(rows[-1])
     return rows
 
 
@@ -238,7 +306,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the one worker (replicas: half each)")
     ap.add_argument("--no-replicas", action="store_true")
     ap.add_argument("--forward-only", action="store_true", help="only the forward-level comparison")
-    ap.add_argument("--repeats", type=int, default=5, help="of the forward-level comparison")
+    ap.add_argument("--repeats", type=int, default=5, help="of the forward-level comparison (after one warm-up)")
+    ap.add_argument("--context-tokens", type=int, default=3000,
+                    help="tokens in each stream's context before the forward-level comparison")
+    ap.add_argument("--gpus", type=int, help="GPUs the two replicas share (default: the GPUs torch sees)")
     ap.add_argument("--model", type=Path, help="a model folder (e.g. Qwen2.5-Omni-7B) instead of a random one")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
@@ -255,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         path = make_model(Path(tempfile.mkdtemp(prefix="scale-bench-")) / "omni", args.width, args.layers)
     width = args.width
     torch.set_num_threads(args.threads)
-    forwards = forward_ratios(path, args.streams, width, args.repeats)
+    forwards = forward_ratios(path, args.streams, width, args.repeats, args.context_tokens)
     print_forwards(forwards)
     if args.forward_only:
         return
@@ -268,8 +339,9 @@ def main(argv: list[str] | None = None) -> None:
         from pipeline.ray.local import start_local_ray
 
         start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        gpus = {"num_gpus": 1} if args.device.startswith("cuda") else {}  # one GPU per replica
-        cls = ray.remote(num_cpus=1, max_concurrency=8, **gpus)(ModelWorker)
+        per_replica = replica_gpus(args.device, args.gpus, 2)
+        check_placement(per_replica, 2)
+        cls = ray.remote(num_cpus=1, max_concurrency=8, num_gpus=per_replica)(ModelWorker)
         actors = [cls.remote(spec(path), num_cpus=max(1, args.threads // 2)) for _ in range(2)]
         ray.get([a.where.remote() for a in actors])
         runners["2 replicas, batching on"] = lambda n, c: run_replicas(actors, n, c, width)
@@ -293,11 +365,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def print_forwards(rows: list[dict]) -> None:
-    print("\n| streams | prefill: one forward each (ms) | batched (ms) | ratio | decode token: each (ms) | "
-          "batched (ms) | ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| streams | context (tokens) | prefill: one forward each (ms) | batched (ms) | ratio | "
+          "decode token: each (ms) | batched (ms) | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['streams']} | {r['prefill_seq_ms']:.0f} | {r['prefill_batched_ms']:.0f} | "
+        print(f"| {r['streams']} | {r['context_tokens']} | {r['prefill_seq_ms']:.0f} | {r['prefill_batched_ms']:.0f} | "
               f"{r['prefill_seq_ms'] / r['prefill_batched_ms']:.2f}x | {r['decode_seq_ms']:.1f} | "
               f"{r['decode_batched_ms']:.1f} | {r['decode_seq_ms'] / r['decode_batched_ms']:.2f}x |")
 

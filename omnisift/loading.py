@@ -14,7 +14,7 @@ import torch
 from transformers import Qwen2_5OmniProcessor
 
 from omnisift.checkpoint import CheckpointError, read_selector_state, selector_from_state
-from omnisift.device import pick_attention, pick_device, pick_dtype
+from omnisift.device import cast_module, pick_attention, pick_device, pick_dtype
 from omnisift.parts import PARTS, load_part
 from omnisift.thinker import OmniSIFTThinker
 from omnisift.token_layout import DEFAULT_MODEL
@@ -80,7 +80,7 @@ def load_model(
             "pass selector=PATH, or rho_audio=0, or compress=False"
         )
     has_selector = selector is not None or not missing_selector
-    thinker.to(device=device, dtype=dtype).eval()
+    cast_module(thinker, device, dtype).eval()  # rotary frequencies stay float32
     thinker.configure_compression(rho_video=rho_video, rho_audio=rho_audio, retention=retention, enabled=compress)
     if not has_selector:
         thinker.compressor = None

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from torch import nn
 
 from omnisift.checkpoint import CheckpointError
+from omnisift.device import cast_module
 from omnisift.selector import VisionGuidedAudioSelector
 
 PARTS: dict[str, tuple[str, ...]] = {
@@ -102,8 +103,10 @@ def load_part(folder: str | Path, config, part: str, device: torch.device, dtype
             setattr(owner, attr, None)
             continue
         with torch.device(device), no_init_weights():
-            setattr(owner, attr, build_submodule(name, config).to(dtype))
-    targets = dict(thinker.named_parameters()) | dict(thinker.named_buffers())
+            setattr(owner, attr, cast_module(build_submodule(name, config), dtype=dtype))
+    # weights and persistent buffers only: computed buffers (rotary frequencies) keep what they were built
+    # with, as in `from_pretrained`, even when an old checkpoint carries a copy of them
+    targets = thinker.state_dict(keep_vars=True)
     loaded: set[str] = set()
     with torch.no_grad():
         for name, tensor in part_tensors(Path(folder), keep, device, dtype):
@@ -116,7 +119,7 @@ def load_part(folder: str | Path, config, part: str, device: torch.device, dtype
     if missing:
         raise CheckpointError(f"{folder}: the checkpoint lacks {len(missing)} weights of the {part} part "
                               f"(first: {missing[0]})")
-    still_meta = [n for n, t in targets.items() if t.is_meta]
+    still_meta = [n for n, t in [*thinker.named_parameters(), *thinker.named_buffers()] if t.is_meta]
     if still_meta:
         raise RuntimeError(f"loading the {part} part left {still_meta[0]} unbuilt")
     return thinker, has_selector

@@ -212,13 +212,14 @@ def write_omni(path: str | Path, config, processor, *, seed: int = 0, with_selec
     from transformers import Qwen2_5OmniForConditionalGeneration
 
     from omnisift.checkpoint import PREFIX
+    from omnisift.device import cast_module
     from omnisift.selector import VisionGuidedAudioSelector
 
     path = Path(path)
     torch.manual_seed(seed)
     model = Qwen2_5OmniForConditionalGeneration(config)
     if dtype is not None:
-        model = model.to(dtype)
+        cast_module(model, dtype=dtype)
     model.save_pretrained(path, max_shard_size=max_shard_size)
     del model
     processor.save_pretrained(path)

@@ -129,7 +129,9 @@ class ModelSpec(Strict):
 
 class ActorResources(Strict):
     num_cpus: float = Field(0.0, ge=0.0)
-    num_gpus: float = Field(0.0, ge=0.0)
+    # None: the default split when the Ray cluster has GPUs (model 0.75 of a GPU of its own, encoder 0.25
+    # beside it; pipeline/ray/placement.py), none otherwise. A number is taken as given, 0 included.
+    num_gpus: float | None = Field(None, ge=0.0)
     resources: dict[str, float] = Field(default_factory=dict)  # custom node resources, e.g. {camera_node: 0.1}
     max_restarts: int = Field(3, ge=-1)
 

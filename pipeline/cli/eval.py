@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                               generate=cfg.generate, score_options=cfg.score_options,
                               max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, seed=cfg.seed,
                               progress=args.progress,
-                              failed=failed)
+                              failed=failed, saliency_dtype=cfg.saliency_dtype)
     print(result.table_md)
     print(f"written: {result.out_dir / 'comparison.md'}, comparison.csv, predictions.jsonl, open_answers.jsonl")
     return 0

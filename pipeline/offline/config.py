@@ -124,6 +124,9 @@ class EvalConfig(Strict):
     max_new_tokens: int = Field(default=16, ge=1)
     do_sample: bool = False  # false: greedy decoding
     seed: int = 0
+    # STVP's arithmetic in the omnisift method: "float32" (this project's default) or "input" (the release's,
+    # in the tokens' dtype: bf16 on a GPU); README "Fidelity to the paper and the release"
+    saliency_dtype: Literal["float32", "input"] = "float32"
 
     @model_validator(mode="before")
     @classmethod

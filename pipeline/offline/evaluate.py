@@ -55,12 +55,22 @@ class EvalResult:
     out_dir: Path
 
 
+def method_options(method: str, seed: int, saliency_dtype: str) -> dict:
+    """The compressor options of one evaluated method."""
+    if method == "random":
+        return {"seed": seed}
+    if method == "omnisift":
+        return {"saliency_dtype": saliency_dtype}
+    return {}
+
+
 def evaluate_samples(session, samples: Sequence[Sample], cache: FeatureCache, methods: Sequence[str],
                      retention: float, out_dir: str | Path, *, generate: bool = True, score_options: bool = True,
                      max_new_tokens: int = 16, do_sample: bool = False, seed: int = 0, progress: bool = False,
-                     failed: int = 0) -> EvalResult:
+                     failed: int = 0, saliency_dtype: str = "float32") -> EvalResult:
     """Run every method on every (cached) sample; write predictions, open answers and the tables.
-    Answers are generated greedily unless `do_sample` (then seeded by `seed`)."""
+    Answers are generated greedily unless `do_sample` (then seeded by `seed`). `saliency_dtype` is the
+    omnisift method's STVP arithmetic ("input": the release's)."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -75,7 +85,7 @@ def evaluate_samples(session, samples: Sequence[Sample], cache: FeatureCache, me
             n_p = chunks[0].video.shape[1]
             for method in methods:
                 compressor = make_compressor(method, method_ratios(method, retention, n_p), selector,
-                                             **({"seed": seed} if method == "random" else {}))
+                                             **method_options(method, seed, saliency_dtype))
                 session.reset()
                 counts = TokenCounts()
                 prefill = 0.0

@@ -18,7 +18,9 @@ Where the numbers come from:
 - eval `release`: the frames cap and pixel bounds are transformers' Qwen2.5-Omni defaults, since the
   release states none: `Qwen2VLVideoProcessor.max_frames = 768` and `Qwen2_5OmniProcessor.videos_kwargs`
   `size = {shortest_edge: 128*28*28, longest_edge: 768*28*28}` (transformers 5.24). Greedy decoding is the
-  issue's. 25% retention is the paper's table (docs/design.md section 3).
+  issue's. 25% retention is the paper's table (docs/design.md section 3). `saliency_dtype: input` is the
+  release's STVP arithmetic (in the tokens' dtype, bf16 on a GPU), which the OmniSIFT-7B checkpoint was
+  trained with.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
         "model": {"min_pixels": 128 * PIXELS_PER_TOKEN, "max_pixels": 768 * PIXELS_PER_TOKEN, "max_frames": 768},
         "do_sample": False,
         "retention": 0.25,
+        "saliency_dtype": "input",
     },
 }
 

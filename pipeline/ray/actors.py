@@ -8,6 +8,8 @@ The encoder runs one call at a time (`max_concurrency=1`), which keeps each stre
 each stream's chunks in order among those waiting (`EncoderWorker`).
 Actors are owned by the driver: when it exits, they go with it. `max_restarts` from the config restarts a
 dead actor by running its constructor again; the driver's stream loops retry and carry on.
+GPUs: `pipeline.ray.placement` decides what each encoder and model replica asks for and which bundle of
+the placement group `reserve` makes it goes to (model replica i with its encoders on GPU i).
 """
 
 from __future__ import annotations
@@ -36,31 +38,71 @@ def actor_options(res: ActorResources, **extra: Any) -> dict[str, Any]:
     return opts
 
 
+def reserve(bundles: list[dict[str, float]], *, spread: bool, timeout: float):
+    """A placement group of `bundles` (None when there are none), ready; TimeoutError after `timeout`
+    seconds (a node fits no bundle), the group removed."""
+    if not bundles:
+        return None
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group(bundles, strategy="SPREAD" if spread else "PACK")
+    try:
+        ray.get(group.ready(), timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(group)
+        raise TimeoutError(f"no node had room for the GPU bundles {bundles} within {timeout:g}s") from None
+    except BaseException:
+        remove_placement_group(group)
+        raise
+    return group
+
+
+def release(group) -> None:
+    """Give a placement group's resources back (nothing without one, or without a running Ray)."""
+    if group is not None and ray.is_initialized():
+        from ray.util.placement_group import remove_placement_group
+
+        try:
+            remove_placement_group(group)
+        except Exception:  # noqa: BLE001 - already gone with its job
+            pass
+
+
 def start_source(spec: StreamSpec, config: PipelineConfig):
     bp = config.backpressure
     cls = ray.remote(**actor_options(config.resources.source, max_concurrency=2))(SourceWorker)
     return cls.remote(spec.name, spec.source, queue_size=bp.queue_size, drop_policy=bp.drop_policy)
 
 
-def _placement(spread: bool) -> dict[str, Any]:
-    """Replicas of one kind go to different nodes where they can ("SPREAD"; best effort, so a one-node
-    cluster still takes them all); a single actor goes where Ray's default policy puts it."""
+def _placement(spread: bool, group=None, bundle: int | None = None) -> dict[str, Any]:
+    """In bundle `bundle` of placement group `group` when given; else replicas of one kind go to different
+    nodes where they can ("SPREAD"; best effort, so a one-node cluster still takes them all) and a single
+    actor goes where Ray's default policy puts it."""
+    if group is not None and bundle is not None:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=bundle)}
     return {"scheduling_strategy": "SPREAD"} if spread else {}
 
 
-def start_encoder(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool = False):
-    res = config.resources.encoder
+def start_encoder(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool = False,
+                  resources: ActorResources | None = None, group=None, bundle: int | None = None):
+    """An encoder replica with `resources` (default: the config's entry) in `bundle` of `group` if given."""
+    res = resources or config.resources.encoder
     max_batch = model_spec.encoder_batch.max_batch
     threads = 1 if max_batch == 1 else 2 * max_batch  # a batch running and the next one gathering
-    cls = ray.remote(**actor_options(res, max_concurrency=threads, **_placement(spread)))(EncoderWorker)
+    cls = ray.remote(**actor_options(res, max_concurrency=threads, **_placement(spread, group, bundle)))(EncoderWorker)
     # every chunk a stream can send again (see EncoderWorker): in the queue, held by the pump, the one sent
-    return cls.remote(model_spec, num_cpus=res.num_cpus, remember=config.backpressure.max_in_flight + 2)
+    return cls.remote(model_spec, num_cpus=res.num_cpus, num_gpus=res.num_gpus,
+                      remember=config.backpressure.max_in_flight + 2)
 
 
-def start_model(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool = False):
-    res = config.resources.model
-    cls = ray.remote(**actor_options(res, max_concurrency=8, **_placement(spread)))(ModelWorker)
-    return cls.remote(model_spec, num_cpus=res.num_cpus)
+def start_model(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool = False,
+                resources: ActorResources | None = None, group=None, bundle: int | None = None):
+    """A model replica with `resources` (default: the config's entry) in `bundle` of `group` if given."""
+    res = resources or config.resources.model
+    cls = ray.remote(**actor_options(res, max_concurrency=8, **_placement(spread, group, bundle)))(ModelWorker)
+    return cls.remote(model_spec, num_cpus=res.num_cpus, num_gpus=res.num_gpus)
 
 
 def kill(actor) -> None:

@@ -13,6 +13,7 @@ from pipeline.config import ModelSpec
 from pipeline.messages import KeptLayout
 from pipeline.ray.batching import BatchStats, MicroBatcher
 from pipeline.ray.models import compression, load_omni, model_spec
+from pipeline.ray.placement import bound_gpu_memory
 from pipeline.ray.process import HeapTrim, set_threads, where
 from streams import AVChunk
 
@@ -64,10 +65,12 @@ class EncoderWorker:
     """
 
     def __init__(self, spec: ModelSpec | Mapping[str, Any], *, model=None, num_cpus: float | None = None,
+                 num_gpus: float | None = None,
                  remember: int = 4) -> None:
         self.spec = model_spec(spec)
         self.compression = compression(self.spec)
         set_threads(num_cpus)
+        bound_gpu_memory(num_gpus, self.spec.device)  # its share of the card, before anything is allocated
         self.model = model if model is not None else load_omni(self.spec, part="towers")
         self.encoders: dict[str, Any] = {}
         self.remember = remember

@@ -25,6 +25,7 @@ from pipeline.config import ModelSpec
 from pipeline.messages import Answer, ChunkMeta, ChunkStats, GenerationSettings, KeptLayout
 from pipeline.ray.encoder_worker import EncodedChunkResult
 from pipeline.ray.models import compression, load_omni, model_spec
+from pipeline.ray.placement import bound_gpu_memory
 from pipeline.ray.process import HeapTrim, set_threads, where
 
 
@@ -63,12 +64,14 @@ class ModelWorker:
     YES, NO = "Yes", "No"
 
     def __init__(self, spec: ModelSpec | Mapping[str, Any], *, model=None, num_cpus: float | None = None,
+                 num_gpus: float | None = None,
                  batch_prefill: bool | None = None) -> None:
         from pipeline.session.scheduler import ModelScheduler
 
         self.spec = model_spec(spec)
         self.compression = compression(self.spec)
         set_threads(num_cpus)
+        bound_gpu_memory(num_gpus, self.spec.device)  # its share of the card, before anything is allocated
         self.model = model if model is not None else load_omni(self.spec, part="language")
         self.contexts: dict[str, _StreamContext] = {}
         self._lock = threading.Lock()

@@ -82,13 +82,16 @@ def set_threads(num_cpus: float | None) -> None:
 
 
 def where() -> dict:
-    """Node id and pid of the process this runs in (the Ray node when inside Ray)."""
-    node = None
+    """Node id and pid of the process this runs in (the Ray node when inside Ray), the GPUs Ray gave it
+    (`ray.get_gpu_ids()`, empty outside Ray or without any) and its CUDA_VISIBLE_DEVICES (None if unset)."""
+    node, gpus = None, []
     try:
         import ray
 
         if ray.is_initialized():
             node = ray.get_runtime_context().get_node_id()
+            gpus = [str(g) for g in ray.get_gpu_ids()]
     except Exception:  # noqa: BLE001 - outside Ray, or Ray not answering: no node id
         pass
-    return {"node_id": node, "pid": os.getpid()}
+    return {"node_id": node, "pid": os.getpid(), "gpus": gpus,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}

@@ -60,7 +60,7 @@ from pipeline.ray.local import start_local_ray
 from pipeline.ray.loops import StreamLoops
 from pipeline.ray.models import model_files, stream_budget
 from pipeline.ray.replicas import Replicas
-from pipeline.ray.sharding import NoReplicaLeft, resolve_replicas
+from pipeline.ray.sharding import NoReplicaLeft
 from pipeline.ray.state import ACTIVE_STATES, OVER_STATES, RestartTracker, Status, StreamState, Watch
 from pipeline.serve.requests import Conflict, Forbidden, NotFound, OutOfRange
 from streams.errors import SourceError
@@ -93,6 +93,7 @@ class OmniStream:
         self.frontends = Frontends(config)
         self._clip_tasks: set[asyncio.Task] = set()  # alert clips being fetched (pipeline.ray.media)
         self.replicas: Replicas | None = None  # the encoder and model actors, and which serves each stream
+        self._gpu_group = None  # the placement group holding the replicas' GPUs (pipeline.ray.placement)
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> OmniStream:
@@ -155,7 +156,8 @@ class OmniStream:
         that cannot load fails here with its own message, and one no node can place times out."""
         import ray
 
-        from pipeline.ray.actors import start_encoder, start_model
+        from pipeline.ray.actors import reserve, start_encoder, start_model
+        from pipeline.ray.placement import plan_placement
 
         cfg = self.config
         path, self.model_is_tiny = await asyncio.to_thread(resolve_model, cfg.model.path,
@@ -164,22 +166,25 @@ class OmniStream:
         self._model_files = await asyncio.to_thread(model_files, spec)
         for s in cfg.streams:  # every configured stream fits the model's context, or nothing starts
             self.budget(s.name, s.source)
-        gpus = 0.0
-        if "auto" in (spec.replicas, spec.encoder_replicas):
-            gpus = (await asyncio.to_thread(ray.cluster_resources)).get("GPU", 0.0)
-        models = resolve_replicas(spec.replicas, gpus)
-        encoders = resolve_replicas(spec.encoder_replicas, gpus, default=models)
-        self.replicas = Replicas([start_encoder(cfg, spec, spread=encoders > 1) for _ in range(encoders)],
-                                 [start_model(cfg, spec, spread=models > 1) for _ in range(models)],
-                                 on_move=self._moved)
+        # what each replica asks and where it goes; a placement the cluster cannot give: one line, now
+        plan = plan_placement(spec, cfg.resources, await asyncio.to_thread(ray.cluster_resources))
+        models, encoders = plan.models, plan.encoders
+        group = self._gpu_group = await asyncio.to_thread(reserve, plan.bundles, spread=models > 1,
+                                                          timeout=cfg.ray.actor_start_timeout)
+        self.replicas = Replicas(
+            [start_encoder(cfg, spec, spread=encoders > 1, resources=plan.encoder, group=group,
+                           bundle=plan.encoder_bundle(j)) for j in range(encoders)],
+            [start_model(cfg, spec, spread=models > 1, resources=plan.model, group=group,
+                         bundle=plan.model_bundle(i)) for i in range(models)],
+            on_move=self._moved)
         try:
             where = await asyncio.wait_for(asyncio.gather(*(a.where.remote() for a in self.replicas.all())),
                                            cfg.ray.actor_start_timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"encoder/model actors not running after {cfg.ray.actor_start_timeout:g}s: does a node have "
-                f"the resources they ask for (encoder {_wants(cfg.resources.encoder)}, model "
-                f"{_wants(cfg.resources.model)}) and room to load the model?") from None
+                f"the resources they ask for (encoder {_wants(plan.encoder)}, model "
+                f"{_wants(plan.model)}) and room to load the model?") from None
         except Exception as e:
             if not actor_gone(e):
                 raise
@@ -206,7 +211,7 @@ class OmniStream:
 
     async def close(self) -> None:
         """Stop every stream, kill the actors, close ZeroMQ and metrics; shut Ray down if we started it."""
-        from pipeline.ray.actors import kill
+        from pipeline.ray.actors import kill, release
 
         for name in list(self.streams):
             await self._stop_stream(name, Status.CLOSED)
@@ -216,6 +221,8 @@ class OmniStream:
         for actor in self.replicas.all() if self.replicas is not None else ():
             kill(actor)
         self.replicas = None
+        release(self._gpu_group)
+        self._gpu_group = None
         self._events.close()  # subscribers (the HTTP live feeds among them) end before the server stops
         await self.frontends.aclose(self._events)
         self.metrics = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.pipeline.conftest import moving_square_chunks, tiny_model_path  # noqa: F401 - shared fixtures
+from tests.pipeline.conftest import moving_square_chunks  # noqa: F401 - shared fixture
 
 D = 32
 

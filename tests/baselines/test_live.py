@@ -14,14 +14,15 @@ BASELINES = ["dycoke", "timechat", "omnizip", "vidcom2", "stvp", "vgas"]
 
 
 @pytest.fixture(scope="module")
-def full_positions(tiny_model_path):
-    session = OmniSession.from_pretrained(str(tiny_model_path), compressor="full")
+def full_positions(tiny_model_path, target):
+    session = OmniSession.from_pretrained(str(tiny_model_path), compressor="full", **target.load())
     return [session.append(c).positions for c in moving_square_chunks(3)]
 
 
 @pytest.mark.parametrize("name", BASELINES)
-def test_baseline_runs_live_through_the_session(name, tiny_model_path, full_positions):
-    session = OmniSession.from_pretrained(str(tiny_model_path), compressor=name, rho_video=0.75, rho_audio=0.3)
+def test_baseline_runs_live_through_the_session(name, tiny_model_path, full_positions, target):
+    session = OmniSession.from_pretrained(str(tiny_model_path), compressor=name, rho_video=0.75, rho_audio=0.3,
+                                          **target.load())
     for chunk, full in zip(moving_square_chunks(3), full_positions, strict=True):
         out = session.append(chunk)
         t = session.last_timings

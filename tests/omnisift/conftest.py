@@ -2,7 +2,8 @@
 
 The tiny model (random weights, the real config layout, tokenizer and processor) is written once per
 session with `omnisift.tiny.make_tiny_omni` and loaded through `omnisift.loading.load_model`, the
-same `from_pretrained` path a user's `Qwen/Qwen2.5-Omni-7B` goes through.
+same `from_pretrained` path a user's `Qwen/Qwen2.5-Omni-7B` goes through, on the `target` device and dtype
+(`--device`, `--dtype`; tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from omnisift.tiny import make_tiny_omni
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    """Tiny Qwen2.5-Omni in the OmniSIFT-7B layout (selector inside the checkpoint)."""
-    return make_tiny_omni(tmp_path_factory.mktemp("tiny_omni"))
+def tiny_dir(tiny_model_path):
+    """Tiny Qwen2.5-Omni in the OmniSIFT-7B layout (selector inside the checkpoint): the session's one."""
+    return tiny_model_path
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +30,14 @@ def tiny_base_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny(tiny_dir):
+def tiny(tiny_dir, target):
     """The loaded tiny model (shared; tests that change its ratios restore them)."""
     torch.manual_seed(0)
-    return load_model(tiny_dir)
+    return load_model(tiny_dir, **target.load())
 
 
 @pytest.fixture(scope="session")
 def clip_inputs(tiny):
     """Processor outputs of a 5-second clip: chunks of 2 + 2 + 1 frames and 50 + 50 + 25 audio tokens."""
     frames, audio = make_clip(5, seed=1)
-    return processor_inputs(tiny, frames, audio, "What is on the screen?")
+    return processor_inputs(tiny, frames, audio, "What is on the screen?").to(tiny.device)

@@ -146,10 +146,10 @@ def test_straight_through_mask_is_exactly_binary_and_trains_selector():
     torch.testing.assert_close(scores.grad, audio.sum(-1))
 
 
-def test_loss_backward_reaches_compressor_and_not_frozen_backbone(tiny_dir, clip_inputs):
+def test_loss_backward_reaches_compressor_and_not_frozen_backbone(tiny_dir, clip_inputs, target):
     from omnisift.loading import load_model
 
-    model = load_model(tiny_dir)
+    model = load_model(tiny_dir, **target.load())
     thinker = model.thinker
     thinker.requires_grad_(False)
     thinker.compressor.requires_grad_(True)

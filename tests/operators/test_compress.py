@@ -1,4 +1,7 @@
-"""The compressor registry: exact counts, original positions, and OmniSIFT's rule per chunk."""
+"""The compressor registry: exact counts, original positions, and OmniSIFT's rule per chunk.
+
+Chunks are made on the `target` device in its dtype (`--device`, `--dtype`); kept tokens are compared exactly
+(a compressor selects tokens, it does not compute new ones)."""
 
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ from operators.compress import COMPRESSORS, make_compressor
 D = 32
 
 
-def _chunk(index: int = 3, steps: int = 2, rows: int = 3, cols: int = 4, n_audio: int = 50, seed: int = 0):
+def _chunk(target, index: int = 3, steps: int = 2, rows: int = 3, cols: int = 4, n_audio: int = 50, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    video = torch.randn(steps, rows * cols, D, generator=g)
-    audio = torch.randn(n_audio, D, generator=g)
+    video = torch.randn(steps, rows * cols, D, generator=g).to(target.torch_device, target.torch_dtype)
+    audio = torch.randn(n_audio, D, generator=g).to(target.torch_device, target.torch_dtype)
     return EncodedChunk(index, video, audio, (rows, cols))
 
 
@@ -28,24 +31,24 @@ def _kept(n: int, rho: float) -> int:
 
 @pytest.mark.parametrize("name", ["random", "omnisift"])
 @pytest.mark.parametrize("rho_video,rho_audio", [(0.8, 0.3), (0.7, 0.3), (0.65, 0.35)])
-def test_every_compressor_keeps_the_release_rule_counts(name, rho_video, rho_audio):
+def test_every_compressor_keeps_the_release_rule_counts(name, rho_video, rho_audio, target):
     torch.manual_seed(0)
-    comp = make_compressor(name, Ratios(rho_video, rho_audio), VisionGuidedAudioSelector(D))
-    out = comp.process(_chunk())
+    comp = make_compressor(name, Ratios(rho_video, rho_audio), VisionGuidedAudioSelector(D).to(target.torch_device))
+    out = comp.process(_chunk(target))
     assert out.video_after == 2 * _kept(12, rho_video)
     assert out.audio_after == _kept(50, rho_audio)
     assert (out.video_before, out.audio_before) == (24, 50)
 
 
-def test_retention_is_counted_over_audio_and_video_together():
+def test_retention_is_counted_over_audio_and_video_together(target):
     comp = make_compressor("random", Ratios(0.8, 0.3))
-    out = comp.process(_chunk(rows=12, cols=12))
+    out = comp.process(_chunk(target, rows=12, cols=12))
     expected = (2 * _kept(144, 0.8) + _kept(50, 0.3)) / (2 * 144 + 50)
     assert (out.video_after + out.audio_after) / (out.video_before + out.audio_before) == pytest.approx(expected)
 
 
-def test_kept_tokens_carry_their_original_tmrope_positions():
-    out = make_compressor("full", Ratios()).process(_chunk(index=3, rows=3, cols=4))
+def test_kept_tokens_carry_their_original_tmrope_positions(target):
+    out = make_compressor("full", Ratios()).process(_chunk(target, index=3, rows=3, cols=4))
     video_pos, audio_pos = out.positions[:, out.is_video], out.positions[:, ~out.is_video]
     expected_video = [(25 * g, r, c) for g in (6, 7) for r in range(3) for c in range(4)]
     assert [tuple(p) for p in video_pos.T.tolist()] == expected_video
@@ -53,17 +56,17 @@ def test_kept_tokens_carry_their_original_tmrope_positions():
     assert out.last_block_end == 200
 
 
-def test_omnisift_compressor_applies_stvp_then_vgas_on_kept_video():
+def test_omnisift_compressor_applies_stvp_then_vgas_on_kept_video(target):
     torch.manual_seed(0)
-    selector = VisionGuidedAudioSelector(D).eval()
-    chunk = _chunk(seed=5)
+    selector = VisionGuidedAudioSelector(D).to(target.torch_device).eval()
+    chunk = _chunk(target, seed=5)
     out = make_compressor("omnisift", Ratios(0.5, 0.4), selector).process(chunk)
-    f1, f2 = chunk.video[0], chunk.video[1]
+    f1, f2 = chunk.video[0].double(), chunk.video[1].double()  # saliency in float64, tokens in their dtype
     spatial = 1 - torch.nn.functional.cosine_similarity(f1, f1.mean(0, keepdim=True), dim=-1)
     temporal = 1 - torch.nn.functional.cosine_similarity(f2, f1, dim=-1)
     keep1 = torch.sort(torch.topk(spatial, 6).indices).values
     keep2 = torch.sort(torch.topk(temporal, 6).indices).values
-    kept_video = torch.cat([f1[keep1], f2[keep2]])
+    kept_video = torch.cat([chunk.video[0][keep1], chunk.video[1][keep2]])
     torch.testing.assert_close(out.tokens[out.is_video], kept_video)
     with torch.no_grad():
         scores = selector(kept_video, chunk.audio)
@@ -82,14 +85,14 @@ def _stvp_reference(video: torch.Tensor, before: torch.Tensor | None, keep: int)
     return torch.cat([video[g][torch.sort(torch.topk(s, keep).indices).values] for g, s in enumerate(saliency)])
 
 
-def _carrying(name: str):
-    selector = VisionGuidedAudioSelector(D) if name == "omnisift" else None
+def _carrying(name: str, target):
+    selector = VisionGuidedAudioSelector(D).to(target.torch_device) if name == "omnisift" else None
     return make_compressor(name, Ratios(0.5, 0.0), selector, carry_previous_frame=True)
 
 
 @pytest.mark.parametrize("name", ["omnisift", "stvp"])
-def test_a_carried_frame_scores_the_next_chunks_first_frame_temporally(name):
-    comp, chunk4, chunk5 = _carrying(name), _chunk(index=4, seed=1), _chunk(index=5, seed=2)
+def test_a_carried_frame_scores_the_next_chunks_first_frame_temporally(name, target):
+    comp, chunk4, chunk5 = _carrying(name, target), _chunk(target, index=4, seed=1), _chunk(target, index=5, seed=2)
     comp.process(chunk4)
     out = comp.process(chunk5)
     torch.testing.assert_close(out.tokens[out.is_video], _stvp_reference(chunk5.video, chunk4.video[-1], 6))
@@ -97,16 +100,17 @@ def test_a_carried_frame_scores_the_next_chunks_first_frame_temporally(name):
 
 @pytest.mark.parametrize("name", ["omnisift", "stvp"])
 @pytest.mark.parametrize("before,index", [(4, 6), (5, 4), (7, 0)], ids=["gap", "out-of-order", "restart"])
-def test_a_chunk_not_right_after_the_one_processed_last_is_scored_spatially(name, before, index):
-    comp, earlier, chunk = _carrying(name), _chunk(index=before, seed=1), _chunk(index=index, seed=2)
+def test_a_chunk_not_right_after_the_one_processed_last_is_scored_spatially(name, before, index, target):
+    comp, earlier = _carrying(name, target), _chunk(target, index=before, seed=1)
+    chunk = _chunk(target, index=index, seed=2)
     comp.process(earlier)
     out = comp.process(chunk)
     torch.testing.assert_close(out.tokens[out.is_video], _stvp_reference(chunk.video, None, 6))
 
 
 @pytest.mark.parametrize("name", ["omnisift", "stvp"])
-def test_the_same_chunk_again_is_scored_spatially_and_the_next_one_as_if_it_came_once(name):
-    comp, chunk4, chunk5 = _carrying(name), _chunk(index=4, seed=1), _chunk(index=5, seed=2)
+def test_the_same_chunk_again_is_scored_spatially_and_the_next_one_as_if_it_came_once(name, target):
+    comp, chunk4, chunk5 = _carrying(name, target), _chunk(target, index=4, seed=1), _chunk(target, index=5, seed=2)
     comp.process(chunk4)
     again = comp.process(chunk4)
     torch.testing.assert_close(again.tokens[again.is_video], _stvp_reference(chunk4.video, None, 6))
@@ -114,11 +118,11 @@ def test_the_same_chunk_again_is_scored_spatially_and_the_next_one_as_if_it_came
     torch.testing.assert_close(out.tokens[out.is_video], _stvp_reference(chunk5.video, chunk4.video[-1], 6))
 
 
-def test_random_compressor_is_reproducible_after_reset():
+def test_random_compressor_is_reproducible_after_reset(target):
     comp = make_compressor("random", Ratios(0.7, 0.3), seed=7)
-    first = comp.process(_chunk()).positions
+    first = comp.process(_chunk(target)).positions
     comp.reset()
-    assert torch.equal(comp.process(_chunk()).positions, first)
+    assert torch.equal(comp.process(_chunk(target)).positions, first)
 
 
 def test_unknown_compressor_names_the_known_ones():

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from omnisift.tiny import make_tiny_omni
 from streams.chunk import AVChunk
-
-
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory):
-    return make_tiny_omni(tmp_path_factory.mktemp("tiny-omni"))
 
 
 def moving_square_chunks(n_chunks: int, size: int = 112, last_seconds: float = 2.0, seed: int = 0) -> list[AVChunk]:

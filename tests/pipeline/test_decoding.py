@@ -17,8 +17,8 @@ QUESTION = "What colour is the moving shape?"
 
 
 @pytest.fixture(scope="module")
-def session(tiny_model_path):
-    s = OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=torch.float32)
+def session(tiny_model_path, target):
+    s = OmniSession.from_pretrained(str(tiny_model_path), **target.load())
     for chunk in moving_square_chunks(2):
         s.append(chunk)
     return s
@@ -37,8 +37,8 @@ def greedy_without_cache(session: OmniSession, question: str, n: int) -> list[in
             out = thinker.model.language_model(inputs_embeds=embeds.unsqueeze(0), position_ids=pos.unsqueeze(1))
             token = int(thinker.lm_head(out.last_hidden_state[0, -1]).argmax())
             tokens.append(token)
-            embeds = torch.cat([embeds, ctx.embed(torch.tensor([token]))])
-            pos = torch.cat([pos, torch.full((3, 1), int(pos[0, -1]) + 1)], dim=1)
+            embeds = torch.cat([embeds, ctx.embed(torch.tensor([token], device=pos.device))])
+            pos = torch.cat([pos, torch.full((3, 1), int(pos[0, -1]) + 1, device=pos.device)], dim=1)
     return tokens
 
 

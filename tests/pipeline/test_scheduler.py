@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 
 from pipeline.messages import GenerationSettings
 from pipeline.session import OmniSession
@@ -19,8 +18,8 @@ LONG = GenerationSettings(max_new_tokens=64)
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_path):
-    return OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=torch.float32).model
+def model(tiny_model_path, target):
+    return OmniSession.from_pretrained(str(tiny_model_path), **target.load()).model
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +87,7 @@ def test_answers_on_two_streams_decoded_in_one_batch_equal_each_alone(model):
 def test_a_timed_out_answer_stops_at_the_next_step_and_the_next_question_starts_then(model):
     a, _ = stream(model, 6)
     scheduler = ModelScheduler()
-    slow = scheduler.ask("a", a, QUESTION, GenerationSettings(max_new_tokens=4096, timeout=3600.0))
+    slow = scheduler.ask("a", a, QUESTION, GenerationSettings(max_new_tokens=4096, timeout=600.0))
     after = scheduler.ask("a", a, QUESTION, GenerationSettings(max_new_tokens=2))
     for _ in range(3):
         scheduler.step()
@@ -106,7 +105,7 @@ def test_a_question_whose_deadline_passed_in_the_queue_never_starts(model):
     a, a_chunks = stream(model, 7)
     scheduler = ModelScheduler()
     scheduler.append("a", a, a_chunks[0])
-    late = scheduler.ask("a", a, QUESTION, GenerationSettings(timeout=3600.0))
+    late = scheduler.ask("a", a, QUESTION, GenerationSettings(timeout=600.0))
     late.deadline = 0.0
     scheduler.step()
     scheduler.step()

@@ -18,8 +18,8 @@ QUESTION, ANSWER = "What colour is the moving shape?", "red"
 
 
 @pytest.fixture(scope="module")
-def session(tiny_model_path):
-    return OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=torch.float32)
+def session(tiny_model_path, target):
+    return OmniSession.from_pretrained(str(tiny_model_path), **target.load())
 
 
 def test_a_question_before_the_first_chunk_is_answered_from_the_prompt_alone(session):
@@ -47,7 +47,7 @@ def test_a_chunk_without_frames_holds_the_last_frame(session):
     assert out.video_before == first.frames.shape[0] // 2 * 16  # two steps of a 4 x 4 grid
 
 
-def test_questions_while_chunks_arrive_from_another_thread(session):
+def test_questions_while_chunks_arrive_from_another_thread(session, target):
     session.reset()
     chunks = moving_square_chunks(4)
     session.append(chunks[0])
@@ -67,11 +67,10 @@ def test_questions_while_chunks_arrive_from_another_thread(session):
     assert not feeder.is_alive() and not errors
     assert all(np.isfinite(scores))
     after = session.score(QUESTION, ANSWER)
-    reference = OmniSession.from_pretrained(str(session.model.thinker.name_or_path), device="cpu",
-                                            dtype=torch.float32)
+    reference = OmniSession.from_pretrained(str(session.model.thinker.name_or_path), **target.load())
     for chunk in chunks:
         reference.append(chunk)
-    assert after == pytest.approx(reference.score(QUESTION, ANSWER), abs=1e-5)
+    assert after == pytest.approx(reference.score(QUESTION, ANSWER), abs=target.atol(float32=1e-5, bfloat16=0.1))
 
 
 def test_reset_starts_an_empty_context(session):
@@ -82,11 +81,11 @@ def test_reset_starts_an_empty_context(session):
     assert session.context_positions()[0, -1] < session.layout.av_start + 50
 
 
-def test_bf16_on_cpu_runs_and_stays_close_to_fp32(tiny_model_path):
+def test_bf16_runs_and_stays_close_to_fp32(tiny_model_path, target):
     chunks = moving_square_chunks(2)
     scores = {}
     for dtype in (torch.float32, torch.bfloat16):
-        s = OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=dtype)
+        s = OmniSession.from_pretrained(str(tiny_model_path), device=target.device, dtype=dtype)
         for chunk in chunks:
             s.append(chunk)
         scores[dtype] = s.score(QUESTION, ANSWER)
@@ -125,10 +124,10 @@ def test_a_selector_compressor_on_a_model_without_selector_names_the_missing_key
     assert OmniSession.from_pretrained(str(base), compressor="random") is not None
 
 
-def test_prefill_computes_logits_only_where_they_are_read(tiny_model_path):
+def test_prefill_computes_logits_only_where_they_are_read(tiny_model_path, target):
     """A prefilled chunk needs no logits; a question needs those of its last position (generation) or
     of its answer tokens (scoring). Counted as rows through the LM head."""
-    session = OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=torch.float32)
+    session = OmniSession.from_pretrained(str(tiny_model_path), **target.load())
     rows: list[int] = []
     session.model.thinker.lm_head.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[-2]))
     for chunk in moving_square_chunks(3):
@@ -142,8 +141,8 @@ def test_prefill_computes_logits_only_where_they_are_read(tiny_model_path):
     assert rows and all(r == 1 for r in rows)
 
 
-def test_a_stream_without_audio_keeps_the_retention_target_in_video(tiny_model_path):
-    session = OmniSession.from_pretrained(str(tiny_model_path), device="cpu", dtype=torch.float32, retention=0.25)
+def test_a_stream_without_audio_keeps_the_retention_target_in_video(tiny_model_path, target):
+    session = OmniSession.from_pretrained(str(tiny_model_path), **target.load(), retention=0.25)
     chunks = [replace(c, audio=None) for c in moving_square_chunks(2)]
     outs = [session.append(c) for c in chunks]
     for out in outs:

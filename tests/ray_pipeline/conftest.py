@@ -16,16 +16,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from omnisift.tiny import make_tiny_omni
 from tests.pipeline.media import write_clip
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SERVER = Path(__file__).parents[1] / "streams" / "rtsp_server.py"
-
-
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory) -> Path:
-    return make_tiny_omni(tmp_path_factory.mktemp("tiny-omni"))
 
 
 @pytest.fixture(scope="session")
@@ -55,10 +49,12 @@ def local_ray():
 
 def pipeline_config(model_path, streams, **extra) -> dict:
     """A pipeline config for tests: tiny model, loopback ZeroMQ, metrics and HTTP on free ports; no history
-    and no clips unless a test gives them a folder."""
+    and no clips unless a test gives them a folder. The model runs on the CPU in float32 whatever `--device`
+    says: these tests check the Ray system around the model, whose numbers the `target` tests check."""
     cfg = {
         "streams": streams,
-        "model": {"path": str(model_path), "max_new_tokens": 4, "window_seconds": 60},
+        "model": {"path": str(model_path), "max_new_tokens": 4, "window_seconds": 60, "device": "cpu",
+                  "dtype": "float32"},
         "zmq": {"pub": "tcp://127.0.0.1:*", "rep": "tcp://127.0.0.1:*"},
         "metrics": {"port": 0},
         "http": {"port": 0},

@@ -23,8 +23,8 @@ QUESTION = "What is on screen?"
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model_path):
-    return load_omni({"path": str(tiny_model_path)})
+def loaded(tiny_model_path, target):
+    return load_omni({"path": str(tiny_model_path), **target.load()})
 
 
 @pytest.fixture

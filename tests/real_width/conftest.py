@@ -33,7 +33,7 @@ def real_processor(real_width_path):
 
 
 @pytest.fixture(scope="session")
-def real_full(real_width_path):
+def real_full(real_width_path, target):
     from omnisift.loading import load_model
 
-    return load_model(real_width_path, device="cpu", dtype="float32")
+    return load_model(real_width_path, **target.load())

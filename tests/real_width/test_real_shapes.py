@@ -78,8 +78,8 @@ def test_kept_counts_at_real_width_meet_the_retention_target(real_full, retentio
         assert (out.video_after, out.audio_after) == (174, 35)  # the measurement
 
 
-def test_a_session_at_real_width_scores_what_the_whole_offline_sequence_scores(real_width_path):
-    session = OmniSession.from_pretrained(str(real_width_path), device="cpu", dtype=torch.float32,
+def test_a_session_at_real_width_scores_what_the_whole_offline_sequence_scores(real_width_path, target):
+    session = OmniSession.from_pretrained(str(real_width_path), **target.load(),
                                           rho_video=0.7, rho_audio=0.3, max_pixels=224 * 224)
     chunks = [chunk(224, 224, i) for i in range(2)]
     for c in chunks:

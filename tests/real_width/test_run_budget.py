@@ -36,8 +36,8 @@ def rtsp_config_here(tmp_path, **model) -> str:
     return str(path)
 
 
-def test_run_of_the_rtsp_config_starts_with_a_budget_inside_the_model(real_width_path, tmp_path, ray_tmp):
-    config = rtsp_config_here(tmp_path, device="cpu", dtype="float32")
+def test_run_of_the_rtsp_config_starts_with_a_budget_inside_the_model(real_width_path, tmp_path, ray_tmp, target):
+    config = rtsp_config_here(tmp_path, **target.load())
     out = run(["run", config, "--model", str(real_width_path), "--duration", "2", "--quiet-stats"], ray_tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("[door] context budget:"))

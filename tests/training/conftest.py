@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from omnisift.tiny import make_tiny_omni
-
 
 @pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory):
-    return make_tiny_omni(tmp_path_factory.mktemp("tiny-omni-training"))
+def tiny_path(tiny_model_path):
+    return tiny_model_path  # the session's one tiny model
 
 
 @pytest.fixture(scope="session")

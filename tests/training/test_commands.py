@@ -143,6 +143,25 @@ def test_eval_writes_open_answers_for_judges(tmp_path, tiny_path, clips):
     assert len(answers) == 1 and answers[0]["reference"] == "A beep." and answers[0]["method"] == "omnisift"
 
 
+def test_eval_saliency_dtype_reaches_the_omnisift_compressor(tmp_path, tiny_path, clips, monkeypatch):
+    import pipeline.offline.evaluate as evaluate
+
+    built = []
+    real = evaluate.make_compressor
+    monkeypatch.setattr(evaluate, "make_compressor", lambda *a, **kw: built.append(real(*a, **kw)) or built[-1])
+    folder, paths = clips
+    cfg = {"model": {"path": str(tiny_path), "device": "cpu", "dtype": "float32"},
+           "dataset": {"path": str(_dataset(folder, paths))}, "cache_dir": str(tmp_path / "cache"),
+           "out_dir": str(tmp_path / "eval"), "methods": ["random", "omnisift"], "max_new_tokens": 1,
+           "score_options": False, "saliency_dtype": "input"}
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["eval", str(config), "--limit", "1", "--no-progress"]) == 0
+    kinds = {type(c).__name__: c for c in built}
+    assert len(kinds) == 2
+    assert [c.saliency_dtype for c in built if hasattr(c, "saliency_dtype")] == ["input"]
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("B", "B"), ("(C)", "C"), ("D. Because", "D"), ("The answer is A.", "A"), ("Answer: (B)", "B"),
     ("**C**", "C"), ("I think the best answer is D", "D"), ("medium", "B"), ("a cat", None), ("E", None),

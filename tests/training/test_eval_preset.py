@@ -24,7 +24,8 @@ def test_release_eval_preset_is_the_paper_setting(tmp_path):
     # transformers 5.24: Qwen2VLVideoProcessor.max_frames = 768; Qwen2_5OmniProcessor.videos_kwargs size
     # {shortest_edge: 128 * 28 * 28, longest_edge: 768 * 28 * 28}; greedy and 25% from the issue / paper
     assert (cfg.model.max_frames, cfg.model.min_pixels, cfg.model.max_pixels) == (768, 100352, 602112)
-    assert (cfg.do_sample, cfg.retention) == (False, 0.25)
+    assert (cfg.do_sample, cfg.retention, cfg.saliency_dtype) == (False, 0.25, "input")
+    assert _eval_config(tmp_path, {}).saliency_dtype == "float32"  # no preset: this project's arithmetic
 
 
 def test_yaml_overrides_the_eval_preset_field_by_field(tmp_path):
@@ -78,6 +79,7 @@ def test_shipped_configs_validate_with_their_presets():
     assert load_config(configs / "eval.yaml", EvalConfig).model.max_frames is None
     release = load_config(configs / "eval-release.yaml", EvalConfig)
     assert (release.model.max_frames, release.model.max_pixels, release.do_sample) == (768, 768 * 28 * 28, False)
+    assert release.saliency_dtype == "input"  # the release's STVP arithmetic for bf16 tokens
 
 
 def test_the_old_model_key_is_refused_naming_the_new_one(tmp_path):
