@@ -28,13 +28,13 @@ def stored_bytes(refs: list) -> int:
 async def held(keep: int, width: int, height: int, chunks: int) -> dict:
     import ray
 
-    from pipeline.config import StreamSpec, load_pipeline_config
+    from pipeline.config import StreamConfig, load_pipeline_config
     from pipeline.ray.actors import close_source, start_source
 
     source = {"type": "synthetic", "pattern": "testsrc2", "width": width, "height": height, "fps": 10,
               "duration": None, "realtime": False}
     cfg = load_pipeline_config({"resources": {"source": {"num_cpus": 0}}})
-    actor = start_source(StreamSpec(name="bench", source=source), cfg)
+    actor = start_source(StreamConfig(name="bench", source=source), cfg)
     recent: deque = deque(maxlen=keep)
     for _ in range(chunks):
         meta_ref, chunk_ref = actor.next_chunk.options(num_returns=2).remote(5.0)

@@ -49,7 +49,7 @@ DropPolicy = Literal["drop_oldest", "block"]
 MAX_REPLICAS = 256
 
 
-class StreamSpec(Strict):
+class StreamConfig(Strict):
     """One stream: a unique name and its source (a mapping or a source YAML path, resolved on load)."""
 
     name: str = Field(min_length=1, max_length=64, pattern=STREAM_NAME)
@@ -57,7 +57,7 @@ class StreamSpec(Strict):
     paused: bool = False
 
 
-class WatchSpec(Strict):
+class WatchConfig(Strict):
     """A standing yes/no question evaluated as a stream's chunks arrive; an alert when p(yes) >= threshold."""
 
     question: str = Field(min_length=1)
@@ -66,7 +66,7 @@ class WatchSpec(Strict):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
-class EncoderBatchSpec(Strict):
+class EncoderBatchConfig(Strict):
     """How the encoder actor gathers the chunks of several streams into one forward of each tower
     (`pipeline.ray.batching.MicroBatcher`): at most `max_batch` chunks (one per stream), waiting at most
     `max_wait_ms` for a batch to fill (not at all when only one stream uses the encoder). `max_batch: 1`
@@ -76,7 +76,7 @@ class EncoderBatchSpec(Strict):
     max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
 
 
-class ModelBatchSpec(Strict):
+class ModelBatchConfig(Strict):
     """How the model actor's scheduler (`pipeline.session.scheduler.ModelScheduler`) runs the work of several
     streams: with `batch_prefill` the waiting chunks of up to `max_batch` streams go through one forward (and
     the decode steps of their answers through another); without it, one forward per chunk and per answer."""
@@ -85,7 +85,7 @@ class ModelBatchSpec(Strict):
     max_batch: int = Field(16, ge=1, le=64, strict=True)
 
 
-class ModelSpec(Strict):
+class ModelConfig(Strict):
     path: str = DEFAULT_MODEL  # hub id or local folder
     fallback_tiny: bool = False  # weights missing -> the tiny random model, with a banner (demo only)
     compressor: str = "omnisift"
@@ -116,11 +116,11 @@ class ModelSpec(Strict):
         if v is None or v == "auto" or (type(v) is int and 1 <= v <= MAX_REPLICAS):
             return v
         raise ValueError(f"expected an integer in [1, {MAX_REPLICAS}] or 'auto'")
-    encoder_batch: EncoderBatchSpec = EncoderBatchSpec()  # chunks of several streams in one tower forward
-    model_batch: ModelBatchSpec = ModelBatchSpec()  # chunks (and answer steps) of several streams in one forward
+    encoder_batch: EncoderBatchConfig = EncoderBatchConfig()  # chunks of several streams in one tower forward
+    model_batch: ModelBatchConfig = ModelBatchConfig()  # chunks (and answer steps) of several streams in one forward
 
     @model_validator(mode="after")
-    def _ratios(self) -> ModelSpec:
+    def _ratios(self) -> ModelConfig:
         resolve_ratios(self.retention, self.rho_video, self.rho_audio)  # retention or ratios, not both
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels {self.min_pixels} is more than max_pixels {self.max_pixels}")
@@ -136,13 +136,13 @@ class ActorResources(Strict):
     max_restarts: int = Field(3, ge=-1)
 
 
-class ResourcesSpec(Strict):
+class ResourcesConfig(Strict):
     source: ActorResources = ActorResources(num_cpus=0.1)
     encoder: ActorResources = ActorResources(num_cpus=0.5)
     model: ActorResources = ActorResources(num_cpus=0.5)
 
 
-class BackpressureSpec(Strict):
+class BackpressureConfig(Strict):
     """How much of a stream is in flight, what a full queue drops, and how long a chunk waits for an
     actor that is restarting.
 
@@ -158,7 +158,7 @@ class BackpressureSpec(Strict):
     restart_wait: float = Field(30.0, ge=0.0, le=3600.0)  # seconds; see above
 
 
-class CurveSpec(Strict):
+class CurveConfig(Strict):
     """CURVE for the ZeroMQ sockets: the server's secret certificate and a folder of allowed client public
     certificates (`zmq.auth.create_certificates` format); None for `clients_dir` accepts any client."""
 
@@ -166,10 +166,10 @@ class CurveSpec(Strict):
     clients_dir: str | None = None
 
 
-class ZmqSpec(Strict):
+class ZmqConfig(Strict):
     pub: str | None = "tcp://127.0.0.1:5560"  # answers, alerts, stats (JSON); None: off
     rep: str | None = "tcp://127.0.0.1:5561"  # questions from other processes; None: off
-    curve: CurveSpec | None = None
+    curve: CurveConfig | None = None
     allow_insecure_remote: bool = False  # bind beyond loopback without CURVE (you are sure)
 
     @field_validator("pub", "rep")
@@ -182,7 +182,7 @@ class ZmqSpec(Strict):
         return v
 
     @model_validator(mode="after")
-    def _exposure(self) -> ZmqSpec:
+    def _exposure(self) -> ZmqConfig:
         for field in ("pub", "rep"):
             ep = getattr(self, field)
             if ep and not is_loopback(ep) and self.curve is None and not self.allow_insecure_remote:
@@ -191,7 +191,7 @@ class ZmqSpec(Strict):
         return self
 
 
-class MetricsSpec(Strict):
+class MetricsConfig(Strict):
     """Prometheus /metrics. Loopback unless `host` says otherwise; the endpoint has no authentication, so
     any other host needs `allow_remote: true` (you put it behind something that guards it)."""
 
@@ -200,14 +200,14 @@ class MetricsSpec(Strict):
     allow_remote: bool = False  # serve /metrics beyond loopback (it has no authentication)
 
     @model_validator(mode="after")
-    def _exposure(self) -> MetricsSpec:
+    def _exposure(self) -> MetricsConfig:
         if self.port is not None and not host_is_loopback(self.host) and not self.allow_remote:
             raise ValueError(f"metrics.host {self.host} is not loopback and /metrics has no authentication: "
                              "set metrics.allow_remote: true to serve it there")
         return self
 
 
-class HttpSpec(Strict):
+class HttpConfig(Strict):
     """The HTTP API and the dashboard (`pipeline.serve.http`). Loopback unless `host` says otherwise; any
     other host needs a bearer token, read from the environment variable `token_env` when the server
     starts (never from the config, never logged): without one the server refuses to start. A token set
@@ -228,7 +228,7 @@ class HttpSpec(Strict):
         return host_is_loopback(self.host)
 
 
-class HistorySpec(Strict):
+class HistoryConfig(Strict):
     """The persistent event history (`pipeline.serve.history`): SQLite in WAL mode, written by a thread
     of its own from a bounded queue (a full queue loses the record and counts it; chunks never wait).
     Retention: records older than `max_age_days` and, past `max_bytes`, the oldest ones are deleted."""
@@ -240,7 +240,7 @@ class HistorySpec(Strict):
     stats: bool = False  # also one record per chunk (large: one row every 2 s per stream)
 
 
-class ClipsSpec(Strict):
+class ClipsConfig(Strict):
     """Alert clips (`pipeline.serve.clips`): the media of the alert's chunk and `chunks_before` chunks
     before it as MP4 (H.264 + AAC) with a JSON sidecar; the oldest are deleted past `max_bytes`. The
     driver keeps each stream's last `chunks_before + 1` chunks in Ray's object store for this."""
@@ -269,7 +269,7 @@ class WebhookTarget(Strict):
         return v
 
 
-class WebhooksSpec(Strict):
+class WebhooksConfig(Strict):
     """Webhook delivery (`pipeline.serve.webhooks`): a bounded queue per target (full: the event is
     dropped and counted), `max_attempts` tries with exponential backoff from `backoff` seconds (doubling,
     at most `backoff_max`), each bounded by `timeout` seconds."""
@@ -282,7 +282,7 @@ class WebhooksSpec(Strict):
     timeout: float = Field(5.0, gt=0.0, le=120.0)
 
     @model_validator(mode="after")
-    def _unique(self) -> WebhooksSpec:
+    def _unique(self) -> WebhooksConfig:
         names = [t.name for t in self.targets]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -290,7 +290,7 @@ class WebhooksSpec(Strict):
         return self
 
 
-class LimitsSpec(Strict):
+class LimitsConfig(Strict):
     """Bounds on what clients may add to a running pipeline (`docs/security.md`). Streams in the config
     file count against `max_streams` but are never refused by it; every stream's source must open within
     `source_open_timeout` seconds, or it is refused and its actor ended."""
@@ -303,7 +303,7 @@ class LimitsSpec(Strict):
     source_open_timeout: float = Field(30.0, gt=0.0, le=3600.0)  # seconds for a new stream's source to open
 
 
-class RaySpec(Strict):
+class RayConfig(Strict):
     address: str | None = None  # None: start Ray locally; "auto" or ray://host:10001 joins a cluster
     num_cpus: int | None = Field(None, ge=1)  # local Ray only
     namespace: str = "omnisift"
@@ -313,7 +313,7 @@ class RaySpec(Strict):
     actor_start_timeout: float = Field(600.0, gt=0)  # seconds for actors to be placed and load the model
 
     @model_validator(mode="after")
-    def _remote_is_for_a_local_ray(self) -> RaySpec:
+    def _remote_is_for_a_local_ray(self) -> RayConfig:
         if self.allow_remote and self.address is not None:
             raise ValueError("ray.allow_remote is for a Ray this run starts; with ray.address the cluster's "
                              "own settings decide where it listens")
@@ -321,22 +321,22 @@ class RaySpec(Strict):
 
 
 class PipelineConfig(Strict):
-    streams: list[StreamSpec] = Field(default_factory=list)
-    model: ModelSpec = ModelSpec()
-    watch: list[WatchSpec] = Field(default_factory=list)
+    streams: list[StreamConfig] = Field(default_factory=list)
+    model: ModelConfig = ModelConfig()
+    watch: list[WatchConfig] = Field(default_factory=list)
     ask_every: float | None = Field(None, gt=0.0)  # `omnisift run`: ask `question` this often (media seconds)
     question: str = "What is happening?"
-    backpressure: BackpressureSpec = BackpressureSpec()
-    resources: ResourcesSpec = ResourcesSpec()
-    zmq: ZmqSpec = ZmqSpec()
-    metrics: MetricsSpec = MetricsSpec()
-    http: HttpSpec = HttpSpec()
-    history: HistorySpec = HistorySpec()
-    clips: ClipsSpec = ClipsSpec()
-    webhooks: WebhooksSpec = WebhooksSpec()
-    ray: RaySpec = RaySpec()
+    backpressure: BackpressureConfig = BackpressureConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    zmq: ZmqConfig = ZmqConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    http: HttpConfig = HttpConfig()
+    history: HistoryConfig = HistoryConfig()
+    clips: ClipsConfig = ClipsConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    ray: RayConfig = RayConfig()
     runtime_sources: SourcePolicy = SourcePolicy()  # what clients may add while running; nothing unless said
-    limits: LimitsSpec = LimitsSpec()
+    limits: LimitsConfig = LimitsConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> PipelineConfig:
@@ -354,7 +354,7 @@ class PipelineConfig(Strict):
                 raise ValueError(f"{what}: {e}") from None
         return self
 
-    def stream(self, name: str) -> StreamSpec:
+    def stream(self, name: str) -> StreamConfig:
         for s in self.streams:
             if s.name == name:
                 return s

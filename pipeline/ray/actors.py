@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from pipeline.config import ActorResources, ModelSpec, PipelineConfig, StreamSpec
+from pipeline.config import ActorResources, ModelConfig, PipelineConfig, StreamConfig
 from pipeline.ray.encoder_worker import EncoderWorker
 from pipeline.ray.model_worker import ModelWorker
 from pipeline.ray.process import actor_env
@@ -68,7 +68,7 @@ def release(group) -> None:
             pass
 
 
-def start_source(spec: StreamSpec, config: PipelineConfig):
+def start_source(spec: StreamConfig, config: PipelineConfig):
     bp = config.backpressure
     cls = ray.remote(**actor_options(config.resources.source, max_concurrency=2))(SourceWorker)
     return cls.remote(spec.name, spec.source, queue_size=bp.queue_size, drop_policy=bp.drop_policy)
@@ -85,7 +85,7 @@ def _placement(spread: bool, group=None, bundle: int | None = None) -> dict[str,
     return {"scheduling_strategy": "SPREAD"} if spread else {}
 
 
-def start_encoder(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool = False,
+def start_encoder(config: PipelineConfig, model_spec: ModelConfig, *, spread: bool = False,
                   resources: ActorResources | None = None, group=None, bundle: int | None = None):
     """An encoder replica with `resources` (default: the config's entry) in `bundle` of `group` if given."""
     res = resources or config.resources.encoder
@@ -97,7 +97,7 @@ def start_encoder(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool
                       remember=config.backpressure.max_in_flight + 2)
 
 
-def start_model(config: PipelineConfig, model_spec: ModelSpec, *, spread: bool = False,
+def start_model(config: PipelineConfig, model_spec: ModelConfig, *, spread: bool = False,
                 resources: ActorResources | None = None, group=None, bundle: int | None = None):
     """A model replica with `resources` (default: the config's entry) in `bundle` of `group` if given."""
     res = resources or config.resources.model

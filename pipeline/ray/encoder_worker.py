@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import ModelSpec
+from pipeline.config import ModelConfig
 from pipeline.messages import KeptLayout
 from pipeline.ray.batching import BatchStats, MicroBatcher
 from pipeline.ray.models import compression, load_omni, model_spec
@@ -64,7 +64,7 @@ class EncoderWorker:
     the later batch finds the stored result.
     """
 
-    def __init__(self, spec: ModelSpec | Mapping[str, Any], *, model=None, num_cpus: float | None = None,
+    def __init__(self, spec: ModelConfig | Mapping[str, Any], *, model=None, num_cpus: float | None = None,
                  num_gpus: float | None = None,
                  remember: int = 4) -> None:
         self.spec = model_spec(spec)

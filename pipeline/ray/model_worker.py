@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.config import ModelSpec
+from pipeline.config import ModelConfig
 from pipeline.messages import Answer, ChunkMeta, ChunkStats, GenerationSettings, KeptLayout
 from pipeline.ray.encoder_worker import EncodedChunkResult
 from pipeline.ray.models import compression, load_omni, model_spec
@@ -63,7 +63,7 @@ class ModelWorker:
 
     YES, NO = "Yes", "No"
 
-    def __init__(self, spec: ModelSpec | Mapping[str, Any], *, model=None, num_cpus: float | None = None,
+    def __init__(self, spec: ModelConfig | Mapping[str, Any], *, model=None, num_cpus: float | None = None,
                  num_gpus: float | None = None,
                  batch_prefill: bool | None = None) -> None:
         from pipeline.session.scheduler import ModelScheduler

@@ -1,4 +1,4 @@
-"""The model a pipeline's actors load, from its typed `ModelSpec`: the whole thinker for the model actor,
+"""The model a pipeline's actors load, from its typed `ModelConfig`: the whole thinker for the model actor,
 towers and selector for the encoder, and the compression every stream of the pipeline uses."""
 
 from __future__ import annotations
@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.config import ModelSpec
+from pipeline.config import ModelConfig
 
 
-def model_spec(spec: ModelSpec | Mapping[str, Any]) -> ModelSpec:
+def model_spec(spec: ModelConfig | Mapping[str, Any]) -> ModelConfig:
     """The typed spec (a mapping is validated into one, for callers outside the driver)."""
-    return spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(dict(spec))
+    return spec if isinstance(spec, ModelConfig) else ModelConfig.model_validate(dict(spec))
 
 
-def compression(spec: ModelSpec):
+def compression(spec: ModelConfig):
     """The spec's `operators.Compression`; a one-line ValueError for a bad compressor or option, raised
     by the actors' constructors so that a bad config fails when the pipeline starts."""
     from operators import Compression
@@ -22,7 +22,7 @@ def compression(spec: ModelSpec):
     return Compression.of(spec.compressor, spec.retention, spec.rho_video, spec.rho_audio, spec.compressor_options)
 
 
-def load_omni(spec: ModelSpec | Mapping[str, Any], *, part: str = "all"):
+def load_omni(spec: ModelConfig | Mapping[str, Any], *, part: str = "all"):
     """Load the `OmniModel` a model spec names: `part="towers"` for the encoder, "language" for the model
     actor (`omnisift.parts`), "all" for everything."""
     from omnisift.loading import load_model
@@ -39,7 +39,7 @@ def frame_cap(source: Mapping[str, Any]) -> tuple[int, int] | None:
     return (int(width), int(height)) if width and height else None
 
 
-def stream_budget(spec: ModelSpec, source: Mapping[str, Any], processor, config):
+def stream_budget(spec: ModelConfig, source: Mapping[str, Any], processor, config):
     """The worst-case context of one stream (`pipeline.session.budget`) from the model's `processor` and
     thinker `config` (no weights needed) and the stream's source config."""
     from pipeline.session.budget import context_budget, effective_max_pixels
@@ -52,7 +52,7 @@ def stream_budget(spec: ModelSpec, source: Mapping[str, Any], processor, config)
         max_question_tokens=spec.max_question_tokens, max_new_tokens=spec.max_new_tokens)
 
 
-def model_files(spec: ModelSpec):
+def model_files(spec: ModelConfig):
     """The model's processor and thinker config, read without the weights (for budgets in the driver)."""
     from transformers import AutoConfig, Qwen2_5OmniProcessor
 

@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pipeline.config import ActorResources, ModelSpec, ResourcesSpec
+from pipeline.config import ActorResources, ModelConfig, ResourcesConfig
 from pipeline.ray.sharding import resolve_replicas
 
 MODEL_SHARE = 0.75  # of a GPU, per model replica, by default
@@ -63,13 +63,13 @@ def _gpus(value: float | None) -> str:
     return f"{value or 0:g}"
 
 
-def uses_gpus_by_default(spec: ModelSpec, cluster_gpus: float) -> bool:
+def uses_gpus_by_default(spec: ModelConfig, cluster_gpus: float) -> bool:
     """Whether unset `num_gpus` default to the split: the cluster has a GPU and the model is not put on
     the CPU by the config."""
     return cluster_gpus >= 1 and not (spec.device or "").startswith("cpu")
 
 
-def plan_placement(spec: ModelSpec, resources: ResourcesSpec, cluster: Mapping[str, float]) -> Placement:
+def plan_placement(spec: ModelConfig, resources: ResourcesConfig, cluster: Mapping[str, float]) -> Placement:
     """The placement of the encoder and model replicas on a cluster with `cluster` resources (Ray's
     `cluster_resources()`); PlacementError when it cannot be placed."""
     gpus = float(cluster.get("GPU", 0.0))

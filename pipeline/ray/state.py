@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from pipeline.config import StreamSpec, WatchSpec
+from pipeline.config import StreamConfig, WatchConfig
 from pipeline.messages import ChunkMeta, ChunkStats, StreamSnapshot
 from pipeline.serve.requests import Conflict
 
@@ -59,7 +59,7 @@ class Watch:
     """A standing yes/no question and, per stream, the media time of its next evaluation."""
 
     id: int
-    spec: WatchSpec
+    spec: WatchConfig
     next_due: dict[str, float] = field(default_factory=dict)
     origin: str = "subscriber"  # config | api | subscriber (an `OmniStream.watch()` iterator)
 
@@ -87,7 +87,7 @@ class StreamState:
     back from a restart within `backpressure.restart_wait` seconds, or is dead for good (which fails the
     stream: the chunks already past the source are lost, and no more are taken from it)."""
 
-    spec: StreamSpec
+    spec: StreamConfig
     source: Any = None
     state: Status = Status.STARTING
     detail: str = ""

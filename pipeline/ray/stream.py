@@ -39,8 +39,8 @@ import pipeline.ray.media as media
 from omnisift.tiny import resolve_model
 from pipeline.config import (
     PipelineConfig,
-    StreamSpec,
-    WatchSpec,
+    StreamConfig,
+    WatchConfig,
     load_pipeline_config,
     source_mapping,
 )
@@ -277,7 +277,7 @@ class OmniStream:
     async def _add_stream(self, name: str, source: Any, paused: bool) -> None:
         from pipeline.ray.actors import kill, start_source
 
-        spec = StreamSpec(name=name, source=source_mapping(source), paused=paused)
+        spec = StreamConfig(name=name, source=source_mapping(source), paused=paused)
         self.budget(name, spec.source)
         clips = self.config.clips
         st = StreamState(spec, keep_media=clips.chunks_before + 1 if clips.dir is not None else 1)
@@ -453,7 +453,7 @@ class OmniStream:
             raise Forbidden(f"{on_it} standing questions on {where}, limits.max_watches_per_stream is "
                             f"{limits.max_watches_per_stream}")
         wid = next(self._ids)
-        spec = WatchSpec(question=question, stream=stream, every=every, threshold=threshold)
+        spec = WatchConfig(question=question, stream=stream, every=every, threshold=threshold)
         self._watches[wid] = Watch(wid, spec, origin="api")
         return wid
 
@@ -517,7 +517,7 @@ class OmniStream:
         `contextlib.aclosing(...)` to make that happen at `break` rather than at garbage collection."""
         if stream is not None:
             self._stream(stream)
-        spec = WatchSpec(question=question, stream=stream, every=every, threshold=threshold)
+        spec = WatchConfig(question=question, stream=stream, every=every, threshold=threshold)
         wid = next(self._ids)
         self._watches[wid] = Watch(wid, spec)
         try:

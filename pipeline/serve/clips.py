@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.config import ClipsSpec
+from pipeline.config import ClipsConfig
 from streams.chunk import AUDIO_RATE
 from streams.errors import one_line
 
@@ -89,7 +89,7 @@ def _encode_audio(out, aus, samples: np.ndarray) -> None:
 class ClipWriter:
     """A thread that writes `ClipJob`s into `spec.dir` and keeps the folder under `spec.max_bytes`."""
 
-    def __init__(self, spec: ClipsSpec, *, on_result: Callable[[ClipResult], None] | None = None) -> None:
+    def __init__(self, spec: ClipsConfig, *, on_result: Callable[[ClipResult], None] | None = None) -> None:
         if spec.dir is None:
             raise ValueError("clips.dir is not set")
         self.spec = spec

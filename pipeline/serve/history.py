@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import HistorySpec
+from pipeline.config import HistoryConfig
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class History:
     """The writer thread and the queries. `start()`, `submit(event)` from anywhere, `close()` to flush."""
 
-    def __init__(self, spec: HistorySpec, *, clock: Callable[[], float] = time.time,
+    def __init__(self, spec: HistoryConfig, *, clock: Callable[[], float] = time.time,
                  on_drop: Callable[[], None] | None = None, on_fail: Callable[[int], None] | None = None) -> None:
         if spec.path is None:
             raise ValueError("history.path is not set")

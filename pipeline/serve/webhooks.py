@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from pipeline.config import WebhooksSpec, WebhookTarget
+from pipeline.config import WebhooksConfig, WebhookTarget
 from streams.config import Backoff
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class DeliveryResult:
 class WebhookSender:
     """One delivery task per target. `start()` in the running loop, `submit(event)`, `await aclose()`."""
 
-    def __init__(self, spec: WebhooksSpec, secrets: dict[str, bytes | None], *,
+    def __init__(self, spec: WebhooksConfig, secrets: dict[str, bytes | None], *,
                  on_result: Callable[[DeliveryResult], None] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.spec = spec

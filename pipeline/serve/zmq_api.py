@@ -51,7 +51,7 @@ import zmq.asyncio
 from streams.errors import one_line
 
 if TYPE_CHECKING:  # not at run time: `omnisift ask` loads this module without the config's imports (torch)
-    from pipeline.config import CurveSpec
+    from pipeline.config import CurveConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 MAX_CONCURRENT = 16  # requests served at once by one REP endpoint; more are refused as "busy"
 
 
-def _start_auth(ctx: zmq.Context, curve: CurveSpec):
+def _start_auth(ctx: zmq.Context, curve: CurveConfig):
     """Start the CURVE authenticator: clients whose public certificate is in `clients_dir` (or any)."""
     from zmq import auth as zmq_auth
     from zmq.auth.asyncio import AsyncioAuthenticator
@@ -76,7 +76,7 @@ class ZmqFrontend:
     for one it refuses."""
 
     def __init__(self, pub: str | None, rep: str | None, handler: Callable[[bytes], Awaitable[dict]],
-                 curve: CurveSpec | None = None, *, max_concurrent: int = MAX_CONCURRENT) -> None:
+                 curve: CurveConfig | None = None, *, max_concurrent: int = MAX_CONCURRENT) -> None:
         self.ctx = zmq.asyncio.Context()
         self.handler = handler
         self.max_concurrent = max_concurrent
@@ -193,7 +193,7 @@ class ZmqFrontend:
         self.ctx.term()
 
 
-def _set_server_keys(sock: zmq.Socket, curve: CurveSpec) -> None:
+def _set_server_keys(sock: zmq.Socket, curve: CurveConfig) -> None:
     from zmq import auth as zmq_auth
 
     public, secret = zmq_auth.load_certificate(curve.server_secret_file)

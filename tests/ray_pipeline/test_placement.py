@@ -10,14 +10,14 @@ import time
 import pytest
 import torch
 
-from pipeline.config import ActorResources, ModelSpec, ResourcesSpec
+from pipeline.config import ActorResources, ModelConfig, ResourcesConfig
 from pipeline.ray import placement
 from pipeline.ray.placement import ENCODER_SHARE, MODEL_SHARE, PlacementError, bound_gpu_memory, plan_placement
 
 
 def _plan(gpus: float, resources: dict | None = None, **model):
-    spec = ModelSpec(**model)
-    return plan_placement(spec, ResourcesSpec.model_validate(resources or {}), {"CPU": 16.0, "GPU": gpus})
+    spec = ModelConfig(**model)
+    return plan_placement(spec, ResourcesConfig.model_validate(resources or {}), {"CPU": 16.0, "GPU": gpus})
 
 
 def test_without_gpus_nothing_asks_for_one():

@@ -14,7 +14,7 @@ import ray
 from ray import ActorID
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-from pipeline.config import StreamSpec, WatchSpec
+from pipeline.config import StreamConfig, WatchConfig
 from pipeline.messages import ChunkMeta, ChunkStats, SourceEvent, StreamChange, WatchEvent
 from pipeline.ray.events import EventHub
 from pipeline.ray.loops import StreamLoops
@@ -177,7 +177,7 @@ def _no_retry_pause(monkeypatch):
 
 
 def _stream() -> StreamState:
-    st = StreamState(StreamSpec(name="cam", source={"type": "synthetic"}))
+    st = StreamState(StreamConfig(name="cam", source={"type": "synthetic"}))
     st.queue = asyncio.Queue(1)
     st.resumed.set()
     return st
@@ -372,7 +372,7 @@ async def test_a_reconnect_and_a_gap_the_source_reports_are_events_of_their_own(
 
 
 async def test_the_stream_keeps_the_refs_of_its_newest_chunks_in_the_context():
-    clock, st = _Clock(), StreamState(StreamSpec(name="cam", source={"type": "synthetic"}), keep_media=3)
+    clock, st = _Clock(), StreamState(StreamConfig(name="cam", source={"type": "synthetic"}), keep_media=3)
     st.queue = asyncio.Queue(1)
     st.resumed.set()
     await _run(_Source(emitted=7, dropped={5}), _Encoder(clock), _Model(clock), clock, st=st)
@@ -381,8 +381,8 @@ async def test_the_stream_keeps_the_refs_of_its_newest_chunks_in_the_context():
 
 async def test_an_alert_passes_through_on_alert_before_it_is_emitted_and_a_watch_evaluation_does_not():
     clock, others, seen = _Clock(), [], []
-    watches = {1: Watch(1, WatchSpec(question="Open?", every=0.0, threshold=0.7)),
-               2: Watch(2, WatchSpec(question="Closed?", every=0.0, threshold=0.9))}
+    watches = {1: Watch(1, WatchConfig(question="Open?", every=0.0, threshold=0.7)),
+               2: Watch(2, WatchConfig(question="Closed?", every=0.0, threshold=0.9))}
 
     def on_alert(st, event):
         seen.append((st.spec.name, event.index, event.watch_id))

@@ -9,7 +9,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from pipeline.config import CurveSpec
+from pipeline.config import CurveConfig
 from pipeline.serve.zmq_api import ZmqFrontend, request, write_certificates
 from tests.ray_pipeline.conftest import raw_request, until
 
@@ -73,7 +73,7 @@ async def test_curve_lets_in_known_clients_only(tmp_path):
     _, server_secret = write_certificates(tmp_path / "server", "server")
     _, client_secret = write_certificates(tmp_path / "clients", "client")
     _, stranger_secret = write_certificates(tmp_path / "strangers", "stranger")
-    curve = CurveSpec(server_secret_file=str(server_secret), clients_dir=str(tmp_path / "clients"))
+    curve = CurveConfig(server_secret_file=str(server_secret), clients_dir=str(tmp_path / "clients"))
     front = ZmqFrontend(None, "tcp://127.0.0.1:*", _echo, curve)
     front.start()
     try:

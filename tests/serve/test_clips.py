@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.config import ClipsSpec
+from pipeline.config import ClipsConfig
 from pipeline.serve.clips import ClipJob, ClipWriter, write_mp4
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,7 +50,7 @@ def test_odd_frame_sides_are_cropped_to_even_for_yuv420(tmp_path):
 
 def test_the_writer_adds_the_sidecar_and_reports_the_clip(tmp_path):
     done = []
-    writer = ClipWriter(ClipsSpec(dir=str(tmp_path)), on_result=done.append)
+    writer = ClipWriter(ClipsConfig(dir=str(tmp_path)), on_result=done.append)
     writer.start()
     frames, audio = media(2)
     assert writer.submit(ClipJob("door-1.mp4", frames, audio, {"stream": "door", "question": "Open?", "p_yes": 0.8}))
@@ -63,7 +63,7 @@ def test_the_writer_adds_the_sidecar_and_reports_the_clip(tmp_path):
 
 
 def test_past_max_bytes_the_oldest_clips_and_their_sidecars_go(tmp_path):
-    writer = ClipWriter(ClipsSpec(dir=str(tmp_path), max_bytes=1 << 20))
+    writer = ClipWriter(ClipsConfig(dir=str(tmp_path), max_bytes=1 << 20))
     for i in range(6):
         (tmp_path / f"c{i}.mp4").write_bytes(b"\0" * 300_000)
         (tmp_path / f"c{i}.json").write_text("{}")
@@ -75,7 +75,7 @@ def test_past_max_bytes_the_oldest_clips_and_their_sidecars_go(tmp_path):
 
 def test_a_full_queue_skips_the_clip_and_says_so(tmp_path):
     done = []
-    writer = ClipWriter(ClipsSpec(dir=str(tmp_path), queue_size=1), on_result=done.append)  # not started
+    writer = ClipWriter(ClipsConfig(dir=str(tmp_path), queue_size=1), on_result=done.append)  # not started
     frames, audio = media(1)
     assert writer.submit(ClipJob("a.mp4", frames, audio)) and not writer.submit(ClipJob("b.mp4", frames, audio))
     assert [(r.name, r.ok, r.error) for r in done] == [("b.mp4", False, "clip queue full: skipped")]

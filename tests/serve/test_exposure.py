@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from pipeline.config import HttpSpec, load_pipeline_config
+from pipeline.config import HttpConfig, load_pipeline_config
 from pipeline.ray.events import EventHub
 from pipeline.ray.frontends import Frontends
 from pipeline.serve.http import HttpServer, check_exposure, create_app
@@ -38,7 +38,7 @@ def test_a_server_beyond_loopback_without_a_token_is_refused_before_ray_starts()
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
 def test_loopback_needs_no_token(host):
-    check_exposure(HttpSpec(host=host), None)
+    check_exposure(HttpConfig(host=host), None)
 
 
 def test_a_webhook_secret_named_but_not_set_is_refused_in_one_line():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.config import HttpSpec
+from pipeline.config import HttpConfig
 from pipeline.serve.http import create_app
 from pipeline.serve.http.guards import RateLimit, allowed_hosts
 from pipeline.serve.requests import TooManyRequests
@@ -42,7 +42,7 @@ def _info() -> dict:
     ("10.0.0.7", [], frozenset({"10.0.0.7"})),
 ])
 def test_the_names_a_server_answers_to(host, extra, expected):
-    assert allowed_hosts(HttpSpec(host=host, allowed_hosts=extra)) == expected
+    assert allowed_hosts(HttpConfig(host=host, allowed_hosts=extra)) == expected
 
 
 def test_adds_are_bounded_per_client_in_any_sixty_seconds():

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.config import HistorySpec
+from pipeline.config import HistoryConfig
 from pipeline.serve.history import History
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,7 +20,7 @@ def answer(stream: str, question: str, t: float) -> dict:
 
 
 def history(tmp_path, clock=time.time, **spec) -> History:
-    h = History(HistorySpec(path=str(tmp_path / "h.sqlite3"), **spec), clock=clock)
+    h = History(HistoryConfig(path=str(tmp_path / "h.sqlite3"), **spec), clock=clock)
     h.start()
     return h
 
@@ -87,7 +87,7 @@ def test_past_max_bytes_the_oldest_records_go_and_the_file_shrinks(tmp_path):
 
 
 def test_a_full_queue_loses_the_record_counts_it_and_does_not_wait(tmp_path):
-    h = History(HistorySpec(path=str(tmp_path / "h.sqlite3"), queue_size=3))  # not started: nothing drains
+    h = History(HistoryConfig(path=str(tmp_path / "h.sqlite3"), queue_size=3))  # not started: nothing drains
     # nothing drains the queue, so a submit that waited for room would never return (the test's timeout)
     results = [h.submit(answer("a", f"q{i}", time.time())) for i in range(10)]
     assert results == [True] * 3 + [False] * 7 and h.dropped == 7
@@ -97,7 +97,7 @@ def test_a_history_path_that_cannot_be_a_database_fails_in_one_line(tmp_path):
     bad = tmp_path / "not-a-db.sqlite3"
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(OSError, match=r"^history.path '.*not-a-db.sqlite3': file is not a database$"):
-        History(HistorySpec(path=str(bad)))
+        History(HistoryConfig(path=str(bad)))
 
 
 def test_a_database_that_refuses_writes_loses_records_counted_says_so_once_and_the_writer_goes_on(
@@ -117,7 +117,7 @@ def test_a_database_that_refuses_writes_loses_records_counted_says_so_once_and_t
 
     monkeypatch.setattr(module, "connect", small_disk)
     lost: list[int] = []
-    h = History(HistorySpec(path=str(tmp_path / "h.sqlite3"), queue_size=100_000), on_fail=lost.append)
+    h = History(HistoryConfig(path=str(tmp_path / "h.sqlite3"), queue_size=100_000), on_fail=lost.append)
     h.start()
     with caplog.at_level("ERROR", logger="pipeline.serve.history"):
         for i in range(3000):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pipeline.config import WebhooksSpec
+from pipeline.config import WebhooksConfig
 from pipeline.serve.webhooks import WebhookSender
 from tests.serve.receiver import Receiver
 
@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 ALERT = {"type": "alert", "stream": "door", "question": "Open?", "p_yes": 0.93, "media_time": 12.0, "index": 5}
 
 
-def spec(url: str, **kw) -> WebhooksSpec:
-    return WebhooksSpec.model_validate({"targets": [{"name": "ops", "url": url}], "backoff": 0.05, **kw})
+def spec(url: str, **kw) -> WebhooksConfig:
+    return WebhooksConfig.model_validate({"targets": [{"name": "ops", "url": url}], "backoff": 0.05, **kw})
 
 
 async def deliver(sender: WebhookSender, results: list, n: int, timeout: float = 20.0) -> None:
@@ -105,7 +105,7 @@ async def test_answers_go_only_to_targets_that_ask_for_them():
     receiver = Receiver()
     targets = [{"name": "alerts", "url": receiver.url},
                {"name": "all", "url": receiver.url, "events": ["alert", "answer"]}]
-    cfg = WebhooksSpec.model_validate({"targets": targets})
+    cfg = WebhooksConfig.model_validate({"targets": targets})
     results = []
     sender = WebhookSender(cfg, {}, on_result=results.append)
     sender.start()

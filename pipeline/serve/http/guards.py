@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.config import HttpSpec
+from pipeline.config import HttpConfig
 from pipeline.serve.http.errors import error
 from pipeline.serve.requests import TooManyRequests
 from streams.net import host_is_loopback
@@ -27,7 +27,7 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
-def allowed_hosts(spec: HttpSpec) -> frozenset[str] | None:
+def allowed_hosts(spec: HttpConfig) -> frozenset[str] | None:
     """The names a request's Host may give: the bound address, loopback's names when bound there, and
     `http.allowed_hosts`. None (any) for a wildcard bind with no `allowed_hosts` (its token guards it)."""
     host = spec.host.strip("[]").lower()

@@ -10,12 +10,12 @@ import socket
 
 import uvicorn
 
-from pipeline.config import HttpSpec
+from pipeline.config import HttpConfig
 
 log = logging.getLogger(__name__)
 
 
-def check_exposure(spec: HttpSpec, token: str | None) -> None:
+def check_exposure(spec: HttpConfig, token: str | None) -> None:
     """Refuse to serve beyond loopback without a bearer token (one line naming the variable to set)."""
     if not spec.loopback and not token:
         raise ValueError(f"http.host {spec.host} is not loopback: set a bearer token in the environment "
