@@ -49,7 +49,7 @@ import torch
 from operators.chunk_encoder import StageTimes
 from operators.chunks import CompressedChunk
 from pipeline.messages import ChunkKind, ChunkMeta, GenerationSettings
-from pipeline.ray.encoder_worker import EncodedChunkResult
+from pipeline.ray.encoder_worker import CompressedChunkReply
 from pipeline.ray.model_worker import ModelWorker
 
 GRID = (17, 23)  # a 640x480 frame after smart_resize: 476 x 644 pixels, 391 merged tokens
@@ -75,10 +75,10 @@ def synthetic_chunk(index: int, width: int, seed: int) -> CompressedChunk:
                            torch.arange(n) < 2 * VIDEO_KEPT, 2 * rows * cols, 50, 50 * (index + 1))
 
 
-def encoded(stream: str, index: int, width: int) -> tuple[ChunkMeta, EncodedChunkResult]:
+def encoded(stream: str, index: int, width: int) -> tuple[ChunkMeta, CompressedChunkReply]:
     meta = ChunkMeta(ChunkKind.CHUNK, stream, index, 2.0 * index, 2.0, time.time(), pid=1)
     chunk = synthetic_chunk(index, width, seed=hash((stream, index)) % 2**31)
-    return meta, EncodedChunkResult(stream, index, chunk, StageTimes(0.0, 0.0, 0.0), 0)
+    return meta, CompressedChunkReply(stream, index, chunk, StageTimes(0.0, 0.0, 0.0), 0)
 
 
 @dataclass

@@ -5,7 +5,7 @@ Frozen dataclasses with no torch and no Ray in them: they cross actor boundaries
 queues, and leave through ZeroMQ and the metrics as JSON (`to_json`, whose `type` is the PUB topic).
 A question's `GenerationSettings` are checked here, once, wherever the question enters (the Python
 API, ZeroMQ, a config). The compressed tokens themselves travel between the encoder and model actors as
-`pipeline.ray.encoder_worker.EncodedChunkResult`, never through the driver.
+`pipeline.ray.encoder_worker.CompressedChunkReply`, never through the driver.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`EncoderWorker`: preprocess + towers + compression of every stream's chunks, in the encoder actor;
-only the compressed tokens leave it (`EncodedChunkResult`, tensors on the CPU)."""
+only the compressed tokens leave it (`CompressedChunkReply`, tensors on the CPU)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ if TYPE_CHECKING:  # the driver imports this module for the actor class; torch l
 
 
 @dataclass(frozen=True)
-class EncodedChunkResult:
-    """A compressed chunk (tensors on the CPU) and what each stage cost."""
+class CompressedChunkReply:
+    """What the encoder actor replies for one chunk: the compressed chunk (tensors on the CPU) and what each
+    stage cost. (`operators.EncodedChunk` is the chunk before compression: the towers' outputs.)"""
 
     stream: str
     index: int
@@ -74,22 +75,22 @@ class EncoderWorker:
         self.model = model if model is not None else load_omni(self.spec, part="towers")
         self.encoders: dict[str, Any] = {}
         self.remember = remember
-        self.recent: dict[str, OrderedDict[tuple, EncodedChunkResult]] = {}  # per stream, oldest first
+        self.recent: dict[str, OrderedDict[tuple, CompressedChunkReply]] = {}  # per stream, oldest first
         batch = self.spec.encoder_batch
         self.batcher = MicroBatcher(self._encode_batch, max_batch=batch.max_batch,
                                     max_wait=batch.max_wait_ms / 1000, order=lambda c: (c.capture_time, c.index))
         self.heap = HeapTrim()
 
-    def encode(self, chunk: AVChunk) -> EncodedChunkResult:
+    def encode(self, chunk: AVChunk) -> CompressedChunkReply:
         """The chunk compressed; a chunk among the stream's last `remember` gets its stored result."""
         return self.batcher.submit(chunk, chunk.stream)
 
-    def _encode_batch(self, chunks: list[AVChunk]) -> list[EncodedChunkResult | Exception]:
+    def _encode_batch(self, chunks: list[AVChunk]) -> list[CompressedChunkReply | Exception]:
         """One batch (at most one chunk per stream): stored results for chunks seen before, the others
         through `encode_many` and stored; a chunk's exception in its place."""
         from operators import encode_many
 
-        results: list[EncodedChunkResult | Exception | None] = [None] * len(chunks)
+        results: list[CompressedChunkReply | Exception | None] = [None] * len(chunks)
         todo = []
         for i, chunk in enumerate(chunks):
             stored = self.recent.get(chunk.stream, {}).get(chunk_key(chunk))
@@ -114,14 +115,14 @@ class EncoderWorker:
                 self.model, self.spec.min_pixels, self.spec.max_pixels)
         return enc
 
-    def _store(self, chunk: AVChunk, enc: Any, compressed: Any, batch: int) -> EncodedChunkResult:
+    def _store(self, chunk: AVChunk, enc: Any, compressed: Any, batch: int) -> CompressedChunkReply:
         """The result of a chunk `enc` (its stream's ChunkEncoder) just compressed in a forward of `batch`
         chunks, tensors moved to the CPU, kept among its stream's last `remember`."""
         compressed.tokens = compressed.tokens.detach().cpu()
         compressed.positions = compressed.positions.cpu()
         compressed.is_video = compressed.is_video.cpu()
         layout = kept_layout(chunk.stream, compressed, enc.last_grid_hw)
-        result = EncodedChunkResult(chunk.stream, chunk.index, compressed, enc.last_times, os.getpid(), layout, batch)
+        result = CompressedChunkReply(chunk.stream, chunk.index, compressed, enc.last_times, os.getpid(), layout, batch)
         recent = self.recent.setdefault(chunk.stream, OrderedDict())
         recent[chunk_key(chunk)] = result
         while len(recent) > self.remember:

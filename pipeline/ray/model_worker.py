@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.config import ModelConfig
 from pipeline.messages import Answer, ChunkMeta, ChunkStats, GenerationSettings, KeptLayout
-from pipeline.ray.encoder_worker import EncodedChunkResult
+from pipeline.ray.encoder_worker import CompressedChunkReply
 from pipeline.ray.models import compression, load_omni, model_spec
 from pipeline.ray.placement import bound_gpu_memory
 from pipeline.ray.process import HeapTrim, set_threads, where
@@ -113,7 +113,7 @@ class ModelWorker:
                 ctx = self.contexts[stream] = _StreamContext(self._new_session())
             return ctx
 
-    def append(self, meta: ChunkMeta, encoded: EncodedChunkResult) -> ChunkStats:
+    def append(self, meta: ChunkMeta, encoded: CompressedChunkReply) -> ChunkStats:
         """Prefill one compressed chunk into its stream's context. Idempotent: a chunk the context already
         holds (sent again after a call that failed but had run) is skipped, its stats marked `duplicate`."""
         started = time.perf_counter()

@@ -74,7 +74,7 @@ def test_streams_encoded_together_equal_each_stream_one_chunk_at_a_time(loaded, 
 
 
 def test_each_result_names_the_size_of_the_forward_that_encoded_it(loaded):
-    """`EncodedChunkResult.batch` (which becomes `ChunkStats.encode_batch`) agrees with the batcher's own
+    """`CompressedChunkReply.batch` (which becomes `ChunkStats.encode_batch`) agrees with the batcher's own
     count of batch sizes: a batch of k chunks gives k results that say k."""
     batched = EncoderWorker(spec(4), model=loaded)
     got = encode_from_threads(batched, streams())
