@@ -18,6 +18,8 @@ import importlib
 import logging
 import sys
 
+from streams.errors import one_line
+
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     command = importlib.import_module(COMMANDS[args.command])
     if hasattr(command, "first_line"):
@@ -79,15 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return command.run(args)
     except (ValueError, OSError, StreamError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"omnisift {args.command}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _quiet_transformers() -> None:

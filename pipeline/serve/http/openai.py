@@ -14,6 +14,7 @@ prompt. `temperature` 0 or unset decodes greedily (the pipeline's default), abov
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,9 +25,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 import pipeline.serve.http.sse as sse
-from pipeline.messages import MAX_NEW_TOKENS_LIMIT, Answer
-from pipeline.serve.http.models import MAX_QUESTION, MAX_TIMEOUT, STREAM_NAME, Request
+from pipeline.messages import DEFAULT_TIMEOUT, MAX_NEW_TOKENS_LIMIT, MAX_TIMEOUT, STREAM_NAME, Answer
+from pipeline.serve.http.models import MAX_QUESTION, Request
 from pipeline.serve.requests import PipelineAPI
+from streams.errors import one_line
+
+log = logging.getLogger(__name__)
 
 
 class TextPart(Request):
@@ -61,7 +65,7 @@ class ChatRequest(Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
-    timeout: float = Field(120.0, gt=0.0, le=MAX_TIMEOUT)  # not OpenAI's: seconds the answer may take
+    timeout: float = Field(DEFAULT_TIMEOUT, gt=0.0, le=MAX_TIMEOUT)  # not OpenAI's: seconds the answer may take
 
     def question(self) -> str:
         users = [m for m in self.messages if m.role == "user" and m.text().strip()]
@@ -136,7 +140,8 @@ async def _chunks(cid: str, created: int, model: str, first: str | Answer,
     except StopAsyncIteration:
         yield chunk({}, "stop")
     except Exception as e:  # noqa: BLE001 - already 200: the failure is the last event
-        yield sse.frame(None, {"error": {"message": " ".join(str(e).split()) or type(e).__name__}})
+        log.warning("streamed completion failed: %s", one_line(e))
+        yield sse.frame(None, {"error": {"message": one_line(e)}})
     finally:
         await rest.aclose()
     yield sse.frame(None, "[DONE]")
