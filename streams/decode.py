@@ -133,7 +133,7 @@ class AvProducer:
             try:
                 self._container.close()
             except Exception:  # noqa: BLE001 - closing a broken container must not mask the real error
-                pass
+                log.debug("%s: closing the container failed", self.what, exc_info=True)
 
     def _flush(self) -> Iterator[Event]:
         for s in (self._vstream, self._astream):
