@@ -1,0 +1,173 @@
+"""The world's questions put to a live session as its chunks arrive, and the answers scored.
+
+`run_live` feeds a stream's chunks to an `OmniSession` (or anything with its `append`, `score`, `ask` and
+`last_timings`) one at a time and, right after the chunk that ends at a question's moment, answers it:
+by the options' likelihood (`choose_by_score`: the option with the highest summed log-probability after
+the question, as a multiple-choice benchmark scores) and, with `generate`, by free text read with
+`scoring.choose`. After every chunk it also scores the standing question "Is the alarm sounding?" as the
+watch path does (p(Yes) against p(No)); `alert_scores` turns that series into alerts and compares them with
+the alarm's episodes in the log.
+
+Questions are asked only at chunk ends where nothing happened in the last `SETTLE` seconds (the last frame
+the model saw is 0.5 s before the chunk's end; a change after it is not on any frame yet).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.offline.world.questions import Log, Question
+from pipeline.offline.world.scoring import choose
+
+ALARM_QUESTION = "Is the alarm sounding? Answer yes or no."
+YES, NO = "Yes", "No"
+SETTLE = 0.5  # seconds: a moment needs this long without events before it
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A compressor and its retention over audio + video tokens (None: the compressor's own ratios)."""
+
+    compressor: str
+    retention: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Setting:
+        """"full", "omnisift@0.25", "random@0.35" ..."""
+        name, _, retention = text.partition("@")
+        try:
+            return cls(name, float(retention) if retention else None)
+        except ValueError:
+            raise ValueError(f"setting {text!r}: the retention after '@' must be a number") from None
+
+    @property
+    def label(self) -> str:
+        return self.compressor if self.retention is None else f"{self.compressor} {self.retention:.0%}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    question: Question
+    chosen: str  # the option with the highest likelihood
+    text: str | None = None  # the generated answer (with `generate`)
+
+    @property
+    def correct(self) -> bool:
+        return self.chosen == self.question.gold
+
+    @property
+    def text_correct(self) -> bool | None:
+        return None if self.text is None else choose(self.text, self.question.options) == self.question.gold
+
+
+@dataclass
+class LiveResult:
+    setting: Setting
+    outcomes: list[Outcome] = field(default_factory=list)
+    p_yes: list[tuple[float, float]] = field(default_factory=list)  # (media seconds, p(Yes)) after each chunk
+    kept: int = 0  # audio + video tokens kept over the run
+    before: int = 0  # ... and before compression
+    chunks: int = 0
+    seconds: float = 0.0  # wall time of the run
+
+    @property
+    def retention(self) -> float:
+        return self.kept / self.before if self.before else 0.0
+
+    def accuracy(self, kind: str | None = None) -> tuple[int, int]:
+        """(correct, asked) for one question type, or all of them."""
+        rows = [o for o in self.outcomes if kind is None or o.question.kind == kind]
+        return sum(o.correct for o in rows), len(rows)
+
+
+def quiet_moments(log: Log, ends: Iterable[float], settle: float = SETTLE) -> list[float]:
+    """The chunk ends (media seconds) with no event in the `settle` seconds before them."""
+    times = [r[0] for r in log.rows]
+    return [t for t in ends if not any(t - settle < e <= t for e in times)]
+
+
+def choose_by_score(session, question: Question) -> str:
+    """The option whose text is most likely after the question (summed log-probability of its tokens)."""
+    scores = [session.score(question.prompt, option) for option in question.options]
+    return question.options[max(range(len(scores)), key=scores.__getitem__)]
+
+
+def p_yes(session, question: str) -> float:
+    """p(Yes) / (p(Yes) + p(No)) as the answer to `question`, as a standing question is scored."""
+    yes, no = session.score(question, YES), session.score(question, NO)
+    return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, no - yes))))
+
+
+def run_live(session, chunks: Iterable, questions: Sequence[Question], setting: Setting, *,
+             generate: bool = False, max_new_tokens: int = 6, watch: bool = True) -> LiveResult:
+    """Append every chunk to `session`; after each, answer the questions whose moment it reached."""
+    start = time.perf_counter()
+    result = LiveResult(setting)
+    pending = sorted(questions, key=lambda q: q.t)
+    i = 0
+    for chunk in chunks:
+        session.append(chunk)
+        counts = session.last_timings
+        result.kept += counts.video_after + counts.audio_after
+        result.before += counts.video_before + counts.audio_before
+        result.chunks += 1
+        end = chunk.start + chunk.duration
+        while i < len(pending) and pending[i].t <= end + 1e-6:
+            q = pending[i]
+            text = session.ask(q.prompt, max_new_tokens=max_new_tokens) if generate else None
+            result.outcomes.append(Outcome(q, choose_by_score(session, q), text))
+            i += 1
+        if watch:
+            result.p_yes.append((end, p_yes(session, ALARM_QUESTION)))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@dataclass(frozen=True)
+class AlertScore:
+    alerts: int  # rising edges of p(Yes) >= threshold
+    true_alerts: int  # ... inside an alarm episode (or within `grace` after it)
+    episodes: int  # alarm episodes the run covered
+    detected: int  # ... with an alert inside
+    delay: float | None  # mean media seconds from an episode's start to its first alert
+
+    @property
+    def precision(self) -> float | None:
+        return self.true_alerts / self.alerts if self.alerts else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.detected / self.episodes if self.episodes else None
+
+
+def alarm_episodes(log: Log) -> list[tuple[float, float]]:
+    """(on, off) media seconds of each alarm episode; an episode still on at the log's end has off = inf."""
+    episodes, on = [], None
+    for t, kind, value in log.rows:
+        if kind == "alarm" and value == "on":
+            on = t
+        elif kind == "alarm" and value == "off" and on is not None:
+            episodes.append((on, t))
+            on = None
+    return episodes + ([(on, math.inf)] if on is not None else [])
+
+
+def alert_scores(series: Sequence[tuple[float, float]], log: Log, threshold: float = 0.5,
+                 grace: float = 2.0) -> AlertScore:
+    """Alerts (the moments p(Yes) rises to `threshold`) against the alarm's episodes: an alert at t is true
+    if an episode has on < t <= off + grace; an episode counts if it started before the series ended."""
+    alerts, above = [], False
+    for t, p in series:
+        if p >= threshold and not above:
+            alerts.append(t)
+        above = p >= threshold
+    end = series[-1][0] if series else 0.0
+    episodes = [(on, off) for on, off in alarm_episodes(log) if on < end]
+    inside = [[a for a in alerts if on < a <= off + grace] for on, off in episodes]
+    true_alerts = sum(any(on < a <= off + grace for on, off in episodes) for a in alerts)
+    delays = [hits[0] - on for hits, (on, _) in zip(inside, episodes, strict=True) if hits]
+    return AlertScore(len(alerts), true_alerts, len(episodes), len(delays),
+                      sum(delays) / len(delays) if delays else None)
