@@ -5,7 +5,8 @@
         [--window 64] [--generate] [--out results.json]
 
 The world (`streams.world`, a seed no training uses) is read through the real source (`type: world`,
-unpaced) and appended chunk by chunk to an `OmniSession` per setting; every question type
+unpaced) and appended chunk by chunk to an `OmniSession` per setting, in lockstep (the towers run once per
+chunk, each session compresses with its own compressor: `pipeline.offline.world.live`); every question type
 (`pipeline.offline.world`) is asked at `--per-type` random quiet chunk ends, the same questions for every
 setting, and answered by the options' likelihood (`--generate` also scores free text). After each chunk the
 standing question "Is the alarm sounding?" gives p(Yes); its alerts are scored against the alarm's episodes.
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     log = Log(World(args.seed, args.scenario, width=args.size, height=args.size, duration=seconds).events(seconds))
     ends = [2.0 * (k + 1) for k in range(int(seconds // 2))]
     questions = draw_questions(log, quiet_moments(log, ends), args.per_type, random.Random(args.question_seed))
-    results = []
+    settings, sessions = [], []
     for text in args.settings:
         setting = Setting.parse(text)
         try:
@@ -108,11 +109,12 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as e:
             print(f"skipped {text}: {e}")
             continue
-        session = OmniSession.with_compression(model, compression, args.window, max_pixels=args.size * args.size)
-        result = run_live(session, read_chunks(source), questions, setting, generate=args.generate)
-        print(f"{setting.label}: {result.chunks} chunks, {len(result.outcomes)} questions, "
-              f"{result.seconds:.0f} s", flush=True)
-        results.append(result)
+        settings.append(setting)
+        sessions.append(OmniSession.with_compression(model, compression, args.window,
+                                                     max_pixels=args.size * args.size))
+    results = run_live(sessions, settings, read_chunks(source), questions, generate=args.generate)
+    print(f"{results[0].chunks} chunks, {len(questions)} questions, {len(results)} settings in lockstep: "
+          f"{results[0].seconds:.0f} s", flush=True)
     what = "TINY RANDOM model: chance-level by construction" if tiny else args.model
     print(f"\nLive accuracy on the world (seed {args.seed}, {args.scenario}, {args.minutes:g} min unpaced, "
           f"{args.size}x{args.size}, window {args.window:g} s; {what}; {time.strftime('%Y-%m-%d')})\n")

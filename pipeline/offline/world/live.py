@@ -1,7 +1,7 @@
 """The world's questions put to a live session as its chunks arrive, and the answers scored.
 
-`run_live` feeds a stream's chunks to an `OmniSession` (or anything with its `append`, `score`, `ask` and
-`last_timings`) one at a time and, right after the chunk that ends at a question's moment, answers it:
+`run_live` feeds a stream's chunks to one `OmniSession` per setting (compressor and retention), in
+lockstep, and right after the chunk that ends at a question's moment every session answers it:
 by the options' likelihood (`choose_by_score`: the option with the highest summed log-probability after
 the question, as a multiple-choice benchmark scores) and, with `generate`, by free text read with
 `scoring.choose`. After every chunk it also scores the standing question "Is the alarm sounding?" as the
@@ -71,7 +71,7 @@ class LiveResult:
     kept: int = 0  # audio + video tokens kept over the run
     before: int = 0  # ... and before compression
     chunks: int = 0
-    seconds: float = 0.0  # wall time of the run
+    seconds: float = 0.0  # wall time of the whole lockstep run (every setting together)
 
     @property
     def retention(self) -> float:
@@ -91,39 +91,69 @@ def quiet_moments(log: Log, ends: Iterable[float], settle: float = SETTLE) -> li
 
 def choose_by_score(session, question: Question) -> str:
     """The option whose text is most likely after the question (summed log-probability of its tokens)."""
-    scores = [session.score(question.prompt, option) for option in question.options]
+    scores = session.score_options(question.prompt, question.options)
     return question.options[max(range(len(scores)), key=scores.__getitem__)]
 
 
 def p_yes(session, question: str) -> float:
     """p(Yes) / (p(Yes) + p(No)) as the answer to `question`, as a standing question is scored."""
-    yes, no = session.score(question, YES), session.score(question, NO)
+    yes, no = session.score_options(question, (YES, NO))
     return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, no - yes))))
 
 
-def run_live(session, chunks: Iterable, questions: Sequence[Question], setting: Setting, *,
-             generate: bool = False, max_new_tokens: int = 6, watch: bool = True) -> LiveResult:
-    """Append every chunk to `session`; after each, answer the questions whose moment it reached."""
+def append_all(sessions: Sequence, chunk) -> list:
+    """Append `chunk` to every session, running preprocess and the towers once for all of them: each
+    session's own `ChunkEncoder` then compresses the shared tower outputs with its own carried state and its
+    session prefills them, as `OmniSession.append` does chunk by chunk (sessions over one model).
+    Returns each session's `CompressedChunk`."""
+    encoders = [s.chunk_encoder for s in sessions]
+    prepared, preprocess = encoders[0].prepare(chunk)
+    for enc in encoders[1:]:
+        enc.inputs(chunk)  # each stream's own modalities and held frame
+    t0 = time.perf_counter()
+    encoded = encoders[0].encoder.process_many([prepared])[0]
+    seconds = time.perf_counter() - t0
+    out = []
+    for session, enc in zip(sessions, encoders, strict=True):
+        compressed = enc.finish(encoded, preprocess, seconds)
+        session.append_compressed(compressed)
+        out.append(compressed)
+    return out
+
+
+def run_live(sessions: Sequence, settings: Sequence[Setting], chunks: Iterable, questions: Sequence[Question], *,
+             generate: bool = False, max_new_tokens: int = 6, watch: bool = True,
+             share_encoding: bool = True) -> list[LiveResult]:
+    """Feed every chunk to each session (one per setting, in lockstep); after each chunk, every session
+    answers the questions whose moment the chunk reached and, with `watch`, the standing alarm question.
+    `share_encoding`: the towers run once per chunk for all sessions (`append_all`); otherwise each
+    session's own `append`."""
     start = time.perf_counter()
-    result = LiveResult(setting)
+    results = [LiveResult(s) for s in settings]
     pending = sorted(questions, key=lambda q: q.t)
     i = 0
     for chunk in chunks:
-        session.append(chunk)
-        counts = session.last_timings
-        result.kept += counts.video_after + counts.audio_after
-        result.before += counts.video_before + counts.audio_before
-        result.chunks += 1
+        if share_encoding:
+            counts = [c.counts for c in append_all(sessions, chunk)]
+        else:
+            counts = [s.append(chunk).counts for s in sessions]
         end = chunk.start + chunk.duration
+        due = []
         while i < len(pending) and pending[i].t <= end + 1e-6:
-            q = pending[i]
-            text = session.ask(q.prompt, max_new_tokens=max_new_tokens) if generate else None
-            result.outcomes.append(Outcome(q, choose_by_score(session, q), text))
+            due.append(pending[i])
             i += 1
-        if watch:
-            result.p_yes.append((end, p_yes(session, ALARM_QUESTION)))
-    result.seconds = time.perf_counter() - start
-    return result
+        for session, result, c in zip(sessions, results, counts, strict=True):
+            result.kept += c.video_after + c.audio_after
+            result.before += c.video_before + c.audio_before
+            result.chunks += 1
+            for q in due:
+                text = session.ask(q.prompt, max_new_tokens=max_new_tokens) if generate else None
+                result.outcomes.append(Outcome(q, choose_by_score(session, q), text))
+            if watch:
+                result.p_yes.append((end, p_yes(session, ALARM_QUESTION)))
+    for r in results:
+        r.seconds = time.perf_counter() - start
+    return results
 
 
 @dataclass(frozen=True)
