@@ -54,7 +54,7 @@ def gold(kind: str, t: float):
     ("beep_pitch", 5.2, None), ("beep_pitch", 6.0, "low"), ("beep_pitch", 15.5, "high"),
     ("beep_pitch", 26.0, None), ("beep_pitch", 62.0, "medium"),
     ("alarm", 5.0, "no"), ("alarm", 19.9, "no"), ("alarm", 20.0, "yes"), ("alarm", 25.9, "yes"),
-    ("alarm", 26.0, "no"),
+    ("alarm", 26.0, "no"), ("standing_alarm", 19.9, "No"), ("standing_alarm", 20.0, "Yes"),
     ("colour_at_beep", 10.0, "blue"), ("colour_at_beep", 16.0, "green"), ("colour_at_beep", 62.0, "green"),
     ("colour_at_beep", 95.0, "black"), ("colour_at_beep", 125.0, None), ("colour_at_beep", 131.0, None),
     ("beep_count", 60.0, "2"), ("beep_count", 62.0, "3"), ("beep_count", 66.0, "2"), ("beep_count", 65.5, None),
@@ -83,6 +83,8 @@ def test_question_text_names_what_it_asks_and_lists_its_options():
     assert q.prompt == "What colour is the triangle? Answer with one of: red, yellow, white."
     assert ask("object_shape", Log(LOG), 45.0).text == "What shape is the yellow object?"
     assert beep_count(Log(LOG), 62.0).options == tuple("0123456789")
+    standing = ask("standing_alarm", Log(LOG), 21.0)
+    assert standing.prompt == "Is the alarm sounding?" and standing.options == ("Yes", "No")
 
 
 def test_world_events_are_a_log():

@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.offline.world.questions import Log, Question
+from pipeline.offline.world.questions import STANDING_ALARM, Log, Question
 from pipeline.offline.world.scoring import choose
 
-ALARM_QUESTION = "Is the alarm sounding? Answer yes or no."
+ALARM_QUESTION = STANDING_ALARM  # the watch's question, answered "Yes" / "No" as ModelWorker.yes_probability does
 YES, NO = "Yes", "No"
 SETTLE = 0.5  # seconds: a moment needs this long without events before it
 

@@ -13,6 +13,8 @@ object on screen, no recent beep, the reference moment right on a change), so a 
     last_word       the word just spoken (last RECENT seconds)           just heard
     beep_pitch      the pitch of the last beep (last RECENT seconds)     just heard
     alarm           whether the alarm is sounding                        just heard
+    standing_alarm  the same, as a standing question is put: the bare    just heard
+                    question, answered "Yes" or "No" (the watch path)
     colour_at_beep  the screen's colour when the last beep sounded       cross-modal (last CROSS seconds)
     beep_count      beeps in the last minute                             over the window
     past_colour     the screen's colour N minutes ago                    the past, beyond a short window
@@ -43,11 +45,12 @@ class Question:
     text: str
     gold: str
     options: tuple[str, ...]
+    plain: bool = False  # put to the model as `text` alone, its options unlisted
 
     @property
     def prompt(self) -> str:
         """The question with its options, as put to a model."""
-        return f"{self.text} Answer with one of: {', '.join(self.options)}."
+        return self.text if self.plain else f"{self.text} Answer with one of: {', '.join(self.options)}."
 
 
 def rows(log: Iterable) -> list[Row]:
@@ -133,6 +136,14 @@ def alarm(log: Log, t: float) -> Question:
     return Question("alarm", t, "Is the alarm sounding?", "yes" if log.alarm_on(t) else "no", ("yes", "no"))
 
 
+STANDING_ALARM = "Is the alarm sounding?"
+
+
+def standing_alarm(log: Log, t: float) -> Question:
+    return Question("standing_alarm", t, STANDING_ALARM, "Yes" if log.alarm_on(t) else "No", ("Yes", "No"),
+                    plain=True)
+
+
 def colour_at_beep(log: Log, t: float) -> Question | None:
     beeps = log.heard("beep", t)
     if not beeps or beeps[-1][0] < t - CROSS or log.changes_near("background", beeps[-1][0]):
@@ -171,6 +182,7 @@ QUESTION_TYPES: dict[str, Callable[[Log, float, random.Random], Question | None]
     "last_word": lambda log, t, rng: last_word(log, t),
     "beep_pitch": lambda log, t, rng: beep_pitch(log, t),
     "alarm": lambda log, t, rng: alarm(log, t),
+    "standing_alarm": lambda log, t, rng: standing_alarm(log, t),
     "colour_at_beep": lambda log, t, rng: colour_at_beep(log, t),
     "beep_count": lambda log, t, rng: beep_count(log, t),
     "past_colour": lambda log, t, rng: (past_colour(log, t, rng.randint(1, min(MAX_PAST_MINUTES, int(t // 60))))

@@ -34,7 +34,7 @@ from pipeline.offline.world.questions import Log, Question, ask
 from streams import read_chunks
 from streams.world import World
 
-DEFAULT_KINDS = ("screen_colour", "alarm", "object_count", "beep_pitch")
+DEFAULT_KINDS = ("screen_colour", "alarm", "standing_alarm", "object_count", "beep_pitch")
 
 
 @dataclass
