@@ -11,6 +11,7 @@ and prints a markdown table; BENCHMARKS.md records every figure with the command
     real_sizes         memory per actor, per stream and per GPU at the real 7B sizes, and stage times there
     ray_pipeline       1 to 4 streams through the Ray pipeline (pipeline.ray)
     soak               memory of every process, lag and question latency over a long run (pipeline.ray)
+    live_accuracy      answer accuracy per question type and compressor on the synthetic world (pipeline.session)
 
 Library code never imports a benchmark; benchmarks import the library.
 """

@@ -17,6 +17,7 @@ from .config import (
     SourceConfig,
     SyntheticSourceConfig,
     WebcamSourceConfig,
+    WorldSourceConfig,
     ZmqSourceConfig,
     load_source_config,
 )
@@ -58,6 +59,14 @@ def producer_factory(config: SourceConfig) -> ProducerFactory:
         return lambda: ZmqProducer(config.endpoint, bind=config.bind, video=config.video, audio=config.audio,
                                    max_message_bytes=config.max_message_bytes, idle_timeout=config.idle_timeout,
                                    **caps)
+    if isinstance(config, WorldSourceConfig):
+        from .decode import capped_size
+        from .world import World, WorldProducer
+
+        width, height = capped_size(config.width, config.height, config.max_width, config.max_height)
+        world = World(config.seed, config.scenario, width=width, height=height, fps=config.fps,
+                      duration=config.duration)  # one world: a reopened producer replays the same media
+        return lambda: WorldProducer(world, realtime=config.realtime, speed=config.speed)
     if isinstance(config, CombinedSourceConfig):
         v = producer_factory(config.video.model_copy(update=caps) if any(caps.values()) else config.video)
         a = producer_factory(config.audio)
@@ -72,6 +81,8 @@ def _describe(config: SourceConfig) -> str:
         return f"rtsp {redact_url(config.url)!r}"
     if isinstance(config, ZmqSourceConfig):
         return f"zmq {config.endpoint}"
+    if isinstance(config, WorldSourceConfig):
+        return f"world seed {config.seed} ({config.scenario})"
     return config.type
 
 

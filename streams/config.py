@@ -170,6 +170,24 @@ class SyntheticSourceConfig(_Base):
         return v
 
 
+class WorldSourceConfig(_Base):
+    """The synthetic monitoring world (`streams.world`): media and a ground-truth event log from a seed."""
+
+    type: Literal["world"]
+    seed: int = Field(0, ge=0)
+    scenario: Literal["quiet", "standard", "busy"] = "standard"  # streams.world.SCENARIOS
+    width: int = Field(224, ge=32, le=4096, multiple_of=2)
+    height: int = Field(224, ge=32, le=4096, multiple_of=2)
+    fps: float = Field(2.0, gt=0, le=60)
+    duration: float | None = Field(600.0, gt=0)  # None: endless
+    realtime: bool = False  # pace like a live feed; false: as fast as it is read
+    speed: float = Field(1.0, gt=0, le=1000)  # realtime pacing factor
+
+    @property
+    def live(self) -> bool:
+        return self.realtime
+
+
 class ZmqSourceConfig(_Base):
     """External producers push frames and audio over ZeroMQ; wire format in `streams.zmq_source`."""
 
@@ -207,6 +225,7 @@ _SINGLE_TYPES = (
     MicrophoneSourceConfig,
     SyntheticSourceConfig,
     ZmqSourceConfig,
+    WorldSourceConfig,
 )
 _Single = Annotated[Union[_SINGLE_TYPES], Field(discriminator="type")]  # noqa: UP007 - a Union of a tuple of types
 
@@ -235,7 +254,7 @@ class CombinedSourceConfig(_Base):
 
 SourceConfig = Annotated[Union[(*_SINGLE_TYPES, CombinedSourceConfig)], Field(discriminator="type")]
 _ADAPTER: TypeAdapter = TypeAdapter(SourceConfig)
-_TYPES = ("file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "combined")
+_TYPES = ("file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "world", "combined")
 
 
 def _describe(err: dict[str, Any], raw: Any) -> str:

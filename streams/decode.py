@@ -132,7 +132,7 @@ class AvProducer:
         finally:
             try:
                 self._container.close()
-            except Exception:  # noqa: BLE001 - closing a broken container must not mask the real error
+            except Exception:
                 log.debug("%s: closing the container failed", self.what, exc_info=True)
 
     def _flush(self) -> Iterator[Event]:

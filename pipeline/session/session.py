@@ -218,6 +218,35 @@ class OmniSession:
         finally:
             self.context.rollback(mark)
 
+    @torch.inference_mode()
+    def score_options(self, question: str, answers: Sequence[str]) -> list[float]:
+        """`score(question, a)` for each answer `a`, with the question run once: every answer is scored on
+        top of the question's KV (a multiple-choice question costs one question forward, not one per option)."""
+        answer_ids = [self.layout_tokens(a) for a in answers]
+        if not all(answer_ids):
+            raise ValueError("score_options: an answer has no tokens")
+        with self._lock:
+            self._ensure_started()
+            mark = self.context.fork()
+            try:
+                logits, last = self._question_logits(question)
+                first = logits[-1].float().log_softmax(-1)  # [V]: the answer's first token
+                asked = self.context.fork()
+                out = []
+                for ids in answer_ids:
+                    total = float(first[ids[0]])
+                    if len(ids) > 1:
+                        positions = torch.arange(last + 1, last + len(ids)).expand(3, -1)  # [3, n - 1]
+                        rest = self.context.forward_embeds(self.context.embed(torch.tensor(ids[:-1])), positions,
+                                                           logits=len(ids) - 1).float().log_softmax(-1)
+                        target = torch.tensor(ids[1:], device=rest.device).unsqueeze(1)
+                        total += float(rest.gather(1, target).sum())
+                        self.context.rollback(asked)
+                    out.append(total)
+                return out
+            finally:
+                self.context.rollback(mark)
+
     def layout_tokens(self, text: str) -> list[int]:
         """Token ids of plain text."""
         return self.model.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
