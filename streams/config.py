@@ -254,18 +254,18 @@ class CombinedSourceConfig(_Base):
 
 SourceConfig = Annotated[Union[(*_SINGLE_TYPES, CombinedSourceConfig)], Field(discriminator="type")]
 _ADAPTER: TypeAdapter = TypeAdapter(SourceConfig)
-_TYPES = ("file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "world", "combined")
+SOURCE_TYPES = ("file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "world", "combined")
 
 
 def _describe(err: dict[str, Any], raw: Any) -> str:
     loc = [str(p) for p in err.get("loc", ())]
     # drop discriminator tags (e.g. 'rtsp') and pydantic's function-validator labels from the path
-    path = [p for p in loc if p not in _TYPES and not p.startswith("function-")]
+    path = [p for p in loc if p not in SOURCE_TYPES and not p.startswith("function-")]
     field = ".".join(path) or "type"
     value = err.get("input")
     if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
         value = err.get("input", {}).get("type") if isinstance(err.get("input"), dict) else err.get("input")
-        return f"source config: field 'type' has bad value {value!r}: expected one of {', '.join(_TYPES)}"
+        return f"source config: field 'type' has bad value {value!r}: expected one of {', '.join(SOURCE_TYPES)}"
     if err.get("type") == "missing":
         return f"source config: field '{field}' is required"
     if isinstance(value, str) and "://" in value:

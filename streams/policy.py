@@ -41,11 +41,11 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 
-from .config import SourceConfig, Strict, ZmqSourceConfig, load_source_config
+from .config import SOURCE_TYPES, SourceConfig, Strict, ZmqSourceConfig, load_source_config
 from .errors import SourceRefused
 from .net import endpoint_host, host_is_loopback
 
-SourceType = Literal["file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "combined"]
+SourceType = Literal["file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "world", "combined"]
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # fields that name a program, a file or a variable on the host: a client never sets them
 NEVER_FROM_A_CLIENT = ("ffmpeg", "username_env", "password_env", "allow_remote")
@@ -115,7 +115,9 @@ def admit(raw: Any, policy: SourcePolicy) -> SourceConfig:
 
 def _admit(raw: dict[str, Any], policy: SourcePolicy, where: str) -> SourceConfig:
     kind = raw.get("type")
-    if isinstance(kind, str) and kind in SourceType.__args__ and kind not in policy.types:
+    # every source type there is, listed or not (a type added later is refused until a policy names it);
+    # a `type` that is no source type at all is left to validation, which names it
+    if isinstance(kind, str) and kind in SOURCE_TYPES and kind not in policy.types:
         allowed = ", ".join(policy.types) or "none"
         raise SourceRefused(f"source {where}type {kind!r} may not be added at runtime "
                             f"(runtime_sources.types allows: {allowed})")

@@ -19,7 +19,7 @@ from streams.errors import ConfigError, SourceError, SourceRefused
 from streams.policy import SourcePolicy, admit
 
 EVERYTHING = SourcePolicy(
-    types=["file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "combined"],
+    types=["file", "rtsp", "webcam", "microphone", "synthetic", "zmq", "world", "combined"],
     rtsp={"hosts": ["10.0.0.0/24", "cam-door.lan"],
           "credentials": {"door": {"username_env": "CAM_USER", "password_env": "CAM_PASS", "hosts": ["10.0.0.5"]}}},
     webcam={"devices": ["/dev/video0"]}, microphone={"devices": ["default"]},
@@ -106,6 +106,15 @@ def test_zmq_binds_loopback_and_listed_hosts_only():
     assert "host '0.0.0.0'" in refused({"type": "zmq", "endpoint": "tcp://0.0.0.0:5599"})
     listed = SourcePolicy(types=["zmq"], zmq={"hosts": ["10.0.0.2"]})
     assert admit({"type": "zmq", "endpoint": "tcp://10.0.0.2:5599"}, listed).allow_remote is True
+
+
+def test_every_source_type_is_refused_unless_listed_and_can_be_listed():
+    from streams.config import SOURCE_TYPES
+    from streams.policy import SourceType
+
+    assert set(SourceType.__args__) == set(SOURCE_TYPES)  # a new source type needs its place in the policy
+    for kind in SOURCE_TYPES:
+        assert f"type {kind!r} may not be added at runtime" in refused({"type": kind}, SourcePolicy())
 
 
 def test_a_policy_with_a_bad_host_entry_is_a_config_error():

@@ -273,8 +273,6 @@ def test_written_mp4_plays_the_world_and_carries_its_log(tmp_path):
         assert np.sqrt(np.mean((got - reference) ** 2)) < 0.05 + 0.2 * np.sqrt(np.mean(reference**2))
 
 
-@pytest.mark.xfail(strict=True, reason="streams/policy.py's SourceType does not list 'world' yet, so _admit skips "
-                                       "its type check: a policy that allows nothing admits a world (issue 24 note)")
 def test_a_policy_that_allows_nothing_refuses_a_world():
     from streams.policy import SourcePolicy, SourceRefused, admit
 
