@@ -31,6 +31,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -39,7 +40,12 @@ from pydantic import (
 
 from omnisift.ratios import resolve_ratios
 from omnisift.token_layout import DEFAULT_MODEL, PIXELS_PER_TOKEN
-from pipeline.messages import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT, STREAM_NAME, check_question
+from pipeline.messages import (
+    DEFAULT_MAX_NEW_TOKENS,
+    MAX_NEW_TOKENS_LIMIT,
+    STREAM_NAME,
+    check_question,
+)
 from streams.config import Strict, load_source_config, read_yaml
 from streams.errors import ConfigError
 from streams.net import host_is_loopback, is_loopback
@@ -49,8 +55,16 @@ DropPolicy = Literal["drop_oldest", "block"]
 MAX_REPLICAS = 256
 
 
+# A config file's entries and a client's requests are one model each (streams, standing questions): checked
+# as strictly as a request (no string for a number, no NaN), which a YAML file meets as well
+REQUEST = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
 class StreamConfig(Strict):
-    """One stream: a unique name and its source (a mapping or a source YAML path, resolved on load)."""
+    """One stream: a unique name and its source (a mapping or a source YAML path, resolved on load). Also
+    the body of the HTTP API's `POST /api/streams`."""
+
+    model_config = REQUEST
 
     name: str = Field(min_length=1, max_length=64, pattern=STREAM_NAME)
     source: dict[str, Any]
@@ -58,11 +72,14 @@ class StreamConfig(Strict):
 
 
 class WatchConfig(Strict):
-    """A standing yes/no question evaluated as a stream's chunks arrive; an alert when p(yes) >= threshold."""
+    """A standing yes/no question evaluated as a stream's chunks arrive; an alert when p(yes) >= threshold.
+    Also the body of the HTTP API's `POST /api/watches`."""
 
-    question: str = Field(min_length=1)
-    stream: str | None = None  # None: every stream
-    every: float = Field(2.0, ge=0.0)  # seconds of media between evaluations (0: every chunk)
+    model_config = REQUEST
+
+    question: str = Field(min_length=1)  # its length is bounded by check_question (model.max_question_tokens)
+    stream: str | None = Field(None, min_length=1, max_length=64, pattern=STREAM_NAME)  # None: every stream
+    every: float = Field(2.0, ge=0.0, le=86400.0)  # seconds of media between evaluations (0: every chunk)
     threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 

@@ -19,7 +19,6 @@ from pipeline.messages import (
     MAX_TEMPERATURE,
     MAX_TIMEOUT,
     MAX_TOP_K,
-    STREAM_NAME,
     StreamSnapshot,
 )
 
@@ -58,19 +57,6 @@ class AskRequest(Generation):
         if isinstance(data, dict) and "stream" in data:
             raise ValueError("field 'stream' is now 'sse' (true: the answer as server-sent events)")
         return data
-
-
-class AddStreamRequest(Request):
-    name: str = Field(min_length=1, max_length=64, pattern=STREAM_NAME)
-    source: dict[str, Any]  # a source config mapping (`streams` configs: type file|rtsp|synthetic|...)
-    paused: bool = False
-
-
-class WatchRequest(Request):
-    question: str = Field(min_length=1, max_length=MAX_QUESTION)
-    stream: str | None = Field(None, min_length=1, max_length=64, pattern=STREAM_NAME)  # None: every stream
-    every: float = Field(2.0, ge=0.0, le=86400.0)  # seconds of media between evaluations
-    threshold: float = Field(0.5, ge=0.0, le=1.0)  # p(yes) at or above it alerts
 
 
 EventKind = Literal["answer", "alert", "stream", "source", "clip", "webhook", "stats"]

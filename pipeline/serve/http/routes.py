@@ -14,17 +14,16 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 import pipeline.serve.http.sse as sse
+from pipeline.config import StreamConfig, WatchConfig
 from pipeline.messages import STREAM_NAME, Answer
 from pipeline.serve.http.guards import RateLimit
 from pipeline.serve.http.models import (
     MAX_ID,
-    AddStreamRequest,
     AskRequest,
     EventKind,
     StreamInfo,
     StreamList,
     Watch,
-    WatchRequest,
 )
 from pipeline.serve.requests import NotFound, PipelineAPI
 from streams.errors import one_line
@@ -61,7 +60,7 @@ def _stream_routes(r: APIRouter, api: PipelineAPI, adds: RateLimit | None) -> No
         return StreamList(streams=stream_infos(snap), model_is_tiny=snap["model_is_tiny"], restarts=snap["restarts"])
 
     @r.post("/streams", status_code=201, response_model=StreamInfo, summary="Add a stream while running")
-    async def add_stream(body: AddStreamRequest, request: Request) -> StreamInfo:
+    async def add_stream(body: StreamConfig, request: Request) -> StreamInfo:
         _count_add(adds, request)
         await api.add_client_stream(body.name, body.source, paused=body.paused)
         return _info(api, body.name)
@@ -116,7 +115,7 @@ def _question_routes(r: APIRouter, api: PipelineAPI, adds: RateLimit | None) -> 
         return api.watches()
 
     @r.post("/watches", status_code=201, response_model=Watch, summary="Add a standing question")
-    async def add_watch(body: WatchRequest, request: Request) -> dict:
+    async def add_watch(body: WatchConfig, request: Request) -> dict:
         _count_add(adds, request)
         wid = api.add_watch(body.question, body.stream, every=body.every, threshold=body.threshold)
         return next(w for w in api.watches() if w["id"] == wid)
