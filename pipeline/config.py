@@ -432,5 +432,7 @@ def _describe(err: dict[str, Any]) -> str:
     value = err.get("input")
     if isinstance(value, (dict, list)):
         value = "{...}" if isinstance(value, dict) else "[...]"
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."  # a 5,000-character question is not repeated
     where = f"field '{field}'" if field else "config"
-    return f"pipeline config: {where} has bad value {value!r}: {msg}"
+    return f"pipeline config: {where} has bad value {shown}: {msg}"
