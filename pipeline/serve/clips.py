@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.config import ClipsConfig
 from streams.chunk import AUDIO_RATE
 from streams.errors import one_line
+from streams.mux import mux_audio
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +72,10 @@ def write_mp4(path: Path, frames: np.ndarray | None, audio: np.ndarray | None) -
                 out.mux(vs.encode(frame))
             out.mux(vs.encode())
         if aus is not None:
-            _encode_audio(out, aus, audio.astype(np.float32))
+            mux_audio(out, aus, audio)
     seconds = [len(frames) / VIDEO_FPS if frames is not None else 0.0,
                len(audio) / AUDIO_RATE if audio is not None else 0.0]
     return max(seconds)
-
-
-def _encode_audio(out, aus, samples: np.ndarray) -> None:
-    step = aus.codec_context.frame_size or 1024
-    for start in range(0, len(samples), step):
-        frame = av.AudioFrame.from_ndarray(samples[None, start:start + step], format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = AUDIO_RATE, start
-        out.mux(aus.encode(frame))
-    out.mux(aus.encode())
 
 
 class ClipWriter:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..chunk import AUDIO_RATE
 from ..events import AudioSample, Event, VideoSample
+from ..mux import mux_audio
 from .render import BLOCK_SAMPLES, audio_block
 from .render import frame as render_frame
 from .timeline import Timeline, WorldEvent
@@ -99,15 +100,7 @@ class World:
                     container.mux(packet)
             for packet in vs.encode():
                 container.mux(packet)
-            audio = self.audio(0.0, seconds)
-            step = aus.codec_context.frame_size or 1024
-            for start in range(0, len(audio), step):
-                frame = av.AudioFrame.from_ndarray(audio[None, start:start + step], format="fltp", layout="mono")
-                frame.sample_rate, frame.pts = AUDIO_RATE, start
-                for packet in aus.encode(frame):
-                    container.mux(packet)
-            for packet in aus.encode():
-                container.mux(packet)
+            mux_audio(container, aus, self.audio(0.0, seconds))
         if log:
             lines = [json.dumps({"t": e.t, "kind": e.kind, "value": e.value}) for e in self.events(seconds)]
             Path(f"{path}.events.jsonl").write_text("\n".join(lines) + "\n")

@@ -14,6 +14,7 @@ from omnisift.data import Sample
 from omnisift.ratios import Ratios
 from omnisift.token_layout import AUDIO_TOKENS_PER_SECOND
 from streams.chunk import AUDIO_RATE
+from streams.mux import mux_audio
 
 PITCHES = (300.0, 600.0, 1200.0, 2400.0)
 NAMES = ("low", "medium", "high", "very high")
@@ -80,14 +81,7 @@ def write_clip(path: Path, spec: ClipSpec, seed: int) -> Path:
                 container.mux(packet)
         for packet in vs.encode():
             container.mux(packet)
-        step = aus.codec_context.frame_size or 1024
-        for start in range(0, len(audio), step):
-            frame = av.AudioFrame.from_ndarray(audio[None, start:start + step], format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = AUDIO_RATE, start
-            for packet in aus.encode(frame):
-                container.mux(packet)
-        for packet in aus.encode():
-            container.mux(packet)
+        mux_audio(container, aus, audio)
     return path
 
 
