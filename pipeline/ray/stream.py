@@ -390,9 +390,12 @@ class OmniStream:
         started = time.perf_counter()
         try:
             answer = await asyncio.wait_for(await_ref(ref), timeout)
-        except (asyncio.CancelledError, TimeoutError):
+        except asyncio.CancelledError:
             model.cancel_ask.remote(ticket)  # the model stops generating (Ray cannot cancel the running call)
             cancel(ref)
+            raise
+        except TimeoutError:
+            cancel(ref)  # the model stops by itself at the same deadline (in `settings`), counted as timed out
             raise
         except Exception as e:  # noqa: BLE001 - the actor's own exception, without Ray's wrapper
             raise unwrap(e) from None
