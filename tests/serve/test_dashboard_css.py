@@ -4,8 +4,6 @@ the real `app.css`, so no pipeline is needed."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,27 +15,6 @@ PAGE = """<!doctype html><html><head><link rel="stylesheet" href="{css}"></head>
 <article class="stream"><div class="body"><figure class="frame"></figure><div class="side">
 <ul class="answers feed"><li><div class="q">Q: {question}</div><div class="a">{answer}</div></li></ul>
 </div></div></article></section><aside></aside></main></body></html>"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("chromium / chromium-driver missing: run `bash tests/run.sh` (tests/system-packages.txt)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--window-size=1400,1000", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
 
 @pytest.mark.timeout(120)
 def test_a_long_answer_without_spaces_wraps_inside_its_box(browser, tmp_path):
